@@ -1,0 +1,5 @@
+import sys
+
+from hyperfs.cli import main
+
+sys.exit(main())

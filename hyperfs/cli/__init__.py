@@ -1,0 +1,64 @@
+"""The `hyperfs` command: one entry point, one module per group of subcommands.
+
+Each group module (`drive_cmds`, `mount_cmds`, `net_cmds`) exposes `register(subparsers)`, which
+adds its subcommands with a `func(args) -> int` default. `main` turns any `HyperfsError` into one
+line on stderr and a non-zero exit, so user mistakes never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from hyperfs.errors import HyperfsError
+
+GROUPS = ("drive_cmds", "mount_cmds", "net_cmds")
+
+
+def default_store() -> Path:
+    """The store folder: $HYPERFS_STORE, else $XDG_DATA_HOME/hyperfs, else ~/.local/share/hyperfs."""
+    if os.environ.get("HYPERFS_STORE"):
+        return Path(os.environ["HYPERFS_STORE"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "hyperfs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hyperfs", description="A peer-to-peer Hyperdrive as an ordinary folder."
+    )
+    parser.add_argument(
+        "--store", type=Path, default=None, help="store folder (default: %s)" % default_store()
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in GROUPS:
+        try:
+            module = importlib.import_module(f"hyperfs.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"hyperfs.cli.{name}":
+                raise
+            continue  # that group is not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.store is None:
+        args.store = default_store()
+    try:
+        return int(args.func(args) or 0)
+    except HyperfsError as err:
+        print(f"hyperfs: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hypercore 11 in Python: signed append-only logs on RocksDB."""

@@ -1,0 +1,148 @@
+"""Every exception hyperfs raises on purpose.
+
+Each class carries the errno a local file system would give for it, so the FUSE edge maps any
+`HyperfsError` with one lookup (`err.errno`), and the CLI edge prints `str(err)` as one line.
+Layers raise the most specific class; callers catch the family they can handle.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class HyperfsError(Exception):
+    """Base of all hyperfs errors. `errno` is what the FUSE layer answers with."""
+
+    errno: int = _errno.EIO
+
+
+# --- formats and core -------------------------------------------------------------------------
+
+
+class DecodingError(HyperfsError):
+    """Bytes that do not decode: truncated, out of range, or malformed (wire, disk, protobuf)."""
+
+    errno = _errno.EIO
+
+
+class InvalidKeyError(HyperfsError, ValueError):
+    """A key, id or key pair of the wrong length or with characters outside its alphabet."""
+
+    errno = _errno.EINVAL
+
+
+class CorruptStorageError(HyperfsError):
+    """A value read back from RocksDB does not decode or contradicts the signed head."""
+
+    errno = _errno.EIO
+
+
+class VerificationError(HyperfsError):
+    """A block, tree node, proof or signature does not verify against the signed root."""
+
+    errno = _errno.EIO
+
+
+class NotWritableError(HyperfsError):
+    """A write to a core or drive opened without its secret key, or to a snapshot/checkout."""
+
+    errno = _errno.EROFS
+
+
+class BlockNotAvailableError(HyperfsError):
+    """A block that is not stored locally, asked for with `wait=False`."""
+
+    errno = _errno.EAGAIN
+
+
+class RequestTimeoutError(HyperfsError):
+    """A wait (for a block, a peer, an update) exceeded its timeout."""
+
+    errno = _errno.ETIMEDOUT
+
+
+class SessionClosedError(HyperfsError):
+    """An operation on a core, session, snapshot or store that has been closed."""
+
+    errno = _errno.EBADF
+
+
+class CoreNotFoundError(HyperfsError, KeyError):
+    """A core (by discovery key, key or alias) that the store does not hold."""
+
+    errno = _errno.ENOENT
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "core not found"
+
+
+class InvalidArgumentError(HyperfsError, ValueError):
+    """An argument outside what the operation allows (a range past the end, a bad length)."""
+
+    errno = _errno.EINVAL
+
+
+# --- drive --------------------------------------------------------------------------------------
+
+
+class DriveError(HyperfsError):
+    """Base of file-system level errors of a drive."""
+
+
+class FileNotFoundInDrive(DriveError, FileNotFoundError):
+    errno = _errno.ENOENT
+
+
+class FileExistsInDrive(DriveError, FileExistsError):
+    errno = _errno.EEXIST
+
+
+class NotADirectoryInDrive(DriveError, NotADirectoryError):
+    errno = _errno.ENOTDIR
+
+
+class IsADirectoryInDrive(DriveError, IsADirectoryError):
+    errno = _errno.EISDIR
+
+
+class DirectoryNotEmptyError(DriveError):
+    errno = _errno.ENOTEMPTY
+
+
+class InvalidPathError(DriveError, ValueError):
+    """A path with `..`, NUL, or an empty component, or not a valid Unix path."""
+
+    errno = _errno.EINVAL
+
+
+class NameTooLongError(DriveError):
+    errno = _errno.ENAMETOOLONG
+
+
+class ReadOnlyDriveError(NotWritableError, DriveError):
+    errno = _errno.EROFS
+
+
+class NotSupportedError(DriveError):
+    """An operation the format cannot express (hard links, for one)."""
+
+    errno = _errno.EPERM
+
+
+# --- replication --------------------------------------------------------------------------------
+
+
+class ProtocolError(HyperfsError):
+    """A peer broke the wire protocol; the connection to that peer is dropped."""
+
+    errno = _errno.EPROTO
+
+
+class HandshakeError(ProtocolError):
+    """The Noise handshake or the secret-stream header failed."""
+
+
+class PeerClosedError(ProtocolError):
+    """The remote side closed the connection."""
+
+    errno = _errno.ECONNRESET

@@ -1,0 +1,1 @@
+"""The drive as a FUSE mount (pyfuse3 on trio)."""
