@@ -1,0 +1,121 @@
+"""The Merkle tree of a core: roots, appends, truncation, tree hashes, byte offsets and seeks.
+
+Pure functions over `TreeNode`s; reading stored nodes is the caller's, passed in as `get_node`
+(index -> TreeNode, raising if absent). See `shared/spec/core-crypto.md` §3–§4 and hypercore
+`lib/merkle-tree.js`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+
+from hyperfs.core import flat_tree
+from hyperfs.core.crypto import tree_hash
+from hyperfs.core.encoding import TreeNode
+
+GetNode = Callable[[int], TreeNode]
+
+_LEAF = b"\x00"
+_PARENT = b"\x01"
+
+
+def append_leaves(
+    roots: Sequence[TreeNode], length: int, blocks: Iterable[bytes]
+) -> tuple[list[TreeNode], list[TreeNode]]:
+    """Append stored blocks to a tree of `length` blocks with `roots`.
+
+    Returns (every new node to store, the new roots), as `MerkleTreeBatch.append` does."""
+    new_roots = list(roots)
+    nodes: list[TreeNode] = []
+    blake2b = hashlib.blake2b
+    index = 2 * length
+    for block in blocks:
+        size = len(block)
+        h = blake2b(_LEAF, digest_size=32)
+        h.update(size.to_bytes(8, "little"))
+        h.update(block)
+        node = TreeNode(index, size, h.digest())
+        nodes.append(node)
+        # Merge while the last two roots are siblings: the block number tells how many times.
+        for _ in range(_merges(index >> 1)):
+            left = new_roots.pop()
+            size = left.size + node.size
+            h = blake2b(_PARENT, digest_size=32)
+            h.update(size.to_bytes(8, "little"))
+            h.update(left.hash)
+            h.update(node.hash)
+            node = TreeNode((left.index + node.index) >> 1, size, h.digest())
+            nodes.append(node)
+        new_roots.append(node)
+        index += 2
+    return nodes, new_roots
+
+
+def _merges(block_index: int) -> int:
+    """How many parents appending block `block_index` completes (trailing 1 bits of it)."""
+    return ((block_index + 1) & -(block_index + 1)).bit_length() - 1
+
+
+def root_indexes(length: int) -> list[int]:
+    """The flat-tree indexes of the roots of a tree of `length` blocks."""
+    return flat_tree.full_roots(2 * length)
+
+
+def roots_at(length: int, get_node: GetNode) -> list[TreeNode]:
+    """The roots of the tree at `length` (any length up to the current one), from stored nodes."""
+    return [get_node(i) for i in root_indexes(length)]
+
+
+def hash_at(length: int, get_node: GetNode) -> bytes:
+    """The tree hash at `length`."""
+    return tree_hash(roots_at(length, get_node))
+
+
+def byte_length(roots: Iterable[TreeNode]) -> int:
+    return sum(root.size for root in roots)
+
+
+def byte_offset(index: int, get_node: GetNode) -> int:
+    """The byte offset of block `index`: the size of the complete subtrees covering blocks < index."""
+    return sum(get_node(i).size for i in flat_tree.full_roots(2 * index))
+
+
+def seek(byte_offset_: int, roots: Sequence[TreeNode], get_node: GetNode) -> tuple[int, int]:
+    """(block index, offset inside it) of a byte offset; (length, 0) at the end.
+
+    Raises IndexError past the end (callers turn it into their own error)."""
+    offset = byte_offset_
+    for root in roots:
+        if offset >= root.size:
+            offset -= root.size
+            continue
+        node = root
+        while node.index & 1:
+            left = get_node(flat_tree.left_child(node.index))
+            if offset < left.size:
+                node = left
+            else:
+                offset -= left.size
+                node = get_node(flat_tree.right_child(node.index))
+        return node.index >> 1, offset
+    if offset == 0:
+        return (flat_tree.right_span(roots[-1].index) >> 1) + 1 if roots else 0, 0
+    raise IndexError(f"byte offset {byte_offset_} is past the end of the tree")
+
+
+def truncated_nodes(old_length: int, new_length: int) -> tuple[int, int, list[int]]:
+    """Which stored nodes a truncation from `old_length` to `new_length` deletes.
+
+    Every node whose right span passes `2*new_length - 2`: the range [2*new_length, 2*old_length)
+    and the ancestors of leaf `2*new_length` that sit left of it. Returns (start, end, extra)."""
+    head = 2 * new_length
+    extra: list[int] = []
+    node = head
+    while True:
+        node = flat_tree.parent(node)
+        if flat_tree.right_span(node) > 2 * old_length - 2:
+            break
+        if node < head:
+            extra.append(node)
+    return head, 2 * old_length, extra
