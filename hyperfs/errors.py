@@ -146,3 +146,18 @@ class PeerClosedError(ProtocolError):
     """The remote side closed the connection."""
 
     errno = _errno.ECONNRESET
+
+
+class ProofRequestError(HyperfsError):
+    """A peer's request that no proof of ours can answer (bad range or node count, missing data).
+
+    Not hostile by itself: the replicator answers it with noData(INVALID_REQUEST) or NOT_AVAILABLE.
+    """
+
+    errno = _errno.EINVAL
+
+
+class StorageError(HyperfsError):
+    """RocksDB itself failed (cannot open the folder, a write or read returned an error)."""
+
+    errno = _errno.EIO

@@ -29,6 +29,11 @@ def _nodes(dec: Decoder) -> list[TreeNode]:
     return dec.array(Decoder.tree_node)
 
 
+def _flags(*bits: bool) -> int:
+    """A flags uint from booleans, bit 0 first."""
+    return sum(1 << i for i, bit in enumerate(bits) if bit)
+
+
 def _trailing_flags(dec: Decoder) -> int:
     # Optional trailing flags are only present when non-zero (wire.md §1).
     return dec.uint() if not dec.done() else 0
@@ -64,13 +69,7 @@ class Sync:
     allow_push: bool = False
 
     def encode_into(self, enc: Encoder) -> None:
-        flags = (
-            self.can_upgrade
-            | self.uploading << 1
-            | self.downloading << 2
-            | self.has_manifest << 3
-            | self.allow_push << 4
-        )
+        flags = _flags(self.can_upgrade, self.uploading, self.downloading, self.has_manifest, self.allow_push)
         enc.uint(flags).uint(self.fork).uint(self.length).uint(self.remote_length)
 
     @staticmethod
@@ -121,13 +120,13 @@ class Request:
     priority: int = 0
 
     def encode_into(self, enc: Encoder) -> None:
-        flags = (
-            (self.block is not None)
-            | (self.hash is not None) << 1
-            | (self.seek is not None) << 2
-            | (self.upgrade is not None) << 3
-            | self.manifest << 4
-            | (self.priority != 0) << 5
+        flags = _flags(
+            self.block is not None,
+            self.hash is not None,
+            self.seek is not None,
+            self.upgrade is not None,
+            self.manifest,
+            self.priority != 0,
         )
         enc.uint(flags).uint(self.id).uint(self.fork)
         for part in (self.block, self.hash):
@@ -213,12 +212,12 @@ class Data:
     manifest: bytes | None = None
 
     def encode_into(self, enc: Encoder) -> None:
-        flags = (
-            (self.block is not None)
-            | (self.hash is not None) << 1
-            | (self.seek is not None) << 2
-            | (self.upgrade is not None) << 3
-            | (self.manifest is not None) << 4
+        flags = _flags(
+            self.block is not None,
+            self.hash is not None,
+            self.seek is not None,
+            self.upgrade is not None,
+            self.manifest is not None,
         )
         enc.uint(flags).uint(self.request).uint(self.fork)
         if self.block is not None:
