@@ -161,3 +161,12 @@ class StorageError(HyperfsError):
     """RocksDB itself failed (cannot open the folder, a write or read returned an error)."""
 
     errno = _errno.EIO
+
+
+# --- mount --------------------------------------------------------------------------------------
+
+
+class MountError(HyperfsError):
+    """A mount or unmount that did not happen (not a folder, busy, FUSE refused, daemon failed)."""
+
+    errno = _errno.EIO
