@@ -1,0 +1,203 @@
+"""`hyperfs mount` and `hyperfs unmount`.
+
+`mount` without --foreground starts the serving process detached (its own session, stdio away
+from the terminal) and returns only when that process says the folder is usable, printing the
+drive's key; a failure before that is printed here. Each serving process leaves a pid file so
+`unmount` can wait for it to finish writing and release the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from hyperfs.errors import HyperfsError, MountError
+
+UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    mount = subparsers.add_parser("mount", help="mount a drive as a folder")
+    mount.add_argument("mountpoint", type=Path)
+    mount.add_argument("drive", nargs="?", help="drive key (default: the store's default drive)")
+    mount.add_argument("--foreground", action="store_true", help="serve in this process")
+    mount.add_argument("--checkout", type=int, metavar="VERSION", help="mount an old version, read-only")
+    mount.add_argument("--verbose", action="store_true", help="debug logging")
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    mount.set_defaults(func=cmd_mount)
+    unmount = subparsers.add_parser("unmount", help="unmount a mounted drive")
+    unmount.add_argument("mountpoint", type=Path)
+    unmount.set_defaults(func=cmd_unmount)
+
+
+def runtime_dir() -> Path:
+    """Where pid files and daemon logs go: $XDG_RUNTIME_DIR/hyperfs, else a per-user temp folder."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base) / "hyperfs" if base else Path(tempfile.gettempdir()) / f"hyperfs-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def pid_file(mountpoint: Path) -> Path:
+    digest = hashlib.sha256(os.fsencode(os.path.realpath(mountpoint))).hexdigest()[:24]
+    return runtime_dir() / f"{digest}.pid"
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    if not args.mountpoint.is_dir():
+        raise MountError(f"{args.mountpoint} is not a folder")
+    if args.foreground or args.ready_fd is not None:
+        return _serve(args)
+    return _detach(args)
+
+
+def _detach(args: argparse.Namespace) -> int:
+    read_end, write_end = os.pipe()
+    argv = [sys.executable, "-m", "hyperfs", "--store", str(args.store), "mount", str(args.mountpoint)]
+    if args.drive:
+        argv.append(args.drive)
+    if args.checkout is not None:
+        argv += ["--checkout", str(args.checkout)]
+    argv += ["--ready-fd", str(write_end)]
+    log_path = pid_file(args.mountpoint).with_suffix(".log")
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            argv,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    os.close(write_end)
+    with os.fdopen(read_end, "r") as ready:
+        line = ready.readline().strip()
+    if line.startswith("ready "):
+        print(line.removeprefix("ready "))
+        return 0
+    child.wait()
+    message = line.removeprefix("error ") if line.startswith("error ") else f"see {log_path}"
+    raise MountError(f"mount failed: {message}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hyperfs.fuse.mount import configure_logging
+
+    configure_logging(args.verbose)
+    pids = pid_file(args.mountpoint)
+    pids.write_text(str(os.getpid()))
+    try:
+        trio.run(_serve_async, args)
+    except HyperfsError as err:
+        _report(args, f"error {err}")
+        raise
+    except Exception as err:
+        _report(args, f"error {type(err).__name__}: {err}")
+        raise
+    finally:
+        pids.unlink(missing_ok=True)
+    return 0
+
+
+async def _serve_async(args: argparse.Namespace) -> None:
+    from hyperfs.fuse.mount import serve
+
+    async with open_drive(args.store, args.drive, args.checkout) as drive:
+        read_only = args.checkout is not None or not drive.writable
+
+        def ready() -> None:
+            _report(args, f"ready {drive.key.hex()}")
+
+        await serve(
+            drive,
+            str(args.mountpoint),
+            read_only=read_only,
+            live=read_only and args.checkout is None,
+            store_dir=str(args.store),
+            on_ready=ready,
+        )
+
+
+def _report(args: argparse.Namespace, line: str) -> None:
+    """Tell the waiting parent (or the terminal, in the foreground) how the mount went, once."""
+    if args.ready_fd is None:
+        if line.startswith("ready "):
+            print(line.removeprefix("ready "), flush=True)
+        return
+    try:
+        os.write(args.ready_fd, (line + "\n").encode())
+        os.close(args.ready_fd)
+    except OSError:
+        pass  # already told
+    args.ready_fd = None
+    # The parent has its answer; from now on nothing may write to its terminal.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+@asynccontextmanager
+async def open_drive(store_dir: Path, key: str | None, checkout: int | None) -> AsyncIterator[Any]:
+    """The drive to mount: `key`'s, or the store's default drive (created on first use),
+    at `checkout` when given."""
+    from hyperfs.core.corestore import Corestore
+    from hyperfs.core.z32 import decode_key
+    from hyperfs.drive.drive import Drive
+
+    store = Corestore(store_dir)
+    await store.ready()
+    try:
+        if key is None:
+            drive = await Drive.create(store, name="default")
+        else:
+            drive = await Drive.open(store, decode_key(key))
+        if checkout is not None:
+            drive = await drive.checkout(checkout)
+        yield drive
+    finally:
+        await store.close()
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.realpath(args.mountpoint)
+    pids = pid_file(args.mountpoint)
+    try:
+        pid = int(pids.read_text())
+    except (OSError, ValueError):
+        pid = None
+    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
+    if pid is not None:
+        wait_for_exit(pid, UNMOUNT_WAIT)
+    return 0
+
+
+def wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait until process `pid` is gone (it flushes and closes the store after the unmount)."""
+    deadline = time.monotonic() + timeout
+    while _running(pid):
+        if time.monotonic() > deadline:
+            raise MountError(f"the mount process {pid} did not exit within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    # A zombie has finished; whoever started it reaps it.
+    return state not in ("Z", "X")

@@ -1,0 +1,111 @@
+"""A mount's life: mount the drive, say when the folder is usable, follow the drive as it grows,
+flush open files and unmount on SIGINT/SIGTERM, and clean up after `fusermount3 -u`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pyfuse3
+import trio
+
+from hyperfs.fuse.errors import log
+from hyperfs.fuse.inodes import split
+from hyperfs.fuse.operations import DriveOperations
+
+# Live mounts (the drive grows from elsewhere) are told of changes; the timeout only bounds what
+# a missed notice could cost.
+LIVE_CACHE_TIMEOUT = 1.0
+CACHE_TIMEOUT = 300.0
+
+
+def mount_options(read_only: bool) -> set[str]:
+    """The FUSE options: the kernel checks permissions from our modes, and a read-only mount is
+    mounted `ro` so every write gets EROFS from the kernel itself, as on a local file system."""
+    options = set(pyfuse3.default_options) | {"fsname=hyperfs", "subtype=hyperfs"}
+    if read_only:
+        options.add("ro")
+    return options
+
+
+async def serve(
+    drive: Any,
+    mountpoint: str,
+    *,
+    read_only: bool = False,
+    live: bool = False,
+    store_dir: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Mount `drive` on `mountpoint` and serve it until unmounted or signalled; returns once the
+    folder is unmounted and every open file's content is in the drive."""
+    ops = DriveOperations(
+        drive,
+        read_only=read_only,
+        cache_timeout=LIVE_CACHE_TIMEOUT if live else CACHE_TIMEOUT,
+        store_dir=store_dir,
+    )
+    pyfuse3.init(ops, mountpoint, mount_options(ops.read_only))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, ops)
+            nursery.start_soon(_announce_ready, mountpoint, on_ready)
+            if live:
+                nursery.start_soon(follow, ops)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+    finally:
+        await ops.flush_all()
+        pyfuse3.close(unmount=True)
+
+
+async def _announce_ready(mountpoint: str, on_ready: Callable[[], None] | None) -> None:
+    # A stat of the mount point is answered by our own loop: once it returns, the kernel has
+    # finished FUSE_INIT and the folder is usable.
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    if on_ready is not None:
+        on_ready()
+
+
+async def _stop_on_signal(ops: DriveOperations) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal %d: flushing open files and unmounting", signum)
+            await ops.flush_all()
+            pyfuse3.terminate()
+            return
+
+
+async def follow(ops: DriveOperations) -> None:
+    """Tell the kernel what changed each time the drive grows underneath the mount."""
+    version = ops.drive.version
+    while True:
+        await ops.drive.wait_version(version)
+        version = ops.drive.version
+        await invalidate_known(ops)
+
+
+async def invalidate_known(ops: DriveOperations) -> None:
+    """Drop the kernel's cached attributes, data and entries of every path the mount handed out."""
+    for path in ops.inodes.paths():
+        ino = ops.inodes.known(path)
+        try:
+            # Blocking write to /dev/fuse: off the loop, which may have to answer the kernel.
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino)
+        except OSError:
+            pass  # the kernel had forgotten it already
+        if path != "/":
+            parent, name = split(path)
+            parent_ino = ops.inodes.known(parent)
+            if parent_ino is not None:
+                pyfuse3.invalidate_entry_async(parent_ino, name.encode("utf-8"), ignore_enoent=True)
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )

@@ -1,0 +1,49 @@
+"""What the mount keeps for a file that is open: the handles on it and, once it is written, its
+new content, shared by every handle as on a local file system."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from hyperfs.fuse.write_buffer import WriteBuffer
+
+
+@dataclass
+class OpenFile:
+    """One inode with open handles. `buffer` is its whole current content while it differs from
+    the drive (or after it was unlinked while open); `generation` counts changes so a flush that
+    raced with a write knows it must run again."""
+
+    ino: int
+    handles: int = 0
+    buffer: WriteBuffer | None = None
+    generation: int = 0
+    committed: int = 0
+    unlinked: bool = False
+    stat: Any = None  # the drive's Stat from when it was unlinked
+    mtime_ns: int = 0  # when the buffer last changed
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def dirty(self) -> bool:
+        return self.generation != self.committed
+
+    def changed(self) -> None:
+        self.generation += 1
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+
+
+@dataclass
+class Handle:
+    """One open() of a file: the shared OpenFile plus this handle's own flags."""
+
+    file: OpenFile
+    writable: bool
+    append: bool

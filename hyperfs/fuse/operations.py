@@ -1,0 +1,492 @@
+"""The FUSE request handlers: a `Drive` seen through the kernel as an ordinary folder.
+
+Each handler resolves inodes to drive paths (`InodeTable`), calls the drive, and turns the drive's
+`Stat` into kernel attributes. Writes go to the file's `WriteBuffer` and reach the drive as one
+new content run plus one `Node` when the file is flushed, released or fsynced.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat as stat_mod
+import time
+from typing import Any
+
+import pyfuse3
+
+from hyperfs.errors import (
+    DirectoryNotEmptyError,
+    FileExistsInDrive,
+    FileNotFoundInDrive,
+    InvalidPathError,
+    IsADirectoryInDrive,
+    NameTooLongError,
+    NotADirectoryInDrive,
+    NotSupportedError,
+)
+from hyperfs.fuse.errors import fuse_errors, log
+from hyperfs.fuse.inodes import InodeTable, join
+from hyperfs.fuse.open_file import Handle, OpenFile
+from hyperfs.fuse.reader import ContentReader
+from hyperfs.fuse.write_buffer import WriteBuffer
+
+NAME_MAX = 255
+BLOCK_SIZE = 128 * 1024  # st_blksize: what `cp` and friends size their reads and writes by
+MS = 1_000_000  # drive times are milliseconds since the epoch (DEP-0000 Stat.mtime/ctime)
+
+
+def decode_name(name: bytes) -> str:
+    """A directory entry name from the kernel as a drive name (UTF-8, at most NAME_MAX bytes)."""
+    if len(name) > NAME_MAX:
+        raise NameTooLongError(f"name longer than {NAME_MAX} bytes")
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPathError("drive names must be UTF-8") from None
+
+
+class DriveOperations(pyfuse3.Operations):
+    """pyfuse3 handlers over one `Drive` (writable unless `read_only` or the drive is)."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(
+        self,
+        drive: Any,
+        *,
+        read_only: bool = False,
+        cache_timeout: float = 300.0,
+        spill_dir: str | None = None,
+        store_dir: str | None = None,
+    ):
+        super().__init__()
+        self.drive = drive
+        self.read_only = read_only or not drive.writable
+        self.inodes = InodeTable()
+        self._cache_timeout = cache_timeout
+        self._spill_dir = spill_dir
+        self._store_dir = store_dir or "/"
+        self._files: dict[int, OpenFile] = {}
+        self._handles: dict[int, Handle] = {}
+        self._readers: dict[int, ContentReader] = {}
+        self._dirs: dict[int, list[str]] = {}
+        self._dir_paths: dict[int, str] = {}
+        self._fh = itertools.count(1)
+
+    # --- attributes -----------------------------------------------------------------------------
+
+    def _attrs(self, ino: int, st: Any) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = ino
+        attrs.generation = 0
+        attrs.entry_timeout = self._cache_timeout
+        attrs.attr_timeout = self._cache_timeout
+        attrs.st_mode = st.mode
+        # A folder without a count from the drive says 1, which `find` reads as "unknown".
+        attrs.st_nlink = st.nlink or 1
+        attrs.st_uid = st.uid or 0
+        attrs.st_gid = st.gid or 0
+        size = st.size or 0
+        mtime_ns = (st.mtime or 0) * MS
+        ctime_ns = (st.ctime or st.mtime or 0) * MS
+        open_file = self._files.get(ino)
+        if open_file is not None and open_file.buffer is not None:
+            size = open_file.buffer.size
+            mtime_ns = ctime_ns = max(mtime_ns, open_file.mtime_ns)
+        if stat_mod.S_ISLNK(st.mode):
+            size = len(os.fsencode(st.linkname or ""))
+        attrs.st_size = size
+        attrs.st_blksize = BLOCK_SIZE
+        attrs.st_blocks = (size + 511) // 512
+        attrs.st_atime_ns = mtime_ns
+        attrs.st_mtime_ns = mtime_ns
+        attrs.st_ctime_ns = ctime_ns
+        return attrs
+
+    async def _stat(self, path: str) -> Any:
+        try:
+            return await self.drive.lstat(path)
+        except FileNotFoundInDrive:
+            if path == "/":
+                return _ROOT_STAT
+            raise
+
+    async def _entry(self, path: str) -> pyfuse3.EntryAttributes:
+        st = await self._stat(path)
+        return self._attrs(self.inodes.ino(path), st)
+
+    def _child(self, parent_inode: int, name: bytes) -> str:
+        return join(self.inodes.path(parent_inode), decode_name(name))
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+
+    @fuse_errors
+    async def lookup(self, parent_inode, name, ctx=None):
+        path = self._child(parent_inode, name)
+        try:
+            return await self._entry(path)
+        except FileNotFoundInDrive:
+            # A negative entry the kernel may cache: every later create comes through us.
+            attrs = pyfuse3.EntryAttributes()
+            attrs.st_ino = 0
+            attrs.entry_timeout = self._cache_timeout
+            return attrs
+
+    @fuse_errors
+    async def getattr(self, inode, ctx=None):
+        return self._attrs(inode, await self._stat_ino(inode))
+
+    async def _stat_ino(self, inode: int) -> Any:
+        open_file = self._files.get(inode)
+        if open_file is not None and open_file.unlinked:
+            return open_file.stat
+        return await self._stat(self.inodes.path(inode))
+
+    @fuse_errors
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        self._writable()
+        open_file = self._files.get(inode)
+        if fields.update_size:
+            if open_file is None:
+                await self.drive.truncate(self.inodes.path(inode), attr.st_size)
+            else:
+                buffer = await self._buffer(open_file)
+                buffer.truncate(attr.st_size)
+                self._changed(open_file)
+                if not any(h.writable for h in self._handles_of(open_file)):
+                    await self._commit(open_file)
+        if open_file is not None and (
+            fields.update_mode or fields.update_uid or fields.update_gid or fields.update_mtime
+        ):
+            # Pending content first, so the new Node it writes does not undo this change.
+            await self._commit(open_file)
+        path = self.inodes.path(inode)
+        if fields.update_mode:
+            await self.drive.chmod(path, stat_mod.S_IMODE(attr.st_mode))
+        if fields.update_uid or fields.update_gid:
+            st = await self._stat(path)
+            uid = attr.st_uid if fields.update_uid else st.uid
+            gid = attr.st_gid if fields.update_gid else st.gid
+            await self.drive.chown(path, uid, gid)
+        if fields.update_mtime or fields.update_atime:
+            st = await self._stat(path)
+            mtime_ms = attr.st_mtime_ns // MS if fields.update_mtime else st.mtime
+            atime_ms = attr.st_atime_ns // MS if fields.update_atime else mtime_ms
+            await self.drive.utimes(path, atime_ms, mtime_ms)
+        return await self.getattr(inode, ctx)
+
+    @fuse_errors
+    async def forget(self, inode_list):
+        for inode, _ in inode_list:
+            if inode not in self._files:
+                self.inodes.forget(inode)
+
+    # --- names ----------------------------------------------------------------------------------
+
+    @fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        self._writable()
+        path = self._child(parent_inode, name)
+        await self.drive.mkdir(path, mode=stat_mod.S_IMODE(mode))
+        return await self._entry(path)
+
+    @fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):
+        self._writable()
+        path = self._child(parent_inode, name)
+        await self.drive.rmdir(path)
+        self.inodes.detach(path)
+
+    @fuse_errors
+    async def unlink(self, parent_inode, name, ctx):
+        self._writable()
+        path = self._child(parent_inode, name)
+        st = await self._stat(path)
+        if stat_mod.S_ISDIR(st.mode):
+            raise IsADirectoryInDrive(f"{path} is a folder")
+        await self._keep_if_open(path, st)
+        await self.drive.unlink(path)
+        self.inodes.detach(path)
+
+    async def _keep_if_open(self, path: str, st: Any) -> None:
+        """Before `path` goes away (unlink, or replaced by a rename), give its open handles their
+        own copy of the content, as a local file system keeps an unlinked inode's data."""
+        ino = self.inodes.known(path)
+        open_file = self._files.get(ino) if ino is not None else None
+        if open_file is not None:
+            await self._buffer(open_file)
+            open_file.stat = st
+            open_file.unlinked = True
+
+    @fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):
+        self._writable()
+        path = self._child(parent_inode, name)
+        await self.drive.symlink(os.fsdecode(target), path)
+        return await self._entry(path)
+
+    @fuse_errors
+    async def readlink(self, inode, ctx):
+        return os.fsencode(await self.drive.readlink(self.inodes.path(inode)))
+
+    @fuse_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise NotSupportedError("a drive cannot hold hard links")
+
+    @fuse_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self._writable()
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        old = self._child(parent_inode_old, name_old)
+        new = self._child(parent_inode_new, name_new)
+        src = await self._stat(old)
+        try:
+            dst = await self._stat(new)
+        except FileNotFoundInDrive:
+            dst = None
+        if dst is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise FileExistsInDrive(f"{new} exists")
+            if old == new:
+                return
+            if stat_mod.S_ISDIR(src.mode) and not stat_mod.S_ISDIR(dst.mode):
+                raise NotADirectoryInDrive(f"{new} is not a folder")
+            if not stat_mod.S_ISDIR(src.mode) and stat_mod.S_ISDIR(dst.mode):
+                raise IsADirectoryInDrive(f"{new} is a folder")
+            if stat_mod.S_ISDIR(dst.mode) and await self.drive.readdir(new):
+                raise DirectoryNotEmptyError(f"{new} is not empty")
+            await self._keep_if_open(new, dst)
+        await self.drive.rename(old, new)
+        self.inodes.rename(old, new)
+
+    # --- folders --------------------------------------------------------------------------------
+
+    @fuse_errors
+    async def opendir(self, inode, ctx):
+        path = self.inodes.path(inode)
+        st = await self._stat(path)
+        if not stat_mod.S_ISDIR(st.mode):
+            raise NotADirectoryInDrive(f"{path} is not a folder")
+        fh = next(self._fh)
+        self._dir_paths[fh] = path
+        return fh
+
+    @fuse_errors
+    async def readdir(self, fh, start_id, token):
+        path = self._dir_paths[fh]
+        # The listing is taken once per opendir: offsets index into it, so entries added or
+        # removed meanwhile neither repeat nor make others vanish.
+        names = self._dirs.get(fh)
+        if names is None:
+            names = self._dirs[fh] = sorted(await self.drive.readdir(path))
+        for index in range(start_id, len(names)):
+            child = join(path, names[index])
+            try:
+                attrs = await self._entry(child)
+            except FileNotFoundInDrive:
+                continue  # removed since the listing was taken
+            if not pyfuse3.readdir_reply(token, names[index].encode("utf-8"), attrs, index + 1):
+                return
+
+    @fuse_errors
+    async def releasedir(self, fh):
+        self._dirs.pop(fh, None)
+        self._dir_paths.pop(fh, None)
+
+    # --- files ----------------------------------------------------------------------------------
+
+    @fuse_errors
+    async def open(self, inode, flags, ctx):
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self._writable()
+        self.inodes.path(inode)  # ENOENT for a stale inode
+        return await self._open(inode, flags)
+
+    async def _open(self, inode: int, flags: int) -> pyfuse3.FileInfo:
+        open_file = self._files.get(inode)
+        if open_file is None:
+            open_file = self._files[inode] = OpenFile(inode)
+        open_file.handles += 1
+        fh = next(self._fh)
+        self._handles[fh] = Handle(
+            open_file, writable=flags & os.O_ACCMODE != os.O_RDONLY, append=bool(flags & os.O_APPEND)
+        )
+        if flags & os.O_TRUNC:
+            if open_file.buffer is None:
+                open_file.buffer = self._new_buffer()
+            open_file.buffer.truncate(0)
+            self._changed(open_file)
+        # Every change to a file of a writable mount comes through here, so the kernel's page
+        # cache stays right across opens; live changes invalidate it explicitly.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @fuse_errors
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        self._writable()
+        path = self._child(parent_inode, name)
+        try:
+            await self._stat(path)
+        except FileNotFoundInDrive:
+            await self.drive.write_file(path, b"", mode=stat_mod.S_IMODE(mode))
+        else:
+            if flags & os.O_EXCL:
+                raise FileExistsInDrive(f"{path} exists")
+        ino = self.inodes.ino(path)
+        info = await self._open(ino, flags)
+        return info, await self._entry(path)
+
+    @fuse_errors
+    async def read(self, fh, off, size):
+        handle = self._handles[fh]
+        open_file = handle.file
+        if open_file.buffer is not None:
+            return open_file.buffer.read(off, size)
+        reader = self._readers.get(fh)
+        if reader is None:
+            reader = self._readers[fh] = ContentReader(self.drive, self.inodes.path(open_file.ino))
+        return await reader.read(off, size)
+
+    @fuse_errors
+    async def write(self, fh, off, buf):
+        handle = self._handles[fh]
+        buffer = await self._buffer(handle.file)
+        if handle.append:
+            off = buffer.size
+        buffer.write(off, buf)
+        self._changed(handle.file)
+        return len(buf)
+
+    @fuse_errors
+    async def flush(self, fh):
+        await self._commit(self._handles[fh].file)
+
+    @fuse_errors
+    async def fsync(self, fh, datasync):
+        await self._commit(self._handles[fh].file)
+        await self.drive.flush()
+
+    @fuse_errors
+    async def release(self, fh):
+        handle = self._handles.pop(fh)
+        reader = self._readers.pop(fh, None)
+        if reader is not None:
+            await reader.close()
+        open_file = handle.file
+        try:
+            await self._commit(open_file)
+        finally:
+            open_file.handles -= 1
+            if open_file.handles == 0:
+                del self._files[open_file.ino]
+                open_file.close()
+                if open_file.unlinked:
+                    self.inodes.forget(open_file.ino)
+
+    async def flush_all(self) -> None:
+        """Write every open file's pending content (before an unmount)."""
+        for open_file in list(self._files.values()):
+            try:
+                await self._commit(open_file)
+            except Exception:  # noqa: BLE001 - keep flushing the others
+                log.exception("could not flush inode %d", open_file.ino)
+
+    def _handles_of(self, open_file: OpenFile) -> list[Handle]:
+        return [h for h in self._handles.values() if h.file is open_file]
+
+    def _new_buffer(self) -> WriteBuffer:
+        return WriteBuffer(spill_dir=self._spill_dir)
+
+    def _changed(self, open_file: OpenFile) -> None:
+        open_file.changed()
+        open_file.mtime_ns = time.time_ns()
+
+    async def _buffer(self, open_file: OpenFile) -> WriteBuffer:
+        """The file's buffer, filled with its current drive content on first use."""
+        async with open_file.lock:
+            if open_file.buffer is None:
+                buffer = self._new_buffer()
+                offset = 0
+                try:
+                    async for chunk in self.drive.open_read(self.inodes.path(open_file.ino)):
+                        buffer.write(offset, chunk)
+                        offset += len(chunk)
+                except BaseException:
+                    buffer.close()
+                    raise
+                open_file.buffer = buffer
+            return open_file.buffer
+
+    async def _commit(self, open_file: OpenFile) -> None:
+        """Append the file's new content and its Node, unless nothing changed since last time."""
+        async with open_file.lock:
+            if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
+                return
+            generation = open_file.generation
+            writer = await self.drive.open_write(self.inodes.path(open_file.ino))
+            for chunk in open_file.buffer.chunks():
+                await writer.write(chunk)
+            await writer.close()
+            open_file.committed = generation
+
+    # --- extended attributes and the file system ------------------------------------------------
+
+    @fuse_errors
+    async def getxattr(self, inode, name, ctx):
+        metadata = (await self._stat_ino(inode)).metadata or {}
+        try:
+            return bytes(metadata[os.fsdecode(name)])
+        except KeyError:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+
+    @fuse_errors
+    async def listxattr(self, inode, ctx):
+        metadata = (await self._stat_ino(inode)).metadata or {}
+        return [os.fsencode(key) for key in metadata]
+
+    @fuse_errors
+    async def setxattr(self, inode, name, value, ctx):
+        self._writable()
+        await self.drive.set_metadata(self.inodes.path(inode), os.fsdecode(name), bytes(value))
+
+    @fuse_errors
+    async def removexattr(self, inode, name, ctx):
+        self._writable()
+        path = self.inodes.path(inode)
+        key = os.fsdecode(name)
+        if key not in ((await self._stat(path)).metadata or {}):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        await self.drive.set_metadata(path, key, None)
+
+    @fuse_errors
+    async def statfs(self, ctx):
+        disk = os.statvfs(self._store_dir)
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = BLOCK_SIZE
+        data.f_frsize = disk.f_frsize
+        data.f_blocks = disk.f_blocks
+        data.f_bfree = disk.f_bfree
+        data.f_bavail = 0 if self.read_only else disk.f_bavail
+        data.f_files = disk.f_files
+        data.f_ffree = disk.f_ffree
+        data.f_favail = 0 if self.read_only else disk.f_favail
+        data.f_namemax = NAME_MAX
+        return data
+
+
+class _RootStat:
+    """The root of a drive that has no entry for "/" (a fresh drive): an empty folder."""
+
+    mode = stat_mod.S_IFDIR | 0o755
+    uid = gid = size = mtime = ctime = nlink = 0
+    linkname = ""
+    metadata: dict[str, bytes] = {}
+
+
+_ROOT_STAT = _RootStat()

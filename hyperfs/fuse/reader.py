@@ -1,0 +1,53 @@
+"""Sequential reads of a drive file through one open stream.
+
+The kernel reads a file front to back in `max_read` pieces; opening a new drive stream for each
+would seek the content core every time. A `ContentReader` keeps the stream it opened and serves
+the next piece from where the last one ended, restarting only when the kernel jumps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class ContentReader:
+    """Reads of one drive path through a stream kept open between calls."""
+
+    def __init__(self, drive: Any, path: str):
+        self._drive = drive
+        self._path = path
+        self._stream: AsyncIterator[bytes] | None = None
+        self._pos = 0  # file offset of `_pending[0]`
+        self._pending = memoryview(b"")
+
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
+        """Up to `size` bytes at `offset` (fewer only at the end of the file)."""
+        if self._stream is None or offset != self._pos:
+            await self.close()
+            self._stream = aiter(self._drive.open_read(self._path, start=offset))
+            self._pos = offset
+        parts: list[memoryview] = []
+        want = size
+        while want > 0:
+            if not self._pending:
+                try:
+                    self._pending = memoryview(await anext(self._stream))
+                except StopAsyncIteration:
+                    break
+            piece = self._pending[:want]
+            self._pending = self._pending[len(piece) :]
+            parts.append(piece)
+            want -= len(piece)
+        self._pos += size - want
+        if not parts:
+            return b""
+        # One whole piece goes out as it is: the block is copied only into the kernel.
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def close(self) -> None:
+        """End the open stream, if any."""
+        stream, self._stream = self._stream, None
+        self._pending = memoryview(b"")
+        if stream is not None and hasattr(stream, "aclose"):
+            await stream.aclose()
