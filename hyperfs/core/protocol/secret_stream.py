@@ -40,7 +40,7 @@ def stream_id(handshake_hash: bytes, is_initiator: bool) -> bytes:
     return keyed_hash32(handshake_hash, NS_INITIATOR if is_initiator else NS_RESPONDER)
 
 
-class _Push:
+class Push:
     """The sending half of a secretstream: plaintext → a whole frame (prefix + ciphertext)."""
 
     __slots__ = ("_state", "header")
@@ -65,7 +65,7 @@ class _Push:
         return out
 
 
-class _Pull:
+class Pull:
     """The receiving half of a secretstream: ciphertext → plaintext, or ProtocolError."""
 
     __slots__ = ("_state", "_tag")
@@ -103,8 +103,8 @@ class SecretStream:
         self,
         transport: trio.abc.Stream,
         noise: NoiseHandshake,
-        push: _Push,
-        pull: _Pull,
+        push: Push,
+        pull: Pull,
         frames: FrameDecoder,
         keep_alive: float | None,
     ) -> None:
@@ -183,7 +183,7 @@ class SecretStream:
         try:
             await self.transport.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as err:
-            await self._abort()
+            await self.abort()
             raise PeerClosedError(f"connection lost while sending: {err}") from None
         self.bytes_sent += len(data)
         self._last_send = trio.current_time()
@@ -202,7 +202,7 @@ class SecretStream:
                     continue
                 message = self._pull.message(frame)
             except ProtocolError:  # PeerClosedError included
-                await self._abort()
+                await self.abort()
                 raise
             if message:
                 return message
@@ -254,7 +254,8 @@ class SecretStream:
             self._closed = True
             await self.transport.aclose()
 
-    async def _abort(self) -> None:
+    async def abort(self) -> None:
+        """Close the connection at once (cancellation-safe), e.g. after a protocol error."""
         if not self._closed:
             self._closed = True
             await trio.aclose_forcefully(self.transport)
@@ -285,7 +286,7 @@ async def _send(transport: trio.abc.Stream, data: bytes) -> None:
         raise HandshakeError(f"connection lost during the handshake: {err}") from None
 
 
-async def _handshake(transport: trio.abc.Stream, noise: NoiseHandshake, frames: FrameDecoder) -> tuple[_Push, _Pull]:
+async def _handshake(transport: trio.abc.Stream, noise: NoiseHandshake, frames: FrameDecoder) -> tuple[Push, Pull]:
     """Noise XX, then our header out and the peer's header in (wire.md §2.1-§2.3)."""
     last = b""
     while not noise.complete:
@@ -298,20 +299,22 @@ async def _handshake(transport: trio.abc.Stream, noise: NoiseHandshake, frames: 
         else:
             noise.recv(await _read_frame(transport, frames))
     assert noise.tx is not None and noise.rx is not None and noise.handshake_hash is not None
-    push = _Push(noise.tx)
+    push = Push(noise.tx)
     await _send(transport, last + encode_frame(stream_id(noise.handshake_hash, noise.is_initiator) + push.header))
     header = await _read_frame(transport, frames)
     if len(header) != STREAM_HEADER_SIZE:
         raise HandshakeError(f"peer's stream header is {len(header)} bytes, expected {STREAM_HEADER_SIZE}")
     if header[:32] != stream_id(noise.handshake_hash, not noise.is_initiator):
         raise HandshakeError("peer's stream id does not match the handshake")
-    return push, _Pull(header[32:], noise.rx)
+    return push, Pull(header[32:], noise.rx)
 
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
     "KEEP_ALIVE",
     "MAX_MESSAGE",
+    "Pull",
+    "Push",
     "SecretStream",
     "stream_id",
 ]
