@@ -18,6 +18,7 @@ from typing import Protocol
 from hyperfs.core import flat_tree as ft
 from hyperfs.core.crypto import leaf_hash, parent_node, tree_hash
 from hyperfs.core.encoding import TreeNode
+from hyperfs.core.manifest import Manifest
 from hyperfs.core.protocol.messages import Data, DataBlock, DataHash, DataUpgrade, Request
 from hyperfs.errors import ProofRequestError, VerificationError
 
@@ -58,7 +59,8 @@ class VerifiedProof:
     """What a verified `data` message lets us store.
 
     `nodes`: every tree node it proved (leaf, siblings, parents, new roots), by index order of
-    discovery; `block_index`/`value`: the block, if any; `upgrade`: the new head, if any.
+    discovery; `block_index`/`value`: the block, if any; `upgrade`: the new head, if any;
+    `manifest`: the core's manifest when this proof taught it (its hash equals the core key).
     """
 
     fork: int
@@ -66,6 +68,7 @@ class VerifiedProof:
     block_index: int | None = None
     value: bytes | None = None
     upgrade: VerifiedUpgrade | None = None
+    manifest: Manifest | None = None
 
 
 # --- generation ---------------------------------------------------------------------------------
