@@ -1,0 +1,241 @@
+"""The RocksDB edge: opening the database, atomic commits, point reads, range scans, snapshots.
+
+One `Rocks` per store folder (`<folder>/db`, column family `corestore` as in hypercore-storage).
+A commit is one `WriteBatch` written to the WAL before it returns (no fsync: a SIGKILL loses
+nothing committed; `flush(sync=True)` fsyncs the WAL for an `fsync` from the mount).
+
+Snapshots are RocksDB snapshots for point reads. rocksdict 0.3's snapshot iterators ignore the
+snapshot, so a `SnapshotReader` scans a range as: the keys live now, plus every key deleted
+since the snapshot was taken (recorded at commit time, under the commit lock), each read back
+through the snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+
+import rocksdict
+
+from hyperfs.errors import SessionClosedError, StorageError
+
+Change = tuple[bytes, bytes | None, bytes | None]
+"""(key, value, None) puts, (key, None, None) deletes, (start, None, end) deletes [start, end)."""
+
+COLUMN_FAMILY = "corestore"
+
+_MiB = 1 << 20
+
+
+def _column_options() -> rocksdict.Options:
+    """Options for a store of many 4-64 KiB blocks plus small metadata values."""
+    opts = rocksdict.Options(raw_mode=True)
+    # Blocks go to blob files: compaction then moves 16-byte references, not the blocks.
+    opts.set_enable_blob_files(True)
+    opts.set_min_blob_size(4096)
+    opts.set_blob_file_size(256 * _MiB)
+    opts.set_enable_blob_gc(True)
+    opts.set_write_buffer_size(64 * _MiB)
+    opts.set_max_write_buffer_number(4)
+    # Block data is hashes and (often already compressed or encrypted) user bytes.
+    opts.set_compression_type(rocksdict.DBCompressionType.none())
+    opts.set_blob_compression_type(rocksdict.DBCompressionType.none())
+    table = rocksdict.BlockBasedOptions()
+    table.set_block_size(8192)
+    table.set_block_cache(rocksdict.Cache(64 * _MiB))
+    table.set_cache_index_and_filter_blocks(True)
+    opts.set_block_based_table_factory(table)
+    return opts
+
+
+def _db_options() -> rocksdict.Options:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_max_background_jobs(2)
+    opts.set_max_total_wal_size(256 * _MiB)
+    return opts
+
+
+def _is_not_found(err: Exception) -> bool:
+    return type(err) is Exception and err.args == ("key not found",)
+
+
+class Rocks:
+    """An open RocksDB: reads, scans, atomic commits, snapshots."""
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        os.makedirs(path, exist_ok=True)
+        column = _column_options()
+        access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
+        try:
+            self._db = rocksdict.Rdict(
+                path, _db_options(), column_families={COLUMN_FAMILY: column}, access_type=access
+            )
+        except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
+            raise StorageError(f"cannot open RocksDB at {path}: {err}") from None
+        self._cf = self._db.get_column_family(COLUMN_FAMILY)
+        self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
+        self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
+        self._lock = threading.Lock()
+        self._snapshots: weakref.WeakSet[SnapshotReader] = weakref.WeakSet()
+        self._cursors: weakref.WeakSet[_Cursor] = weakref.WeakSet()
+        self.path = path
+        self.read_only = read_only
+        self.closed = False
+        self.live = LiveReader(self)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionClosedError(f"storage at {self.path} is closed")
+
+    def commit(self, changes: Iterable[Change]) -> None:
+        """Write `changes` in order as one atomic WriteBatch (in the WAL when this returns)."""
+        self._check_open()
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        handle = self._handle
+        changes = list(changes)
+        for key, value, end in changes:
+            if end is not None:
+                batch.delete_range(key, end, handle)
+            elif value is not None:
+                batch.put(key, value, handle)
+            else:
+                batch.delete(key, handle)
+        with self._lock:
+            snapshots = list(self._snapshots)
+            if snapshots:
+                self._record_deletes(changes, snapshots)
+            try:
+                self._db.write(batch, self._write_options)
+            except Exception as err:
+                raise StorageError(f"RocksDB write failed: {err}") from None
+
+    def _record_deletes(self, changes: list[Change], snapshots: list[SnapshotReader]) -> None:
+        deleted: set[bytes] = set()
+        for key, value, end in changes:
+            if end is not None:
+                deleted.update(k for k, _ in self.live.scan(key, end, keys_only=True))
+            elif value is None:
+                deleted.add(key)
+        for snap in snapshots:
+            snap.deleted |= deleted
+
+    def snapshot(self) -> SnapshotReader:
+        """A consistent read-only view of the database as it is now."""
+        self._check_open()
+        with self._lock:
+            snap = SnapshotReader(self, self._cf.snapshot())
+            self._snapshots.add(snap)
+        return snap
+
+    def flush(self, sync: bool = True) -> None:
+        """Flush the WAL buffer; with `sync`, fsync it (what an `fsync` of a mounted file needs)."""
+        self._check_open()
+        self._db.flush_wal(sync)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # Every rocksdict object holding the database must go, or its file lock stays taken.
+        for snap in list(self._snapshots):
+            snap._snapshot = None
+        for cursor in list(self._cursors):
+            cursor.it = None
+        self._snapshots.clear()
+        self._cursors.clear()
+        self.live = None  # type: ignore[assignment]
+        self._cf = self._handle = None
+        self._db.close()
+        self._db = None
+
+
+class LiveReader:
+    """Reads the database as it is now."""
+
+    snapshotted = False
+
+    def __init__(self, rocks: Rocks) -> None:
+        self._rocks = rocks
+
+    def get(self, key: bytes) -> bytes | None:
+        self._rocks._check_open()
+        return self._rocks._cf.get(key)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        self._rocks._check_open()
+        return self._rocks._cf.get(keys) if keys else []
+
+    def scan(
+        self, start: bytes, end: bytes, reverse: bool = False, keys_only: bool = False
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        """(key, value) for keys in [start, end), ascending or descending."""
+        self._rocks._check_open()
+        read = rocksdict.ReadOptions()
+        read.set_iterate_upper_bound(end)  # lets RocksDB stop at range tombstones early
+        cursor = _Cursor(self._rocks._cf.iter(read))
+        self._rocks._cursors.add(cursor)
+        # The bounds are checked here too: rocksdict does not apply every ReadOptions bound.
+        if reverse:
+            cursor.it.seek_for_prev(end)
+            if cursor.it.valid() and cursor.it.key() >= end:
+                cursor.it.prev()
+        else:
+            cursor.it.seek(start)
+        # No local may hold the iterator across a yield: close() must be able to drop it.
+        while True:
+            if cursor.it is None:
+                raise SessionClosedError(f"storage at {self._rocks.path} was closed during a scan")
+            if not cursor.it.valid():
+                return
+            key = cursor.it.key()
+            if key >= end if not reverse else key < start:
+                return
+            yield key, None if keys_only else cursor.it.value()
+            if cursor.it is not None:
+                cursor.it.prev() if reverse else cursor.it.next()
+
+
+class _Cursor:
+    """An open RocksDB iterator that `Rocks.close()` can take away (it holds the file lock)."""
+
+    __slots__ = ("it", "__weakref__")
+
+    def __init__(self, it: rocksdict.RdictIter) -> None:
+        self.it: rocksdict.RdictIter | None = it
+
+
+class SnapshotReader:
+    """Reads the database as it was when the snapshot was taken."""
+
+    snapshotted = True
+
+    def __init__(self, rocks: Rocks, snapshot: rocksdict.Snapshot) -> None:
+        self._rocks = rocks
+        self._snapshot = snapshot
+        self.deleted: set[bytes] = set()
+
+    def get(self, key: bytes) -> bytes | None:
+        self._rocks._check_open()
+        try:
+            return self._snapshot[key]
+        except Exception as err:
+            if _is_not_found(err):
+                return None
+            raise StorageError(f"RocksDB snapshot read failed: {err}") from None
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return [self.get(key) for key in keys]
+
+    def scan(
+        self, start: bytes, end: bytes, reverse: bool = False, keys_only: bool = False
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        candidates = {k for k, _ in self._rocks.live.scan(start, end, keys_only=True)}
+        candidates.update(k for k in self.deleted if start <= k < end)
+        for key in sorted(candidates, reverse=reverse):
+            value = self.get(key)
+            if value is not None:
+                yield key, value
