@@ -1,0 +1,290 @@
+"""File semantics on a real mount, each checked against what a local file system does."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
+from tests.mounting import is_mounted, mount, mounted  # noqa: F401 - `mount` is a fixture
+
+
+def errno_of(fn) -> int:
+    with pytest.raises(OSError) as err:
+        fn()
+    return err.value.errno
+
+
+def test_random_reads_writes_truncates_renames_match_a_local_file(tmp_path, mount):
+    rng = random.Random(42)
+    local_dir = tmp_path / "local"
+    local_dir.mkdir()
+    names = {"local": local_dir / "f", "mount": mount.path / "f"}
+    fds = {side: os.open(path, os.O_RDWR | os.O_CREAT, 0o644) for side, path in names.items()}
+    try:
+        for step in range(400):
+            op = rng.choice(["write", "write", "read", "truncate", "rename", "reopen", "append"])
+            if op == "write":
+                offset = rng.randrange(0, 300_000)
+                data = rng.randbytes(rng.choice([1, 100, 4096, 70_000, 200_000]))
+                for fd in fds.values():
+                    assert os.pwrite(fd, data, offset) == len(data)
+            elif op == "read":
+                offset, size = rng.randrange(0, 500_000), rng.randrange(0, 150_000)
+                assert os.pread(fds["mount"], size, offset) == os.pread(fds["local"], size, offset), step
+            elif op == "truncate":
+                size = rng.randrange(0, 400_000)
+                for fd in fds.values():
+                    os.ftruncate(fd, size)
+            elif op == "rename":
+                for side, path in names.items():
+                    new = path.with_name(f"f{step}")
+                    os.rename(path, new)
+                    names[side] = new
+            elif op == "reopen":
+                for side in fds:
+                    os.close(fds[side])
+                    fds[side] = os.open(names[side], os.O_RDWR)
+            else:
+                data = rng.randbytes(rng.randrange(1, 50_000))
+                for side, path in names.items():
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    os.write(fd, data)
+                    os.close(fd)
+            assert os.fstat(fds["mount"]).st_size == os.fstat(fds["local"]).st_size, step
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    assert names["mount"].read_bytes() == names["local"].read_bytes()
+    assert sorted(os.listdir(mount.path)) == [names["mount"].name]
+
+
+def test_errno_as_a_local_file_system(mount):
+    m = mount.path
+    (m / "dir" / "sub").mkdir(parents=True)
+    (m / "file").write_text("x")
+    (m / "empty").mkdir()
+    assert errno_of(lambda: (m / "nope").stat()) == errno.ENOENT
+    assert errno_of(lambda: open(m / "nope" / "x", "w")) == errno.ENOENT
+    assert errno_of(lambda: (m / "dir").mkdir()) == errno.EEXIST
+    assert errno_of(lambda: os.open(m / "file", os.O_CREAT | os.O_EXCL | os.O_WRONLY)) == errno.EEXIST
+    assert errno_of(lambda: (m / "dir").rmdir()) == errno.ENOTEMPTY
+    assert errno_of(lambda: (m / "dir").unlink()) == errno.EISDIR
+    assert errno_of(lambda: open(m / "dir", "w")) == errno.EISDIR
+    assert errno_of(lambda: (m / "file" / "x").stat()) == errno.ENOTDIR
+    assert errno_of(lambda: (m / "file").rmdir()) == errno.ENOTDIR
+    assert errno_of(lambda: os.listdir(m / "file")) == errno.ENOTDIR
+    assert errno_of(lambda: (m / ("n" * 256)).write_text("x")) == errno.ENAMETOOLONG
+    assert errno_of(lambda: os.rename(m / "empty", m / "file")) == errno.ENOTDIR
+    assert errno_of(lambda: os.rename(m / "file", m / "empty")) == errno.EISDIR
+    assert errno_of(lambda: os.rename(m / "empty", m / "dir")) == errno.ENOTEMPTY
+    assert errno_of(lambda: os.rename(m / "dir", m / "dir" / "sub" / "in")) == errno.EINVAL
+    assert errno_of(lambda: os.link(m / "file", m / "hard")) == errno.EPERM
+    assert errno_of(lambda: os.readlink(m / "file")) == errno.EINVAL
+    assert errno_of(lambda: os.getxattr(m / "file", "user.none")) == errno.ENODATA
+
+
+def test_rename_noreplace_and_over_existing(mount):
+    m = mount.path
+    (m / "a").write_text("a")
+    (m / "b").write_text("b")
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        assert renameat2(m / "a", m / "b") == errno.EEXIST
+    os.rename(m / "a", m / "b")
+    assert (m / "b").read_text() == "a" and not (m / "a").exists()
+    (m / "d1" / "in").mkdir(parents=True)
+    (m / "d1" / "in" / "f").write_text("f")
+    (m / "d2").mkdir()
+    os.rename(m / "d1", m / "d2")  # over an empty folder
+    assert (m / "d2" / "in" / "f").read_text() == "f"
+    assert not (m / "d1").exists()
+
+
+def _renameat2():
+    """renameat2(RENAME_NOREPLACE) through libc, returning the errno (0 on success)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return None
+
+    def call(old: Path, new: Path) -> int:
+        at_fdcwd, noreplace = -100, 1
+        done = libc.renameat2(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), noreplace)
+        return 0 if done == 0 else ctypes.get_errno()
+
+    return call
+
+
+def test_open_files_survive_rename_and_unlink(mount):
+    m = mount.path
+    (m / "r").write_bytes(b"read me")
+    reader = open(m / "r", "rb")
+    writer = open(m / "w", "wb")
+    writer.write(b"first ")
+    writer.flush()
+    os.rename(m / "w", m / "w2")
+    writer.write(b"second")
+    writer.close()
+    assert (m / "w2").read_bytes() == b"first second"
+    os.unlink(m / "r")
+    assert reader.read() == b"read me"
+    reader.close()
+    assert not (m / "r").exists()
+    # Written after its unlink: the data is the handle's alone and never reappears.
+    ghost = open(m / "ghost", "w+b")
+    os.unlink(m / "ghost")
+    ghost.write(b"boo")
+    ghost.seek(0)
+    assert ghost.read() == b"boo"
+    ghost.close()
+    assert sorted(os.listdir(m)) == ["w2"]
+
+
+def test_handles_share_content_and_o_append_appends(mount):
+    path = mount.path / "shared"
+    one = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    two = os.open(path, os.O_RDWR)
+    app = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.pwrite(one, b"hello world", 0)
+    assert os.pread(two, 100, 0) == b"hello world"
+    os.pwrite(two, b"W", 6)
+    os.write(app, b"!")
+    assert os.pread(one, 100, 0) == b"hello World!"
+    os.pwrite(one, b"end", 20)  # sparse past the end
+    assert os.pread(two, 100, 0) == b"hello World!" + bytes(8) + b"end"
+    for fd in (one, two, app):
+        os.close(fd)
+    assert path.read_bytes() == b"hello World!" + bytes(8) + b"end"
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    assert os.fstat(fd).st_size == 0
+    os.close(fd)
+    assert path.read_bytes() == b""
+
+
+def test_inodes_links_and_blocks(mount):
+    m = mount.path
+    (m / "d" / "e").mkdir(parents=True)
+    (m / "d" / "f").write_bytes(b"z" * 10_000)
+    ino = (m / "d" / "f").stat().st_ino
+    assert (m / "d" / "f").stat().st_ino == ino
+    os.rename(m / "d" / "f", m / "d" / "g")
+    assert (m / "d" / "g").stat().st_ino == ino
+    assert len({p.stat().st_ino for p in [m, m / "d", m / "d" / "e", m / "d" / "g"]}) == 4
+    st = (m / "d" / "g").stat()
+    assert st.st_nlink == 1
+    assert st.st_blocks * 512 >= st.st_size
+    du = subprocess.run(["du", "-sk", str(m / "d" / "g")], capture_output=True, text=True)
+    assert int(du.stdout.split()[0]) >= 10
+    found = subprocess.run(["find", str(m), "-name", "g"], capture_output=True, text=True)
+    assert found.stdout.split() == [str(m / "d" / "g")]
+
+
+def test_xattrs_chmod_utimes_symlink(mount):
+    m = mount.path
+    path = m / "x"
+    path.write_text("x")
+    os.setxattr(path, "user.color", b"blue")
+    os.setxattr(path, "user.size", b"\x00\x01")
+    assert os.getxattr(path, "user.color") == b"blue"
+    assert sorted(os.listxattr(path)) == ["user.color", "user.size"]
+    os.removexattr(path, "user.color")
+    assert os.listxattr(path) == ["user.size"]
+    assert errno_of(lambda: os.removexattr(path, "user.color")) == errno.ENODATA
+    os.chmod(path, 0o600)
+    os.utime(path, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    st = path.stat()
+    assert st.st_mode & 0o777 == 0o600 and st.st_mtime_ns == 1_500_000_000_000_000_000
+    assert path.read_text() == "x" and os.getxattr(path, "user.size") == b"\x00\x01"
+    os.symlink("x", m / "l")
+    assert os.readlink(m / "l") == "x" and (m / "l").read_text() == "x"
+    assert (m / "l").lstat().st_size == 1
+
+
+def test_readdir_neither_repeats_nor_drops_during_changes(mount):
+    m = mount.path
+    for i in range(300):
+        (m / f"e{i:03}").write_bytes(b"")
+    seen = []
+    with os.scandir(m) as listing:
+        for n, entry in enumerate(listing):
+            seen.append(entry.name)
+            if n == 10:
+                for i in range(300, 320):
+                    (m / f"e{i:03}").write_bytes(b"")
+                (m / "e299").unlink()
+    assert len(seen) == len(set(seen))
+    assert {f"e{i:03}" for i in range(299)} <= set(seen)
+
+
+def test_fsync_then_kill_keeps_the_data(tmp_path):
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt):
+        pid = int(pid_file(mnt).read_text())
+        fd = os.open(mnt / "durable", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"d" * 300_000)
+        os.fsync(fd)
+        os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 30)
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the file system is gone: ENOTCONN
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+    with mounted(store, mnt):
+        assert (mnt / "durable").read_bytes() == b"d" * 300_000
+
+
+def test_sigterm_flushes_open_files_then_unmounts(tmp_path):
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt):
+        pid = int(pid_file(mnt).read_text())
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITE_AND_WAIT, str(mnt / "open.txt")], stdout=subprocess.PIPE
+        )
+        assert writer.stdout.readline() == b"written\n"
+        os.kill(pid, signal.SIGTERM)
+        wait_for_exit(pid, 60)
+        writer.kill()
+        writer.wait()
+        assert not is_mounted(mnt)
+    with mounted(store, mnt):
+        assert (mnt / "open.txt").read_bytes() == b"kept"
+
+
+_WRITE_AND_WAIT = """
+import sys, time
+f = open(sys.argv[1], "wb")
+f.write(b"kept")
+f.flush()
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def test_unmount_by_fusermount(tmp_path):
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt):
+        pid = int(pid_file(mnt).read_text())
+        (mnt / "f").write_text("f")
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+        wait_for_exit(pid, 60)
+        assert not is_mounted(mnt)
+    with mounted(store, mnt):
+        assert (mnt / "f").read_text() == "f"
+
+
+def test_mount_refuses_a_missing_folder(tmp_path):
+    from tests.mounting import hyperfs
+
+    done = hyperfs(tmp_path / "store", "mount", str(tmp_path / "absent"), check=False)
+    assert done.returncode == 1 and "not a folder" in done.stderr
+    assert not pid_file(tmp_path / "absent").exists()
