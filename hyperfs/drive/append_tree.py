@@ -1,0 +1,459 @@
+"""The append-tree 2.4 index: a path tree stored as one `Node` per log entry.
+
+Every `Node` carries `paths`, an index of the tree as its writer saw it: for each depth `i` of the
+node's name, the sequence numbers of one representative node per child name of the folder
+`names[:i]` (the newest node in that child's subtree). Encoded as append-tree does: a header
+varint (bit 0: every list ends with the node's own sequence number, which is then left out),
+then per depth a varint count and varint deltas of the ascending sequence numbers.
+
+`AppendTree` is the tree at one head, over a `read(seq) -> bytes` of the log. It follows
+append-tree's algorithms step for step (so the bytes it writes are hyperdrive 9's), but keeps
+the listing of every folder it has resolved, keyed by child name, so a lookup costs one dict
+step per path component instead of a walk from the head. That cache is derived from the log and
+rebuilt from it; it is never the source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from hyperfs.drive import schema_pb2
+from hyperfs.errors import DecodingError, ReadOnlyDriveError
+
+Names = tuple[str, ...]
+MAX_VARINT_BYTES = 10  # a uint64; longer runs are corrupt, not big numbers
+
+
+def split(name: str) -> Names:
+    """append-tree's split: components of `name`, a leading and a trailing '/' ignored."""
+    parts = name.split("/")
+    if parts and parts[0] == "":
+        parts.pop(0)
+    if parts and parts[-1] == "":
+        parts.pop()
+    return tuple(parts)
+
+
+def join(names: Sequence[str]) -> str:
+    return "/" + "/".join(names)
+
+
+def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
+    """How many leading components `a` and `b` share."""
+    i = 0
+    n = min(len(a), len(b))
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+# --- paths encoding ---------------------------------------------------------------------------
+
+
+def _put_varint(n: int, out: bytearray) -> None:
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    end = min(len(buf), pos + MAX_VARINT_BYTES)
+    while pos < end:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise DecodingError("append-tree paths: truncated or overlong varint")
+
+
+def encode_deltas(seqs: Sequence[int], out: bytearray) -> None:
+    """Appends the varint deltas of the ascending `seqs` (the first one absolute)."""
+    prev = 0
+    for seq in seqs:
+        _put_varint(seq - prev, out)
+        prev = seq
+
+
+def encode_paths(seq: int, levels: Sequence[Sequence[int]]) -> bytes:
+    """The `paths` bytes of node `seq` with the per-depth lists `levels` (append-tree `_deflate`)."""
+    ends_with_seq = all(level and level[-1] == seq for level in levels)
+    out = bytearray((1 if ends_with_seq else 0,))
+    for level in levels:
+        kept = level[:-1] if ends_with_seq else level
+        _put_varint(len(kept), out)
+        encode_deltas(kept, out)
+    return bytes(out)
+
+
+def decode_paths(seq: int, buf: bytes) -> list[list[int]]:
+    """The per-depth lists of node `seq` (append-tree `_inflate`), refusing malformed input.
+
+    A list may only name nodes at or before `seq` (the log cannot point forward), and a count
+    may not promise more entries than bytes remain, so hostile input cannot loop or blow up.
+    """
+    if not buf:
+        raise DecodingError(f"append-tree node {seq}: empty paths index")
+    header, pos = _get_varint(buf, 0)
+    ends_with_seq = bool(header & 1)
+    levels: list[list[int]] = []
+    while pos < len(buf):
+        count, pos = _get_varint(buf, pos)
+        if count > len(buf) - pos:
+            raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
+        level: list[int] = []
+        prev = 0
+        for _ in range(count):
+            delta, pos = _get_varint(buf, pos)
+            prev += delta
+            level.append(prev)
+        if level and level[-1] > seq:
+            raise DecodingError(f"append-tree node {seq}: paths names a later entry {level[-1]}")
+        if ends_with_seq:
+            level.append(seq)
+        levels.append(level)
+    return levels
+
+
+# --- nodes --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Node:
+    """One decoded log entry of the tree. `value` is None for a deletion."""
+
+    seq: int
+    name: str
+    names: Names
+    value: bytes | None
+    paths: bytes
+    _levels: list[list[int]] | None = None
+
+    @property
+    def levels(self) -> list[list[int]]:
+        if self._levels is None:
+            self._levels = decode_paths(self.seq, self.paths)
+        return self._levels
+
+    def component(self, depth: int) -> str | None:
+        """The name component at `depth`, None when the name is not that deep."""
+        return self.names[depth] if depth < len(self.names) else None
+
+    def encode(self) -> bytes:
+        msg = schema_pb2.Node(name=self.name, paths=self.paths)
+        if self.value is not None:
+            msg.value = self.value
+        return msg.SerializeToString()
+
+
+def decode_node(seq: int, block: bytes) -> Node:
+    """Decodes metadata block `seq` as a `Node` (DecodingError when it is not one)."""
+    msg = schema_pb2.Node()
+    try:
+        msg.ParseFromString(block)
+    except (DecodeError, UnicodeDecodeError) as err:
+        raise DecodingError(f"metadata block {seq} is not a hyperdrive node: {err}") from None
+    value = msg.value if msg.HasField("value") else None
+    return Node(seq, msg.name, split(msg.name), value, msg.paths)
+
+
+@dataclass(slots=True)
+class Change:
+    """One entry of `history()` or `diff()`: a put or a del of `name` at log index `version`."""
+
+    type: str
+    name: str
+    version: int
+    value: bytes | None
+
+
+def _change(node: Node) -> Change:
+    return Change("put" if node.value else "del", node.name, node.seq, node.value)
+
+
+class Listing:
+    """One folder's list at one head: child name (None for the folder's own node) -> seq.
+
+    Insertion order is ascending seq, as in the encoded lists. The varint deltas of the
+    entries are kept so appending a new name to a big folder costs O(1), not O(width).
+    """
+
+    __slots__ = ("entries", "_deltas", "_last")
+
+    def __init__(self, entries: dict[str | None, int]) -> None:
+        self.entries = entries
+        self._deltas: bytearray | None = None
+        self._last = 0
+
+    def seqs(self) -> list[int]:
+        return list(self.entries.values())
+
+    def deltas(self) -> bytearray:
+        if self._deltas is None:
+            self._deltas = bytearray()
+            encode_deltas(self.entries.values(), self._deltas)
+            self._last = next(reversed(self.entries.values()), 0)
+        return self._deltas
+
+    def replaced(self, key: str | None, seq: int) -> tuple[bytes, Listing]:
+        """For a put of node `seq` under child `key`: its encoded level and the new listing."""
+        entries = dict(self.entries)
+        removed = entries.pop(key, None) is not None
+        new = Listing(entries)
+        if removed:
+            new_level = bytearray()
+            encode_deltas(entries.values(), new_level)
+        else:
+            new_level = self.deltas()
+        level = bytearray()
+        _put_varint(len(entries), level)
+        level += new_level
+        # The new list is the old one plus `seq` at the end: extend the deltas, don't redo them.
+        new._deltas = bytearray(new_level)
+        _put_varint(seq - (next(reversed(entries.values()), 0) if removed else self._last), new._deltas)
+        new._last = seq
+        entries[key] = seq
+        return bytes(level), new
+
+
+EMPTY = Listing({})
+
+
+class AppendTree:
+    """The tree at head `length - 1` of a log whose entries from `offset` on are `Node`s.
+
+    `read(seq)` returns the raw block; decoded nodes are shared with checkouts through `nodes`.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        length: int,
+        offset: int = 1,
+        nodes: dict[int, Node] | None = None,
+        writable: bool = True,
+    ) -> None:
+        self._read = read
+        self.length = length
+        self.offset = offset
+        self.nodes: dict[int, Node] = {} if nodes is None else nodes
+        self.writable = writable
+        self._listings: dict[Names, Listing] = {}
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def node(self, seq: int) -> Node:
+        node = self.nodes.get(seq)
+        if node is None:
+            if not self.offset <= seq < self.length:
+                raise DecodingError(f"append-tree index names entry {seq}, outside the log")
+            node = decode_node(seq, self._read(seq))
+            self.nodes[seq] = node
+        return node
+
+    @property
+    def head(self) -> Node | None:
+        return self.node(self.length - 1) if self.length > self.offset else None
+
+    def _level_listing(self, node: Node, depth: int) -> Listing:
+        levels = node.levels
+        if depth >= len(levels):
+            return EMPTY
+        entries: dict[str | None, int] = {}
+        for seq in levels[depth]:
+            entries.setdefault(self.node(seq).component(depth), seq)
+        return Listing(entries)
+
+    def _list_from(self, node: Node, names: Names) -> Listing:
+        """append-tree `_list`: the listing of folder `names` as `node` indexed it."""
+        while True:
+            cmp = common_prefix(node.names, names)
+            if cmp == len(names):
+                return self._level_listing(node, cmp)
+            levels = node.levels
+            if cmp >= len(levels):
+                return EMPTY
+            target = names[cmp]
+            # Each hop moves to an older entry, so a hostile index cannot make this loop.
+            for seq in levels[cmp]:
+                if seq < node.seq and self.node(seq).component(cmp) == target:
+                    node = self.node(seq)
+                    break
+            else:
+                return EMPTY
+
+    def listing(self, names: Names) -> Listing:
+        """The listing of folder `names` at the head, resolved one component at a time."""
+        found = self._listings.get(names)
+        if found is not None:
+            return found
+        if not names:
+            head = self.head
+            found = self._list_from(head, names) if head is not None else EMPTY
+        else:
+            parent = self.listing(names[:-1])
+            rep = parent.entries.get(names[-1])
+            found = EMPTY if rep is None else self._list_from(self.node(rep), names)
+        self._listings[names] = found
+        return found
+
+    def get(self, names: Names) -> Node | None:
+        """The live node named exactly `names` (None when absent or deleted)."""
+        if not names:
+            return None
+        seq = self.listing(names).entries.get(None)
+        if seq is None:
+            return None
+        node = self.node(seq)
+        return node if node.value is not None and node.names == names else None
+
+    def children(self, names: Names) -> list[Node] | None:
+        """The nodes representing each child of folder `names`; None when nothing is there."""
+        listing = self.listing(names)
+        if not listing.entries:
+            return None
+        return [self.node(seq) for key, seq in listing.entries.items() if key is not None]
+
+    def list(self, names: Names) -> list[str] | None:
+        """Child names of folder `names` (append-tree `list`); None when the folder is unknown."""
+        listing = self.listing(names)
+        if not listing.entries:
+            return None
+        return [key for key in listing.entries if key is not None]
+
+    def path(self, names: Names) -> list[int]:
+        """append-tree `path`: the sequence numbers a lookup of `names` visits from the head."""
+        visited: list[int] = []
+        node = self.head
+        while node is not None:
+            visited.append(node.seq)
+            cmp = common_prefix(names, node.names)
+            if cmp == len(names) == len(node.names):
+                break
+            levels = node.levels
+            if cmp >= len(levels):
+                break
+            target = names[cmp] if cmp < len(names) else None
+            candidates = [s for s in levels[cmp] if s < node.seq]
+            node = next((self.node(s) for s in candidates if self.node(s).component(cmp) == target), None)
+        return visited
+
+    def checkout(self, length: int) -> AppendTree:
+        """A read-only tree at log length `length`, sharing decoded nodes."""
+        return AppendTree(self._read, min(length, self.length), self.offset, self.nodes, writable=False)
+
+    def history(self, start: int = 0, end: int | None = None) -> Iterator[Change]:
+        """Every entry from `start` (at least the offset) to `end` (default: the head), in order."""
+        stop = self.length if end is None else min(end, self.length)
+        for seq in range(max(start, self.offset), stop):
+            yield _change(self.node(seq))
+
+    def diff(self, to: AppendTree) -> list[Change]:
+        """append-tree `diff`: what changed going from this tree to `to` (puts are in `to`)."""
+        queue: list[Names] = [()]
+        force_visit: set[Names] = set()
+        head = to.head
+        if head is not None and head.value is None:
+            force_visit.update(head.names[:i] for i in range(len(head.names)))
+        out: list[Change] = []
+        while queue:
+            folder = queue.pop()
+            visited: set[Names] = set()
+            a = to.children(folder) or []
+            b = self.children(folder) or []
+
+            def push(
+                kind: str, node: Node, visited: set[Names] = visited, folder: Names = folder
+            ) -> None:
+                sub = node.names[: len(folder) + 1]
+                if node.names == sub:
+                    out.append(Change(kind, node.name, node.seq, node.value))
+                if sub not in visited:
+                    visited.add(sub)
+                    queue.append(sub)
+
+            i = j = 0
+            while i < len(a) and j < len(b):
+                if a[i].seq == b[j].seq:
+                    sub = a[i].names[: len(folder) + 1]
+                    if sub in force_visit and sub not in visited:
+                        visited.add(sub)
+                        queue.append(sub)
+                    i += 1
+                    j += 1
+                elif a[i].seq < b[j].seq:
+                    push("put", a[i])
+                    i += 1
+                else:
+                    push("del", b[j])
+                    j += 1
+            for node in a[i:]:
+                push("put", node)
+            for node in b[j:]:
+                push("del", node)
+        return out
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _append(self, node: Node, listings: dict[Names, Listing]) -> bytes:
+        self.nodes[node.seq] = node
+        self.length = node.seq + 1
+        self._listings.update(listings)
+        return node.encode()
+
+    def put(self, names: Names, value: bytes) -> bytes:
+        """Adds a put of `names` as entry `length`; returns the block to append to the log."""
+        self._check_writable()
+        seq = self.length
+        levels = bytearray()
+        listings: dict[Names, Listing] = {}
+        for depth in range(len(names) + 1):
+            key = names[depth] if depth < len(names) else None
+            level, listings[names[:depth]] = self.listing(names[:depth]).replaced(key, seq)
+            levels += level
+        node = Node(seq, join(names), names, value, bytes((1,)) + bytes(levels))
+        return self._append(node, listings)
+
+    def delete(self, names: Names) -> bytes:
+        """Adds a deletion of `names` as entry `length`; returns the block to append."""
+        self._check_writable()
+        seq = self.length
+        ignore = join(names)
+        depth = common_prefix(names, self._closest_live(names, ignore)) + 1
+        levels: list[list[int]] = []
+        for i in range(depth):
+            key = names[i] if i < len(names) else None
+            level = [
+                s
+                for s in self.listing(names[:i]).seqs()
+                if self.node(s).component(i) != key and self.node(s).name != ignore
+            ]
+            if i < depth - 1:
+                level.append(seq)
+            levels.append(level)
+        node = Node(seq, ignore, names, None, encode_paths(seq, levels), levels)
+        # Listings below the new node's last level now resolve to nothing; the rest are derived
+        # again on demand from the new head (cheap: one step per component).
+        stale = [p for p in self._listings if common_prefix(p, names) >= min(len(levels), len(p))]
+        for p in stale:
+            del self._listings[p]
+        return self._append(node, {})
+
+    def _closest_live(self, names: Names, ignore: str) -> Names:
+        """The names of the newest live node near `names` (append-tree `_del`'s `closest`)."""
+        for j in range(len(names), -1, -1):
+            for seq in reversed(self.listing(names[:j]).seqs()):
+                node = self.node(seq)
+                if node.name != ignore and node.value:
+                    return node.names
+        return ()
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnlyDriveError("cannot write to a checkout")
