@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hyperfs.core.encoding import TreeNode
-from hyperfs.core.storage import Alias, Auth, CorestoreStorage, Head, Hints, KeyPair, Prologue, ManifestRecord, Signer
+from hyperfs.core.storage import Alias, Auth, CorestoreStorage, Head, Hints, KeyPair, ManifestRecord, Prologue, Signer
+from hyperfs.errors import SessionClosedError
 
 DKEY = bytes(32)
 
@@ -85,3 +86,38 @@ def test_seed_and_default_key(store):
     assert store.get_seed() == b"\x01" * 32
     store.set_default_discovery_key(b"\x03" * 32)
     assert store.get_default_discovery_key() == b"\x03" * 32
+
+
+def test_make_storage_and_core(store):
+    assert not store.has(DKEY)
+    assert store.resume(DKEY) is None
+    c = store.create(key=DKEY, discovery_key=DKEY)
+    assert store.has(DKEY)
+    c.close()
+    assert store.has(DKEY)
+    assert store.resume(DKEY) is not None
+
+
+def test_make_many(store):
+    cores = [store.create(key=bytes([i]) * 32, discovery_key=bytes([i]) * 32) for i in range(50)]
+    assert len({c.core.core_pointer for c in cores}) == 50
+
+
+def test_first_core_created_is_the_default_core(store):
+    assert store.get_default_discovery_key() is None
+    store.create(key=b"\x01" * 32, discovery_key=b"\x02" * 32)
+    assert store.get_default_discovery_key() == b"\x02" * 32
+    store.create(key=b"\x03" * 32, discovery_key=b"\x03" * 32)
+    assert store.get_default_discovery_key() == b"\x02" * 32
+    assert store.get_auth(b"\x03" * 32) == Auth(b"\x03" * 32, b"\x03" * 32)
+    assert store.get_auth(b"\x04" * 32) is None
+    assert store.get_auth(b"\x02" * 32) == Auth(b"\x01" * 32, b"\x02" * 32)
+
+
+def test_write_after_close_fails(store):
+    c = store.create(key=b"\x01" * 32, discovery_key=b"\x02" * 32)
+    w = c.write()
+    w.put_user_data("test", b"\x00")
+    store.close()
+    with pytest.raises(SessionClosedError):
+        w.flush()

@@ -1,0 +1,35 @@
+"""Helpers of the seed's `test/helpers/index.js` for the storage tests."""
+
+from __future__ import annotations
+
+from hyperfs.core.storage import Auth, HypercoreStorage
+
+ZERO32 = bytes(32)
+NODE_HASH = bytes.fromhex("a" * 64)
+SIGNATURE = bytes.fromhex("b" * 64)
+
+
+def write_blocks(core: HypercoreStorage, amount: int, start: int = 0, pre: str = "") -> None:
+    tx = core.write()
+    for i in range(start, start + amount):
+        tx.put_block(i, f"{pre}block{i}".encode())
+    tx.flush()
+
+
+def read_blocks(core: HypercoreStorage, count: int) -> list[bytes | None]:
+    rx = core.read()
+    return [rx.get_block(i) for i in range(count)]
+
+
+def read_tree_nodes(core: HypercoreStorage, count: int) -> list:
+    rx = core.read()
+    return [rx.get_tree_node(i) for i in range(count)]
+
+
+def bitfield_pages(core: HypercoreStorage, count: int) -> list[bytes | None]:
+    rx = core.read()
+    return [rx.get_bitfield_page(i) for i in range(count)]
+
+
+def blank_auth() -> Auth:
+    return Auth(ZERO32, ZERO32)
