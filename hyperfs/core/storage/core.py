@@ -15,7 +15,7 @@ from hyperfs.core.storage import streams
 from hyperfs.core.storage.batch import CorePointers, CoreReadBatch, CoreWriteBatch
 from hyperfs.core.storage.schema import Dependency, Head, Session
 from hyperfs.core.storage.view import Reader, View
-from hyperfs.errors import InvalidArgumentError, SessionClosedError
+from hyperfs.errors import InvalidArgumentError, NotWritableError, SessionClosedError
 
 if TYPE_CHECKING:
     from hyperfs.core.storage.store import Atom, CorestoreStorage
@@ -128,7 +128,8 @@ class HypercoreStorage:
     # --- sessions ---------------------------------------------------------------------------------
 
     def _session_storage(self, core: CorePointers) -> HypercoreStorage:
-        return HypercoreStorage(self.store, self.store.rocks.live, core, self._view if self.atom else None, self.atom)
+        # a session of a snapshot reads the same snapshot
+        return HypercoreStorage(self.store, self._reader, core, self._view if self.atom else None, self.atom)
 
     def resume_session(self, name: str) -> HypercoreStorage | None:
         """The named session of this core, or None if it was never created."""
@@ -137,13 +138,15 @@ class HypercoreStorage:
         if session is None:
             return None
         core = CorePointers(self.core.core_pointer, session.data_pointer)
-        dependency = CoreReadBatch(core, self.store.rocks.live, self._view).get_dependency()
+        dependency = CoreReadBatch(core, self._reader, self._view).get_dependency()
         if dependency is not None:
             core = replace(core, dependencies=self._add_dependency(dependency))
         return self._session_storage(core)
 
     def create_session(self, name: str, head: Head | None) -> HypercoreStorage:
         """A named session that shares this core's data below `head.length` (fresh state above)."""
+        if self.snapshotted:
+            raise NotWritableError("cannot create a session on a storage snapshot")
         rx = self.read()
         sessions = rx.get_sessions() or []
         existing_head = rx.get_head()
