@@ -1,0 +1,753 @@
+"""Hypercore replication: the `Peer` of hypercore `lib/replicator.js` over Protomux, trio-native.
+
+One `Replicator` serves a set of cores (a Corestore's, or a single core's) over any number of
+connections (`await replicator.replicate(stream)`); each (connection, core) pair is a `Peer` on
+one `hypercore/alpha` channel whose id is the core's discovery key (wire.md §4-§5).
+
+What a Peer does (wire.md §4.6): checks the remote capability; sends `sync` (echoing the remote's
+length) and announces what we have with `range`; answers `want` with `range`s; answers every
+request exactly once with a proof (`data`) or `noData`; asks for upgrades when the remote is
+ahead, and for the blocks that `get()`/`download()` want, pipelined with at most
+`MAX_INFLIGHT` requests per peer; pushes `range` + `sync` to every peer on local appends.
+
+Safety: a received block is stored (`core.apply_proof`) only after `proof.verify_proof` checked
+it against a signed root. A wrong capability, a bad proof or signature, an answer we did not ask
+for, a malformed message or a request timeout drops the whole connection with a logged reason
+and stores nothing from it; other connections keep working.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+from hyperfs.core import caps
+from hyperfs.core import flat_tree as ft
+from hyperfs.core.encoding import TreeNode
+from hyperfs.core.manifest import decode_manifest, encode_manifest, manifest_hash
+from hyperfs.core.proof import VerifiedProof, generate_proof, verify_proof
+from hyperfs.core.protocol import messages as m
+from hyperfs.core.protocol.protomux import Channel, Mux
+from hyperfs.core.protocol.secret_stream import SecretStream
+from hyperfs.core.verifier import verify_head
+from hyperfs.errors import (
+    DecodingError,
+    HyperfsError,
+    ProofRequestError,
+    ProtocolError,
+    RequestTimeoutError,
+    VerificationError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 64  # our requests outstanding on one peer
+MAX_QUEUED = 2048  # a peer's requests waiting for our answer before we drop it
+SERVE_BATCH = 16  # requests answered per worker-thread hop
+REQUEST_TIMEOUT = 30.0  # seconds a peer may take to answer one of our requests
+WANT_BATCH = 2097152  # JS asks in spans of this many blocks
+MAX_ANNOUNCE = 1024  # range messages answering one want
+
+
+@asynccontextmanager
+async def _corked(mux: Mux) -> AsyncIterator[None]:
+    """Everything sent inside goes out as one Protomux batch."""
+    mux.cork()
+    try:
+        yield
+    finally:
+        await mux.uncork()
+
+
+class _Signal:
+    """Wakes every task waiting for 'something changed' (trio has no reusable event)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class Ranges:
+    """A set of block indexes as sorted disjoint [start, end) runs (what a peer announced)."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        i = bisect.bisect_left(self.ends, start)
+        j = bisect.bisect_right(self.starts, end)
+        if i < j:
+            start = min(start, self.starts[i])
+            end = max(end, self.ends[j - 1])
+        self.starts[i:j] = [start]
+        self.ends[i:j] = [end]
+
+    def remove(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        i = bisect.bisect_right(self.ends, start)
+        j = bisect.bisect_left(self.starts, end)
+        keep_s: list[int] = []
+        keep_e: list[int] = []
+        if i < j:
+            if self.starts[i] < start:
+                keep_s.append(self.starts[i])
+                keep_e.append(start)
+            if self.ends[j - 1] > end:
+                keep_s.append(end)
+                keep_e.append(self.ends[j - 1])
+        self.starts[i:j] = keep_s
+        self.ends[i:j] = keep_e
+
+    def __contains__(self, index: int) -> bool:
+        i = bisect.bisect_right(self.starts, index) - 1
+        return i >= 0 and index < self.ends[i]
+
+
+@dataclass
+class Download:
+    """A range a caller wants stored locally; `done` counts blocks stored so far."""
+
+    start: int
+    end: int
+    cursor: int = 0
+    done: int = 0
+    finished: trio.Event = field(default_factory=trio.Event)
+
+
+class CoreReplication:
+    """One core's replication state shared by all its peers: what is wanted, what is in flight."""
+
+    def __init__(self, replicator: Replicator, core: Any) -> None:
+        self.replicator = replicator
+        self.core = core
+        self.peers: list[Peer] = []
+        self.wanted: set[int] = set()
+        self.downloads: list[Download] = []
+        self.inflight: set[int] = set()  # block indexes requested from some peer
+        self.changed = _Signal()  # new data stored, new peer info, new wants
+        self.roots: list[TreeNode] = []
+        self.roots_length = -1
+
+    # --- what to fetch ---------------------------------------------------------------------------
+
+    def candidates(self) -> Iterator[int]:
+        """Missing blocks below our length that someone wants, wanted ones first."""
+        core = self.core
+        length = core.length
+        for index in sorted(self.wanted):
+            if index < length and index not in self.inflight and not core.has_local(index):
+                yield index
+        for dl in self.downloads:
+            end = min(dl.end, length)
+            while dl.cursor < end and core.has_local(dl.cursor):
+                dl.cursor += 1
+            for index in range(dl.cursor, end):
+                if index not in self.inflight and not core.has_local(index):
+                    yield index
+
+    def stored(self, index: int) -> None:
+        self.wanted.discard(index)
+        for dl in self.downloads:
+            if dl.start <= index < dl.end:
+                dl.done += 1
+        self.settle_downloads()
+
+    def settle_downloads(self) -> None:
+        core = self.core
+        for dl in list(self.downloads):
+            while dl.cursor < dl.end and core.has_local(dl.cursor):
+                dl.cursor += 1
+            if dl.cursor >= dl.end:
+                dl.finished.set()
+                self.downloads.remove(dl)
+
+    async def current_roots(self) -> list[TreeNode]:
+        """Our roots at our current length (read once per length, in a worker thread)."""
+        length = self.core.length
+        if self.roots_length != length:
+            indexes = ft.full_roots(2 * length)
+            nodes = await trio.to_thread.run_sync(self.core.read_nodes_sync, indexes)
+            self.roots = [nodes[i] for i in indexes]
+            self.roots_length = length
+        return self.roots
+
+
+class Replicator:
+    """Replicates a set of cores over any number of connections.
+
+    `add(core)` makes a core replicable (and sets `core.replicator`); `lookup` (async, by
+    discovery key) lets remote opens attach cores we hold but have not added (Corestore).
+    """
+
+    def __init__(self, lookup: Callable[[bytes], Awaitable[Any | None]] | None = None) -> None:
+        self.lookup = lookup
+        self.cores: dict[bytes, CoreReplication] = {}
+        self.connections: list[Connection] = []
+
+    def add(self, core: Any) -> CoreReplication:
+        state = self.cores.get(core.discovery_key)
+        if state is None:
+            state = self.cores[core.discovery_key] = CoreReplication(self, core)
+            core.replicator = self
+            for conn in self.connections:
+                conn.attach_soon(state)
+        return state
+
+    def want(self, core: Any, index: int) -> None:
+        """A reader waits for block `index` of `core`: ask peers that have it (sync, non-blocking)."""
+        state = self.add(core)
+        state.wanted.add(index)
+        state.changed.wake()
+
+    async def update(self, core: Any, wait: bool = True, timeout: float = 0) -> bool:
+        """Learn the connected peers' lengths and catch up with the longest one.
+
+        With `wait`, first wait (up to `timeout` seconds, 0 = no limit) for at least one peer's
+        sync. True if our length grew.
+        """
+        state = self.add(core)
+        before = core.length
+        with trio.move_on_after(timeout if timeout > 0 else math.inf):
+            while True:
+                peers = [p for p in state.peers if p.synced]
+                if not peers and not wait:
+                    break
+                if peers and all(not p.ahead() for p in peers):
+                    break
+                await state.changed.wait()
+        return core.length > before
+
+    async def download(
+        self, core: Any, start: int = 0, end: int | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Fetch blocks [start, end) (end None: up to the length after an update) from peers.
+
+        `progress(done, total)` is called as blocks are stored.
+        """
+        state = self.add(core)
+        if end is None:
+            await self.update(core)
+            end = core.length
+        dl = Download(start, end, cursor=start)
+        total = end - start
+        already = sum(1 for i in range(start, end) if core.has_local(i)) if total <= 1 << 20 else 0
+        dl.done = already
+        state.downloads.append(dl)
+        state.settle_downloads()
+        state.changed.wake()
+        while not dl.finished.is_set():
+            if progress is not None:
+                progress(dl.done, total)
+            with trio.move_on_after(0.2):
+                await dl.finished.wait()
+        if progress is not None:
+            progress(total, total)
+
+    async def replicate(self, stream: SecretStream) -> Connection:
+        """Replicate every core over `stream` until it closes; returns the finished Connection.
+
+        A peer that breaks the protocol ends the connection; its `error` says why.
+        """
+        conn = Connection(self, stream)
+        self.connections.append(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.remove(conn)
+        return conn
+
+
+class Connection:
+    """One replication connection: a Protomux with a Peer per shared core."""
+
+    def __init__(self, replicator: Replicator, stream: SecretStream) -> None:
+        self.replicator = replicator
+        self.stream = stream
+        self.mux = Mux(stream)
+        self.peers: dict[bytes, Peer] = {}
+        self.error: str | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.mux.pair(m.PROTOCOL, None, self._on_remote_open)
+            nursery.start_soon(self._run_mux)
+            async with _corked(self.mux):
+                for state in list(self.replicator.cores.values()):
+                    await self.attach(state)
+
+    async def _run_mux(self) -> None:
+        try:
+            await self.mux.run()
+        except (HyperfsError, trio.BrokenResourceError) as err:
+            self._failed(err)
+        finally:
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+
+    def _failed(self, err: BaseException) -> None:
+        if self.error is None:
+            self.error = f"{type(err).__name__}: {err}"
+            log.warning("dropping peer %s: %s", self.stream.remote_public_key.hex()[:16], self.error)
+
+    async def fail(self, err: BaseException) -> None:
+        """Drop this connection because the peer misbehaved (logged)."""
+        self._failed(err)
+        await self.mux.close()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def attach_soon(self, state: CoreReplication) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self.attach, state)
+
+    async def attach(self, state: CoreReplication) -> Peer | None:
+        """Open the channel for `state.core` (pairs with the remote's open if it is waiting)."""
+        core = state.core
+        dkey = core.discovery_key
+        if dkey in self.peers:
+            return self.peers[dkey]
+        peer = Peer(self, state)
+        channel = self.mux.create_channel(
+            m.PROTOCOL,
+            dkey,
+            messages=peer.handlers(),
+            on_open=peer.on_open,
+            on_close=peer.on_close,
+            aliases=("hypercore",),
+        )
+        if channel is None:
+            return None
+        peer.channel = channel
+        self.peers[dkey] = peer
+        capability = caps.replicate_capability(self.stream.is_initiator, core.key, self.stream.handshake_hash)
+        await channel.open(m.Handshake(capability).encode())
+        return peer
+
+    async def _on_remote_open(self, dkey: bytes | None) -> None:
+        if dkey is None or len(dkey) != 32:
+            return  # not a core: protomux rejects it
+        state = self.replicator.cores.get(dkey)
+        if state is None and self.replicator.lookup is not None:
+            core = await self.replicator.lookup(dkey)
+            if core is not None:
+                state = self.replicator.add(core)
+        if state is not None:
+            await self.attach(state)
+
+    def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._guard, fn, *args)
+
+    async def _guard(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        # A peer task that finds the peer misbehaving ends the whole connection.
+        try:
+            await fn(*args)
+        except (ProtocolError, VerificationError, DecodingError, RequestTimeoutError) as err:
+            await self.fail(err)
+
+
+@dataclass
+class _Inflight:
+    kind: str  # "block" or "upgrade"
+    index: int
+    sent: float
+    request: m.Request
+
+
+class Peer:
+    """One core on one connection: the hypercore channel's state machine (wire.md §4.6)."""
+
+    def __init__(self, conn: Connection, state: CoreReplication) -> None:
+        self.conn = conn
+        self.state = state
+        self.core = state.core
+        self.channel: Channel | None = None
+        self.synced = False
+        self.remote_fork = 0
+        self.remote_length = 0
+        self.remote_knows = 0  # our length as the remote last said it knows it
+        self.remote_can_upgrade = False
+        self.remote_has_manifest = False
+        self.remote_has = Ranges()
+        self.inflight: dict[int, _Inflight] = {}
+        self.queue: deque[m.Request] = deque()
+        self.queued = _Signal()
+        self.upgrading = False
+        self.announced = 0  # contiguous length we announced with `range`
+        self.closed = False
+
+    def handlers(self) -> list:
+        def handler(method: Callable[[Any], Awaitable[None]]) -> Callable[[Channel, memoryview], Awaitable[None]]:
+            msg_type = _TYPE_OF[method.__name__]
+
+            async def on_message(channel: Channel, payload: memoryview) -> None:
+                await method(m.decode(msg_type, payload))
+
+            return on_message
+
+        return [
+            handler(self.on_sync),
+            handler(self.on_request),
+            None,  # cancel: we answer in order, quickly; nothing to stop
+            handler(self.on_data),
+            handler(self.on_no_data),
+            handler(self.on_want),
+            None,  # unwant
+            handler(self.on_bitfield),
+            handler(self.on_range),
+            None,  # extension: none registered
+        ]
+
+    async def send(self, msg: m.Message) -> None:
+        if self.channel is not None:
+            await self.channel.send(msg.TYPE, m.encode(msg))
+
+    # --- open / close ----------------------------------------------------------------------------
+
+    async def on_open(self, channel: Channel, handshake: memoryview) -> None:
+        try:
+            remote = m.Handshake.decode(bytes(handshake))
+        except DecodingError as err:
+            raise ProtocolError(f"bad hypercore channel handshake: {err}") from None
+        stream = self.conn.stream
+        expected = caps.replicate_capability(not stream.is_initiator, self.core.key, stream.handshake_hash)
+        if remote.capability != expected:
+            raise ProtocolError("remote sent a wrong replication capability")
+        self.state.peers.append(self)
+        mux = self.conn.mux
+        async with _corked(mux):
+            await self.send_sync()
+            await self.announce_ranges()
+            if not getattr(self.core, "writable", False):
+                await self.send(m.Want(0, WANT_BATCH))
+        self.conn.start_soon(self.serve)
+        self.conn.start_soon(self.fetch)
+        self.conn.start_soon(self.watchdog)
+        self.conn.start_soon(self.follow)
+
+    async def follow(self) -> None:
+        """Announce our new length after every append, upgrade or truncation of the core."""
+        changes = self.core.on_append()
+        async with changes:
+            async for _ in changes:
+                if self.closed:
+                    return
+                await self.announce()
+                self.state.changed.wake()
+
+    def on_close(self, channel: Channel, is_remote: bool) -> None:
+        self.closed = True
+        if self in self.state.peers:
+            self.state.peers.remove(self)
+        self.conn.peers.pop(self.core.discovery_key, None)
+        for item in self.inflight.values():
+            self.state.inflight.discard(item.index)
+        self.inflight.clear()
+        self.queued.wake()
+        self.state.changed.wake()
+
+    # --- announcing ------------------------------------------------------------------------------
+
+    async def send_sync(self) -> None:
+        core = self.core
+        remote_length = self.remote_length if self.remote_fork == core.fork else 0
+        can_upgrade = self.remote_length == 0 or (self.remote_length < core.length and self.remote_fork == core.fork)
+        await self.send(
+            m.Sync(
+                fork=core.fork,
+                length=core.length,
+                remote_length=remote_length,
+                can_upgrade=can_upgrade,
+                uploading=True,
+                downloading=not getattr(core, "writable", False),
+                has_manifest=core.manifest is not None,
+            )
+        )
+
+    async def announce_ranges(self) -> None:
+        contiguous = self.core.contiguous_length
+        if contiguous > self.announced:
+            self.announced = contiguous
+            await self.send(m.Range(0, contiguous))
+
+    async def announce(self) -> None:
+        """After our length changed: `range` then `sync`, as JS does on append."""
+        if self.closed or self.channel is None or not self.channel.opened:
+            return
+        async with _corked(self.conn.mux):
+            await self.announce_ranges()
+            await self.send_sync()
+
+    # --- incoming --------------------------------------------------------------------------------
+
+    async def on_sync(self, msg: m.Sync) -> None:
+        self.synced = True
+        self.remote_fork = msg.fork
+        self.remote_length = msg.length
+        self.remote_knows = msg.remote_length
+        self.remote_can_upgrade = msg.can_upgrade
+        self.remote_has_manifest = msg.has_manifest
+        core = self.core
+        # A reader behind us only asks for an upgrade once our sync echoes its length (JS rule).
+        if msg.fork == core.fork and msg.length < core.length:
+            await self.send_sync()
+        self.state.changed.wake()
+
+    async def on_range(self, msg: m.Range) -> None:
+        if msg.drop:
+            self.remote_has.remove(msg.start, msg.start + msg.length)
+        else:
+            self.remote_has.add(msg.start, msg.start + msg.length)
+        self.state.changed.wake()
+
+    async def on_bitfield(self, msg: m.Bitfield) -> None:
+        if msg.start % 32:
+            return  # JS ignores unaligned bitfields
+        end = msg.start + 32 * len(msg.bitfield)
+        self.remote_has.remove(msg.start, end)
+        for w, word in enumerate(msg.bitfield):
+            base = msg.start + 32 * w
+            for j in range(32):
+                if word >> j & 1:
+                    self.remote_has.add(base + j, base + j + 1)
+        self.state.changed.wake()
+
+    async def on_want(self, msg: m.Want) -> None:
+        end = msg.start + msg.length
+        sent = 0
+        async with _corked(self.conn.mux):
+            for start, stop in self.core.local_ranges(msg.start):
+                if start >= end or sent >= MAX_ANNOUNCE:
+                    break
+                await self.send(m.Range(start, stop - start))
+                sent += 1
+
+    async def on_request(self, msg: m.Request) -> None:
+        if len(self.queue) >= MAX_QUEUED:
+            raise ProtocolError(f"peer has more than {MAX_QUEUED} requests waiting for answers")
+        self.queue.append(msg)
+        self.queued.wake()
+
+    async def on_no_data(self, msg: m.NoData) -> None:
+        item = self.inflight.pop(msg.request, None)
+        if item is None:
+            raise ProtocolError(f"noData for request {msg.request}, which we did not send")
+        self._done(item)
+        if item.kind == "block":
+            self.remote_has.remove(item.index, item.index + 1)
+        self.state.changed.wake()
+
+    async def on_data(self, msg: m.Data) -> None:
+        item = self.inflight.get(msg.request)
+        if item is None:
+            raise ProtocolError(f"data for request {msg.request}, which we did not send")
+        req = item.request
+        if (msg.block is None) != (req.block is None) or (msg.block and msg.block.index != req.block.index):
+            raise ProtocolError(f"data does not answer request {msg.request}")
+        if msg.upgrade is not None and req.upgrade is None:
+            raise ProtocolError("data carries an upgrade we did not ask for")
+        del self.inflight[msg.request]
+        self._done(item)
+        core = self.core
+        if msg.upgrade is not None and msg.upgrade.start != core.length and msg.fork == core.fork:
+            self.state.changed.wake()  # stale: our length moved meanwhile; ask again
+            return
+        manifest = core.manifest
+        learnt = None
+        if manifest is None and msg.manifest is not None:
+            try:
+                learnt = decode_manifest(msg.manifest)
+            except DecodingError as err:
+                raise VerificationError(f"peer sent a bad manifest: {err}") from None
+            if manifest_hash(learnt) != core.key:
+                raise VerificationError("peer sent a manifest that does not hash to the core key")
+            manifest = learnt
+        if msg.upgrade is not None and manifest is None:
+            raise VerificationError("upgrade without a manifest to check its signature")
+        roots = await self.state.current_roots()
+        key = core.key
+
+        def check(root_hash: bytes, length: int, fork: int, signature: bytes) -> bool:
+            return verify_head(manifest, key, root_hash, length, fork, signature)
+
+        def verify() -> VerifiedProof:
+            return verify_proof(
+                msg,
+                length=core.length,
+                fork=core.fork,
+                roots=roots,
+                stored_node=lambda i: core.read_nodes_sync([i]).get(i),
+                check_signature=check,
+            )
+
+        verified = await trio.to_thread.run_sync(verify)
+        if learnt is not None:
+            verified = replace(verified, manifest=learnt)
+        if verified.upgrade is not None and (verified.upgrade.start != core.length and verified.fork == core.fork):
+            self.state.changed.wake()
+            return
+        await core.apply_proof(verified)
+        if verified.block_index is not None:
+            self.state.stored(verified.block_index)
+            if not self.state.inflight:
+                # Caught up for now: tell peers what we can serve (seeders rely on it).
+                for peer in list(self.state.peers):
+                    await peer.announce_ranges()
+        self.state.changed.wake()
+
+    def _done(self, item: _Inflight) -> None:
+        if item.kind == "upgrade":
+            self.upgrading = False
+        else:
+            self.state.inflight.discard(item.index)
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Answer the peer's requests in order, several per worker-thread hop."""
+        while not self.closed:
+            if not self.queue:
+                await self.queued.wait()
+                continue
+            batch = [self.queue.popleft() for _ in range(min(SERVE_BATCH, len(self.queue)))]
+            head = self.core.head  # one head for the batch, so proofs and signature agree
+            answers = await trio.to_thread.run_sync(self._answer_all, batch, head)
+            async with _corked(self.conn.mux):
+                for answer in answers:
+                    await self.send(answer)
+
+    def _answer_all(self, requests: list[m.Request], head: Any) -> list[m.Message]:
+        return [self._answer(req, head) for req in requests]
+
+    def _answer(self, req: m.Request, head: Any) -> m.Message:
+        core = self.core
+        if req.fork != head.fork:
+            return m.NoData(req.id, m.NOT_AVAILABLE)
+        if req.block is not None and not core.has_local(req.block.index):
+            return m.NoData(req.id, m.NOT_AVAILABLE)
+        if req.block is None and req.hash is None and req.upgrade is None:
+            if req.manifest and core.manifest is not None:
+                return m.Data(request=req.id, fork=head.fork, manifest=encode_manifest(core.manifest))
+            return m.NoData(req.id, m.NOT_AVAILABLE)
+        try:
+            data = generate_proof(core, req, head.length, head.fork, head.signature)
+        except ProofRequestError:
+            return m.NoData(req.id, m.INVALID_REQUEST)
+        if req.manifest and core.manifest is not None:
+            data.manifest = encode_manifest(core.manifest)
+        return data
+
+    # --- fetching --------------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        rid = 1
+        while rid in self.inflight:
+            rid += 1
+        return rid
+
+    async def _request(self, req: m.Request, kind: str, index: int) -> None:
+        self.inflight[req.id] = _Inflight(kind, index, trio.current_time(), req)
+        await self.send(req)
+
+    async def fetch(self) -> None:
+        """Keep up to MAX_INFLIGHT requests going for upgrades and wanted blocks."""
+        state = self.state
+        while not self.closed:
+            changed = state.changed.wait
+            sent = False
+            async with _corked(self.conn.mux):
+                if self._should_upgrade():
+                    self.upgrading = True
+                    core = self.core
+                    same = self.remote_fork == core.fork
+                    start = core.length if same else 0
+                    req = m.Request(
+                        id=self._next_id(),
+                        fork=self.remote_fork,
+                        upgrade=m.UpgradeRequest(start, self.remote_length - start),
+                        manifest=core.manifest is None,
+                    )
+                    await self._request(req, "upgrade", -1)
+                    sent = True
+                if not self.upgrading or self.remote_fork == self.core.fork:
+                    sent = await self._request_blocks() or sent
+            if not sent:
+                await changed()
+
+    def _should_upgrade(self) -> bool:
+        if self.upgrading or len(self.inflight) >= MAX_INFLIGHT:
+            return False
+        return self.ahead()
+
+    def ahead(self) -> bool:
+        """The remote has a head we should upgrade to (longer, or a newer fork)."""
+        core = self.core
+        if not self.synced:
+            return False
+        if self.remote_fork == core.fork:
+            return self.remote_length > core.length
+        return self.remote_fork > core.fork and self.remote_length > 0
+
+    async def _request_blocks(self) -> bool:
+        state = self.state
+        if self.remote_fork != self.core.fork or len(self.inflight) >= MAX_INFLIGHT:
+            return False
+        roots = ft.full_roots(2 * self.core.length)
+        sent = False
+        for index in state.candidates():
+            if len(self.inflight) >= MAX_INFLIGHT:
+                break
+            if index not in self.remote_has:
+                continue
+            # Climb to the full root holding the block: we trust our roots without a read.
+            leaf = 2 * index
+            root = next(r for r in roots if ft.left_span(r) <= leaf <= ft.right_span(r))
+            req = m.Request(id=self._next_id(), fork=self.core.fork, block=m.IndexNodes(index, ft.depth(root)))
+            state.inflight.add(index)
+            await self._request(req, "block", index)
+            sent = True
+        return sent
+
+    async def watchdog(self) -> None:
+        """Drop the peer when one of our requests goes unanswered for REQUEST_TIMEOUT seconds."""
+        while not self.closed:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            for item in list(self.inflight.values()):
+                if now - item.sent > REQUEST_TIMEOUT:
+                    raise RequestTimeoutError(f"peer did not answer request {item.request.id} within {REQUEST_TIMEOUT}s")
+
+
+_TYPE_OF = {
+    "on_sync": m.Sync.TYPE,
+    "on_request": m.Request.TYPE,
+    "on_data": m.Data.TYPE,
+    "on_no_data": m.NoData.TYPE,
+    "on_want": m.Want.TYPE,
+    "on_bitfield": m.Bitfield.TYPE,
+    "on_range": m.Range.TYPE,
+}
