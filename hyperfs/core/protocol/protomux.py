@@ -254,7 +254,7 @@ class Mux:
     def __init__(self, stream: MessageStream, *, max_channels: int = MAX_CHANNELS) -> None:
         self.stream = stream
         self.max_channels = max_channels
-        self.corked = 0
+        self.cork_depth = 0
         self._local: list[Channel | None] = []
         self._free: list[int] = []
         self._remote: list[_Remote | None] = []
@@ -336,14 +336,14 @@ class Mux:
 
     def cork(self) -> None:
         """Collect outgoing messages into one batch until the matching `uncork()`."""
-        self.corked += 1
-        if self.corked == 1:
+        self.cork_depth += 1
+        if self.cork_depth == 1:
             self._batch = bytearray()
 
     async def uncork(self) -> None:
         """Send what was collected since the first `cork()` (nothing if nothing was)."""
-        self.corked -= 1
-        if self.corked == 0:
+        self.cork_depth -= 1
+        if self.cork_depth == 0:
             batch, self._batch = self._batch, None
             if batch:
                 await self._send(batch)
