@@ -8,9 +8,10 @@ import pytest
 
 from hyperfs.core.crypto import key_pair
 from hyperfs.core.protocol.framing import FrameDecoder
+from hyperfs.core.protocol.keys import CORESTORE_NS, DEFAULT_NAMESPACE, derive_seed, noise_key_pair
 from hyperfs.core.protocol.noise import NoiseHandshake, dh
 from hyperfs.errors import HandshakeError
-from tests.vectors import INTEROP
+from tests.vectors import INTEROP, load
 
 CAPTURES = ["cap-2blocks-live", "cap-5blocks-3live", "cap-20blocks-download"]
 
@@ -151,3 +152,15 @@ def test_out_of_turn_and_oversized_messages() -> None:
         b.recv(bytes(70000))
     with pytest.raises(HandshakeError):
         NoiseHandshake(True, key_pair()._replace(secret_key=None))
+
+
+def test_store_noise_key_pair_is_corestore_derivation() -> None:
+    vectors = load("corestore")
+    primary = bytes.fromhex(vectors["primaryKey"])
+    assert CORESTORE_NS.hex() == vectors["corestore_NS"]
+    for core in vectors["namespaces"][0]["cores"]:  # the default namespace
+        assert derive_seed(primary, DEFAULT_NAMESPACE, core["name"]).hex() == core["seed"]
+    pair = noise_key_pair(primary)
+    assert pair == key_pair(derive_seed(primary, DEFAULT_NAMESPACE, "hyperswarm"))
+    assert noise_key_pair(primary) == pair  # stable
+    assert noise_key_pair(bytes(32)) != pair
