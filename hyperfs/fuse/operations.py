@@ -453,6 +453,10 @@ class DriveOperations(pyfuse3.Operations):
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         self._writable()
+        if name.startswith(b"system."):
+            # POSIX ACLs and other kernel-interpreted names: refusing them makes `cp -a` and
+            # friends fall back to chmod, which the drive stores.
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         await self.drive.set_metadata(self.inodes.path(inode), os.fsdecode(name), bytes(value))
 
     @fuse_errors

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import trio
+
 
 class ContentReader:
     """Reads of one drive path through a stream kept open between calls."""
@@ -20,9 +22,26 @@ class ContentReader:
         self._stream: AsyncIterator[bytes] | None = None
         self._pos = 0  # file offset of `_pending[0]`
         self._pending = memoryview(b"")
+        self._lock = trio.Lock()
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         """Up to `size` bytes at `offset` (fewer only at the end of the file)."""
+        if self._lock.locked():
+            # The kernel reads ahead in parallel: a read that overlaps the cursor's gets its own
+            # short stream instead of waiting or throwing the cursor off.
+            return await self._read_once(offset, size)
+        async with self._lock:
+            return await self._read_cursor(offset, size)
+
+    async def _read_once(self, offset: int, size: int) -> bytes:
+        stream = self._drive.open_read(self._path, start=offset, end=offset + size)
+        try:
+            return b"".join([bytes(chunk) async for chunk in stream])
+        finally:
+            if hasattr(stream, "aclose"):
+                await stream.aclose()
+
+    async def _read_cursor(self, offset: int, size: int) -> bytes | memoryview:
         if self._stream is None or offset != self._pos:
             await self.close()
             self._stream = aiter(self._drive.open_read(self._path, start=offset))
