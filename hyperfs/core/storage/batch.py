@@ -17,7 +17,7 @@ from hyperfs.core.storage.keys import INFINITY
 from hyperfs.core.storage.rocks import Change, Rocks
 from hyperfs.core.storage.schema import Auth, Dependency, Head, Hints, Session, decode_value
 from hyperfs.core.storage.view import Reader, View
-from hyperfs.errors import NotWritableError
+from hyperfs.errors import CorruptStorageError, NotWritableError
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,11 @@ class CoreReadBatch:
     def get_tree_node(self, index: int) -> TreeNode | None:
         dep = find_tree_dependency(self.core.dependencies, index)
         ptr = self.core.data_pointer if dep is None else dep.data_pointer
-        return self._decoded(f"tree node {index} of data {ptr}", decode_tree_node, keys.data_tree(ptr, index))
+        what = f"tree node {index} of data {ptr}"
+        node = self._decoded(what, decode_tree_node, keys.data_tree(ptr, index))
+        if node is not None and node.index != index:
+            raise CorruptStorageError(f"corrupt {what} in storage: it holds node {node.index}")
+        return node
 
     def has_tree_node(self, index: int) -> bool:
         return self.get_tree_node(index) is not None

@@ -68,12 +68,12 @@ class Rocks:
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
         os.makedirs(path, exist_ok=True)
-        column = _column_options()
         access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
         try:
-            self._db = rocksdict.Rdict(
-                path, _db_options(), column_families={COLUMN_FAMILY: column}, access_type=access
-            )
+            # RocksDB opens only with every existing column family named (a JS store may have more).
+            existing = rocksdict.Rdict.list_cf(path) if os.path.exists(os.path.join(path, "CURRENT")) else []
+            families = {name: _column_options() for name in {COLUMN_FAMILY, *existing} - {"default"}}
+            self._db = rocksdict.Rdict(path, _db_options(), column_families=families, access_type=access)
         except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
             raise StorageError(f"cannot open RocksDB at {path}: {err}") from None
         self._cf = self._db.get_column_family(COLUMN_FAMILY)

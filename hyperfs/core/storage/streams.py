@@ -78,7 +78,7 @@ def block_stream(
     segments = _block_segments(core, start, end)
     for ptr, lo, hi in reversed(segments) if reverse else segments:
         for key, value in view.scan(reader, keys.data_block(ptr, lo), keys.data_block(ptr, hi), reverse):
-            yield BlockEntry(keys.decode_index(key), value)
+            yield BlockEntry(decode_value("block key", keys.decode_index, key), value)
 
 
 def tree_node_stream(
@@ -95,7 +95,7 @@ def bitfield_stream(
 ) -> Iterator[BitfieldEntry]:
     ptr = core.data_pointer
     for key, value in view.scan(reader, keys.data_bitfield(ptr, start), keys.data_bitfield(ptr, end), reverse):
-        index, type_ = keys.decode_bitfield_index_and_type(key)
+        index, type_ = decode_value("bitfield key", keys.decode_bitfield_index_and_type, key)
         if type_ == 0:
             yield BitfieldEntry(index, value)
 
@@ -106,7 +106,7 @@ def user_data_stream(
     ptr = core.data_pointer
     end = keys.data_user_data_end(ptr) if lt is None else keys.data_user_data(ptr, lt)
     for key, value in view.scan(reader, keys.data_user_data(ptr, gte), end, reverse):
-        yield UserDataEntry(keys.decode_user_data_key(key), value)
+        yield UserDataEntry(decode_value("user data key", keys.decode_user_data_key, key), value)
 
 
 def local_stream(
@@ -121,12 +121,12 @@ def local_stream(
 def core_stream(reader: Reader, view: View) -> Iterator[CoreEntry]:
     start, end = keys.store_core_range()
     for key, value in view.scan(reader, start, end):
-        dkey = keys.decode_store_discovery_key(key)
+        dkey = decode_value("core key", keys.decode_store_discovery_key, key)
         yield CoreEntry(dkey, decode_value(f"core record {dkey.hex()}", schema.decode_core_record, value))
 
 
 def alias_stream(reader: Reader, view: View, namespace: bytes | None = None) -> Iterator[AliasEntry]:
     start, end = keys.store_core_by_alias_range(namespace)
     for key, value in view.scan(reader, start, end):
-        ns, name = keys.decode_store_alias(key)
+        ns, name = decode_value("alias key", keys.decode_store_alias, key)
         yield AliasEntry(Alias(name, ns), value)
