@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hyperfs.core.storage import Auth, HypercoreStorage
+import pytest
+
+from hyperfs.core.storage import Auth, CorestoreStorage, HypercoreStorage
 
 ZERO32 = bytes(32)
 NODE_HASH = bytes.fromhex("a" * 64)
@@ -33,3 +35,17 @@ def bitfield_pages(core: HypercoreStorage, count: int) -> list[bytes | None]:
 
 def blank_auth() -> Auth:
     return Auth(ZERO32, ZERO32)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store on real RocksDB in tmp_path, closed after the test."""
+    s = CorestoreStorage(str(tmp_path))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def core(store):
+    """A fresh core (key and discovery key all zeros), the seed's `createCore`."""
+    return store.create(key=ZERO32, discovery_key=ZERO32)

@@ -5,29 +5,19 @@ from __future__ import annotations
 import pytest
 
 from hyperfs.core.encoding import TreeNode
-from hyperfs.core.storage import Auth, CorestoreStorage, Dependency, Head, Hints
-from tests.storage_helpers import (
+from hyperfs.core.storage import Auth, Dependency, Head, Hints
+from tests.storage_helpers import (  # noqa: F401 (core, store: fixtures)
     NODE_HASH,
     SIGNATURE,
     ZERO32,
     bitfield_pages,
     blank_auth,
+    core,
     read_blocks,
     read_tree_nodes,
+    store,
     write_blocks,
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = CorestoreStorage(str(tmp_path))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def core(store):
-    return store.create(key=ZERO32, discovery_key=ZERO32)
 
 
 def blocks(*names):

@@ -7,15 +7,10 @@ import pytest
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.storage import Alias, Auth, CorestoreStorage, Head, Hints, KeyPair, ManifestRecord, Prologue, Signer
 from hyperfs.errors import SessionClosedError
+from tests.storage_helpers import store  # noqa: F401 (fixtures)
 
 DKEY = bytes(32)
 
-
-@pytest.fixture
-def store(tmp_path):
-    s = CorestoreStorage(str(tmp_path))
-    yield s
-    s.close()
 
 
 def test_create_and_resume_core(tmp_path):

@@ -7,19 +7,18 @@ import pytest
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.storage import Auth, CorestoreStorage, Dependency, Head, Hints, Session
 from hyperfs.errors import NotWritableError
-from tests.storage_helpers import NODE_HASH, SIGNATURE, ZERO32, bitfield_pages, blank_auth, read_blocks, read_tree_nodes, write_blocks
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = CorestoreStorage(str(tmp_path))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def core(store):
-    return store.create(key=ZERO32, discovery_key=ZERO32)
+from tests.storage_helpers import (  # noqa: F401 (core, store: fixtures)
+    NODE_HASH,
+    SIGNATURE,
+    ZERO32,
+    bitfield_pages,
+    blank_auth,
+    core,
+    read_blocks,
+    read_tree_nodes,
+    store,
+    write_blocks,
+)
 
 
 def test_read_and_write_blocks_across_multiple_cores(store):

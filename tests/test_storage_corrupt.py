@@ -5,23 +5,11 @@ from __future__ import annotations
 import pytest
 
 from hyperfs.core.encoding import TreeNode, encode_tree_node
-from hyperfs.core.storage import Alias, CorestoreStorage, KeyPair, keys
+from hyperfs.core.storage import Alias, KeyPair, keys
 from hyperfs.errors import CorruptStorageError, InvalidKeyError, SessionClosedError
-from tests.storage_helpers import ZERO32, read_blocks, write_blocks
+from tests.storage_helpers import ZERO32, core, read_blocks, store, write_blocks  # noqa: F401 (fixtures)
 
 GARBAGE = b"\xff\xff\xff"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = CorestoreStorage(str(tmp_path))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def core(store):
-    return store.create(key=ZERO32, discovery_key=ZERO32)
 
 
 def put_raw(store, key, value):

@@ -5,20 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hyperfs.core.encoding import TreeNode
-from hyperfs.core.storage import Alias, CorestoreStorage, Head
-from tests.storage_helpers import ZERO32
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = CorestoreStorage(str(tmp_path))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def core(store):
-    return store.create(key=ZERO32, discovery_key=ZERO32)
+from hyperfs.core.storage import Alias, Head
+from tests.storage_helpers import ZERO32, core, store  # noqa: F401 (core, store: fixtures)
 
 
 def entries(indexes):

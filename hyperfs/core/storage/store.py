@@ -92,28 +92,26 @@ class CorestoreStorage:
         head = self._get_head()
         return None if head is None else head.seed
 
-    def set_seed(self, seed: bytes, *, overwrite: bool = True) -> bytes:
-        """Store the corestore primary key; returns the one now stored."""
-        keys.fixed32(seed, "seed")
+    def _set_head_field(self, name: str, value: bytes, overwrite: bool) -> bytes:
         with self._lock:
             head = self._get_head() or StoreHead()
-            if head.seed is None or overwrite:
-                head.seed = bytes(seed)
+            if getattr(head, name) is None or overwrite:
+                setattr(head, name, bytes(value))
             self.rocks.commit([self._head_change(head)])
-            return head.seed
+            return getattr(head, name)
+
+    def set_seed(self, seed: bytes, *, overwrite: bool = True) -> bytes:
+        """Store the corestore primary key; returns the one now stored."""
+        return self._set_head_field("seed", keys.fixed32(seed, "seed"), overwrite)
 
     def get_default_discovery_key(self) -> bytes | None:
         head = self._get_head()
         return None if head is None else head.default_discovery_key
 
     def set_default_discovery_key(self, discovery_key: bytes, *, overwrite: bool = True) -> bytes:
-        keys.fixed32(discovery_key, "discovery key")
-        with self._lock:
-            head = self._get_head() or StoreHead()
-            if head.default_discovery_key is None or overwrite:
-                head.default_discovery_key = bytes(discovery_key)
-            self.rocks.commit([self._head_change(head)])
-            return head.default_discovery_key
+        """Set the core `resume()` opens without a key; returns the one now stored."""
+        key = keys.fixed32(discovery_key, "discovery key")
+        return self._set_head_field("default_discovery_key", key, overwrite)
 
     # --- cores --------------------------------------------------------------------------------
 
