@@ -1,0 +1,725 @@
+"""`Drive`: a DEP-0000 Hyperdrive (hyperdrive 9 format) over a metadata core and a content core.
+
+Block 0 of the metadata core is an `Index` naming the content core; every later block is an
+append-tree `Node` whose value is a `Stat` pointing at a run of content blocks. Files are cut in
+64 KiB content blocks. Renames and attribute changes append new `Node`s pointing at the same
+content. Lookups go through the append-tree's per-folder listing cache (derived from the log,
+resolved lazily from the head), so they cost a dict step per path component.
+"""
+
+from __future__ import annotations
+
+import inspect
+import stat as stat_mod
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+from google.protobuf.message import DecodeError
+
+from hyperfs.drive import schema_pb2
+from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
+from hyperfs.drive.paths import normalize
+from hyperfs.errors import (
+    BlockNotAvailableError,
+    DecodingError,
+    DirectoryNotEmptyError,
+    FileExistsInDrive,
+    FileNotFoundInDrive,
+    InvalidArgumentError,
+    InvalidPathError,
+    IsADirectoryInDrive,
+    NotADirectoryInDrive,
+    ReadOnlyDriveError,
+)
+
+BLOCK_SIZE = 65536  # hyperdrive 9's writeFile chunking
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_DIR_MODE = 0o755
+SYMLINK_MODE = 0o777
+MAX_SYMLINKS = 40
+# A batch (or a streaming writer) appends once this much content or this many nodes wait.
+FLUSH_BYTES = 4 * 1024 * 1024
+FLUSH_NODES = 2048
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Stat:
+    """A file's, folder's or symlink's attributes (the `Stat` message, times in ms).
+
+    `nlink` and `ino` are not stored (`ino` is the node's log index). Folders are encoded as
+    hyperdrive 9 writes them: no size or blocks, and uid/gid only when set.
+    """
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    blocks: int = 0
+    offset: int = 0
+    byte_offset: int = 0
+    mtime: int = 0
+    ctime: int = 0
+    linkname: str = ""
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    nlink: int = 1
+    ino: int = 0
+
+    def is_file(self) -> bool:
+        return stat_mod.S_ISREG(self.mode)
+
+    def is_dir(self) -> bool:
+        return stat_mod.S_ISDIR(self.mode)
+
+    def is_symlink(self) -> bool:
+        return stat_mod.S_ISLNK(self.mode)
+
+    def encode(self) -> bytes:
+        msg = schema_pb2.Stat(mode=self.mode)
+        if self.is_dir():
+            if self.uid:
+                msg.uid = self.uid
+            if self.gid:
+                msg.gid = self.gid
+        else:
+            msg.uid, msg.gid, msg.size, msg.blocks = self.uid, self.gid, self.size, self.blocks
+        msg.offset = self.offset
+        msg.byteOffset = self.byte_offset
+        msg.mtime = self.mtime
+        msg.ctime = self.ctime
+        if self.linkname:
+            msg.linkname = self.linkname
+        for key, value in self.metadata.items():
+            msg.metadata[key] = value
+        return msg.SerializeToString()
+
+    @classmethod
+    def decode(cls, data: bytes, ino: int = 0) -> Stat:
+        msg = schema_pb2.Stat()
+        try:
+            msg.ParseFromString(data)
+        except (DecodeError, UnicodeDecodeError) as err:
+            raise DecodingError(f"metadata entry {ino} holds no valid Stat: {err}") from None
+        mode = msg.mode
+        return cls(
+            mode=mode,
+            uid=msg.uid,
+            gid=msg.gid,
+            size=msg.size,
+            blocks=msg.blocks,
+            offset=msg.offset,
+            byte_offset=msg.byteOffset,
+            mtime=msg.mtime,
+            ctime=msg.ctime,
+            linkname=msg.linkname,
+            metadata=dict(msg.metadata),
+            nlink=2 if stat_mod.S_ISDIR(mode) else 1,
+            ino=ino,
+        )
+
+
+def _implicit_dir() -> Stat:
+    """What a folder that only exists through the files in it looks like (as hyperdrive 9)."""
+    return Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE, nlink=2)
+
+
+async def _open_core(store: Any, **how: Any) -> Any:
+    """`store.get(**how)`, ready (the getter may be sync or async)."""
+    core = store.get(**how)
+    if inspect.isawaitable(core):
+        core = await core
+    await core.ready()
+    return core
+
+
+class Drive:
+    """A Hyperdrive. Create with `await Drive.create(store, name=…)` or `await Drive.open(store, key)`."""
+
+    def __init__(self, store: Any, metadata: Any, content: Any, checkout: int | None = None) -> None:
+        self.store = store
+        self.metadata = metadata
+        self.content = content
+        self._checkout = checkout
+        self._lock = trio.Lock()
+        self._pending_content: list[bytes] = []
+        self._pending_bytes = 0
+        self._pending_nodes: list[bytes] = []
+        self._batching = 0
+        length = metadata.length if checkout is None else checkout
+        self.tree = AppendTree(self._read_node_block, length, 1, writable=checkout is None and metadata.writable)
+
+    # --- opening ----------------------------------------------------------------------------------
+
+    @classmethod
+    async def create(cls, store: Any, name: str = "default") -> Drive:
+        """The store's drive called `name`: made (metadata and content cores, Index) on first use."""
+        metadata = await _open_core(store, name=f"hyperdrive/{name}/metadata")
+        if metadata.length == 0:
+            content = await _open_core(store, name=f"hyperdrive/{name}/content")
+            index = schema_pb2.Index(type="hyperdrive", content=content.key)
+            await metadata.append(index.SerializeToString())
+            return cls(store, metadata, content)
+        return await cls._from_index(store, metadata)
+
+    @classmethod
+    async def open(cls, store: Any, key: bytes) -> Drive:
+        """The drive whose metadata core has public key `key` (writable if the store holds its keys)."""
+        metadata = await _open_core(store, key=key)
+        return await cls._from_index(store, metadata)
+
+    @classmethod
+    async def _from_index(cls, store: Any, metadata: Any) -> Drive:
+        wait = metadata.replicator is not None
+        try:
+            block = await metadata.get(0, wait=wait)
+        except BlockNotAvailableError:
+            raise FileNotFoundInDrive(f"drive {metadata.id}: not in this store (no index block)") from None
+        index = schema_pb2.Index()
+        try:
+            index.ParseFromString(block)
+        except DecodeError:
+            index.type = ""
+        if index.type != "hyperdrive" or len(index.content) != 32:
+            raise DecodingError(f"core {metadata.id} is not a hyperdrive (block 0 is no Index)")
+        content = await _open_core(store, key=index.content)
+        return cls(store, metadata, content)
+
+    # --- properties -------------------------------------------------------------------------------
+
+    @property
+    def key(self) -> bytes:
+        return self.metadata.key
+
+    @property
+    def discovery_key(self) -> bytes:
+        return self.metadata.discovery_key
+
+    @property
+    def id(self) -> str:
+        return self.metadata.id
+
+    @property
+    def writable(self) -> bool:
+        return self._checkout is None and self.metadata.writable and self.content.writable
+
+    @property
+    def version(self) -> int:
+        """The metadata length this drive shows (pending batch entries included)."""
+        return self.tree.length
+
+    # --- the tree ---------------------------------------------------------------------------------
+
+    def _read_node_block(self, seq: int) -> bytes:
+        # Metadata is replicated whole (hyperdrive 9 default); `_refresh` downloads it first, so a
+        # point read here is local and cheap enough to run inline.
+        block = self.metadata.read_block_sync(seq)
+        if block is None:
+            raise BlockNotAvailableError(f"metadata block {seq} of drive {self.id} is not stored here")
+        return block
+
+    async def _refresh(self) -> AppendTree:
+        """The tree at the metadata head, following appends (or a truncation) by others."""
+        if self._checkout is not None or self._pending_nodes:
+            return self.tree
+        length = self.metadata.length
+        if length != self.tree.length:
+            if not await self.metadata.has(0, length):
+                await self.metadata.download(0, length)
+            nodes = self.tree.nodes if length > self.tree.length else None
+            self.tree = AppendTree(self._read_node_block, length, 1, nodes, writable=self.writable)
+        return self.tree
+
+    async def _node(self, names: Names) -> Node | None:
+        return (await self._refresh()).get(names)
+
+    async def _lstat_names(self, names: Names) -> Stat:
+        if not names:
+            return _implicit_dir()
+        tree = await self._refresh()
+        node = tree.get(names)
+        if node is not None:
+            return Stat.decode(node.value, node.seq)
+        if tree.list(names):
+            return _implicit_dir()
+        raise FileNotFoundInDrive(f"{join(names)}: no such file or folder")
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def lstat(self, path: str) -> Stat:
+        """The attributes of `path` itself (a symlink is not followed)."""
+        return await self._lstat_names(normalize(path))
+
+    async def stat(self, path: str) -> Stat:
+        """The attributes of `path`, following symlinks."""
+        names, st = await self._resolve(normalize(path))
+        return st
+
+    async def _resolve(self, names: Names) -> tuple[Names, Stat]:
+        for _ in range(MAX_SYMLINKS):
+            st = await self._lstat_names(names)
+            if not st.is_symlink():
+                return names, st
+            target = st.linkname
+            base = "" if target.startswith("/") else join(names[:-1])
+            names = _resolve_dots(f"{base}/{target}")
+        raise InvalidPathError(f"{join(names)}: too many levels of symbolic links")
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.lstat(path)
+        except FileNotFoundInDrive:
+            return False
+        return True
+
+    async def readdir(self, path: str = "/") -> list[str]:
+        """The names in folder `path` (in log order)."""
+        names = normalize(path)
+        tree = await self._refresh()
+        node = tree.get(names)
+        if node is not None and not Stat.decode(node.value, node.seq).is_dir():
+            raise NotADirectoryInDrive(f"{join(names)} is not a folder")
+        children = tree.list(names)
+        if children is None:
+            if names and node is None:
+                raise FileNotFoundInDrive(f"{join(names)}: no such folder")
+            return []
+        return children
+
+    async def read_file(self, path: str) -> bytes:
+        return b"".join([chunk async for chunk in self.open_read(path)])
+
+    async def open_read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of file `path` as chunks, reading only the blocks they lie in."""
+        names, st = await self._resolve(normalize(path))
+        if st.is_dir():
+            raise IsADirectoryInDrive(f"{join(names)} is a folder")
+        size = st.size
+        stop = size if end is None else min(end, size)
+        if start < 0 or start >= stop:
+            return
+        if self._pending_content:
+            await self.flush_pending()
+        first, skip = st.offset, 0
+        if start:
+            first, skip = await self.content.seek(st.byte_offset + start)
+        remaining = stop - start
+        async for block in self.content.read_stream(first, st.offset + st.blocks):
+            piece = block[skip : skip + remaining]
+            skip = 0
+            if piece:
+                yield piece
+                remaining -= len(piece)
+            if remaining <= 0:
+                return
+
+    async def readlink(self, path: str) -> str:
+        st = await self.lstat(path)
+        if not st.is_symlink():
+            raise InvalidArgumentError(f"{path} is not a symbolic link")
+        return st.linkname
+
+    async def get_metadata(self, path: str) -> dict[str, bytes]:
+        """The extended attributes of `path`."""
+        return dict((await self.lstat(path)).metadata)
+
+    # --- history ----------------------------------------------------------------------------------
+
+    async def checkout(self, version: int) -> Drive:
+        """A read-only drive showing the metadata log's first `version` entries."""
+        await self._refresh()
+        if not 1 <= version <= self.tree.length:
+            raise InvalidArgumentError(f"version {version} is outside 1..{self.tree.length}")
+        drive = Drive(self.store, self.metadata, self.content, checkout=version)
+        drive.tree = self.tree.checkout(version)
+        return drive
+
+    async def history(self, start: int = 0, end: int | None = None) -> list[Change]:
+        """Every put and del in the log, oldest first."""
+        return list((await self._refresh()).history(start, end))
+
+    async def diff(self, other_version: int) -> list[Change]:
+        """What changed from `other_version` to this drive's version: puts are entries of this
+        version, dels entries of the other one that this version replaced or removed."""
+        tree = await self._refresh()
+        return tree.checkout(other_version).diff(tree)
+
+    async def wait_version(self, after: int) -> int:
+        """Wait until the metadata core is longer than `after`; returns the new version."""
+        while self.metadata.length <= after:
+            await self.metadata.wait_append()
+        return (await self._refresh()).length
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnlyDriveError(f"drive {self.id} is read-only here")
+
+    async def _writable_names(self, path: str) -> Names:
+        """`path` normalised, checked writable and not the root; its parent must not be a file."""
+        self._check_writable()
+        names = normalize(path)
+        if not names:
+            raise InvalidPathError("the root folder cannot be written as a file")
+        tree = await self._refresh()
+        for depth in range(1, len(names)):
+            node = tree.get(names[:depth])
+            if node is not None and not Stat.decode(node.value, node.seq).is_dir():
+                raise NotADirectoryInDrive(f"{join(names[:depth])} is not a folder")
+        return names
+
+    def _content_position(self) -> tuple[int, int]:
+        """Where the next content block lands: (block index, byte offset)."""
+        return self.content.length + len(self._pending_content), self.content.byte_length + self._pending_bytes
+
+    def _queue_content(self, data: bytes) -> None:
+        self._pending_content.append(data)
+        self._pending_bytes += len(data)
+
+    def _queue_put(self, names: Names, st: Stat) -> None:
+        self._pending_nodes.append(self.tree.put(names, st.encode()))
+
+    async def _commit(self) -> None:
+        """Append what waits, unless a batch gathers it and it is still small. Hold `_lock`."""
+        if self._batching and self._pending_bytes < FLUSH_BYTES and len(self._pending_nodes) < FLUSH_NODES:
+            return
+        await self._append_pending()
+
+    async def _append_pending(self) -> None:
+        content, nodes = self._pending_content, self._pending_nodes
+        self._pending_content, self._pending_nodes, self._pending_bytes = [], [], 0
+        try:
+            if content:
+                await self.content.append(content)
+            if nodes:
+                await self.metadata.append(nodes)
+        except BaseException:
+            # The tree already counts the lost entries: derive it again from the log.
+            self.tree = AppendTree(self._read_node_block, self.metadata.length, 1, writable=self.writable)
+            raise
+
+    async def flush_pending(self) -> None:
+        """Append everything a batch or writer has gathered so far."""
+        async with self._lock:
+            await self._append_pending()
+
+    async def flush(self) -> None:
+        """Append what waits and make the store durable (fsync of the write-ahead log)."""
+        await self.flush_pending()
+        store = self.metadata.state.storage.store
+        await trio.to_thread.run_sync(store.flush)
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[Drive]:
+        """Gather writes into few appends (one signature for many nodes); appended on exit."""
+        self._batching += 1
+        try:
+            yield self
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                await self.flush_pending()
+
+    async def write_file(
+        self,
+        path: str,
+        data: bytes,
+        mode: int | None = None,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: int | None = None,
+        ctime: int | None = None,
+    ) -> Stat:
+        """Write file `path` with `data` (mode: permission bits; times in ms, default now)."""
+        writer = await self.open_write(path, mode=mode, uid=uid, gid=gid, mtime=mtime, ctime=ctime)
+        await writer.write(data)
+        return await writer.close()
+
+    async def open_write(
+        self,
+        path: str,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime: int | None = None,
+        ctime: int | None = None,
+    ) -> FileWriter:
+        """A streaming writer for file `path`: content is appended as it comes, the `Node` on
+        `close()`. Attributes not given are kept from an existing file (else hyperdrive 9's)."""
+        names = await self._writable_names(path)
+        node = self.tree.get(names)
+        old = Stat.decode(node.value, node.seq) if node is not None else None
+        if old is not None and old.is_dir():
+            raise IsADirectoryInDrive(f"{join(names)} is a folder")
+        if old is not None and not old.is_file():
+            old = None  # a symlink is replaced by a file
+        await self._lock.acquire()
+        offset, byte_offset = self._content_position()
+        now = now_ms()
+        st = Stat(
+            mode=stat_mod.S_IFREG | (mode if mode is not None else old.mode & 0o7777 if old else DEFAULT_FILE_MODE),
+            uid=uid if uid is not None else old.uid if old else 0,
+            gid=gid if gid is not None else old.gid if old else 0,
+            offset=offset,
+            byte_offset=byte_offset,
+            mtime=mtime if mtime is not None else now,
+            ctime=ctime if ctime is not None else now,
+            metadata=dict(old.metadata) if old else {},
+        )
+        return FileWriter(self, names, st)
+
+    async def mkdir(
+        self,
+        path: str,
+        mode: int = DEFAULT_DIR_MODE,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: int | None = None,
+        ctime: int | None = None,
+    ) -> None:
+        """Make folder `path` (FileExistsInDrive if something is there)."""
+        names = await self._writable_names(path)
+        if await self.exists(path):
+            raise FileExistsInDrive(f"{join(names)} exists")
+        now = now_ms()
+        async with self._lock:
+            offset, byte_offset = self._content_position()
+            st = Stat(
+                mode=stat_mod.S_IFDIR | mode,
+                uid=uid,
+                gid=gid,
+                offset=offset,
+                byte_offset=byte_offset,
+                mtime=now if mtime is None else mtime,
+                ctime=now if ctime is None else ctime,
+            )
+            self._queue_put(names, st)
+            await self._commit()
+
+    async def symlink(self, target: str, path: str, uid: int = 0, gid: int = 0) -> None:
+        """Make `path` a symbolic link to `target` (stored as `Stat.linkname`)."""
+        names = await self._writable_names(path)
+        if not target or "\0" in target:
+            raise InvalidPathError(f"bad symlink target {target!r}")
+        if await self.exists(path):
+            raise FileExistsInDrive(f"{join(names)} exists")
+        now = now_ms()
+        async with self._lock:
+            offset, byte_offset = self._content_position()
+            st = Stat(
+                mode=stat_mod.S_IFLNK | SYMLINK_MODE,
+                uid=uid,
+                gid=gid,
+                offset=offset,
+                byte_offset=byte_offset,
+                mtime=now,
+                ctime=now,
+                linkname=target,
+            )
+            self._queue_put(names, st)
+            await self._commit()
+
+    async def unlink(self, path: str) -> None:
+        """Remove file or symlink `path`."""
+        names = await self._writable_names(path)
+        st = await self._lstat_names(names)
+        if st.is_dir():
+            raise IsADirectoryInDrive(f"{join(names)} is a folder")
+        async with self._lock:
+            self._pending_nodes.append(self.tree.delete(names))
+            await self._commit()
+
+    async def rmdir(self, path: str) -> None:
+        """Remove the empty folder `path`."""
+        names = await self._writable_names(path)
+        st = await self._lstat_names(names)
+        if not st.is_dir():
+            raise NotADirectoryInDrive(f"{join(names)} is not a folder")
+        if self.tree.list(names):
+            raise DirectoryNotEmptyError(f"{join(names)} is not empty")
+        async with self._lock:
+            self._pending_nodes.append(self.tree.delete(names))
+            await self._commit()
+
+    async def rename(self, old: str, new: str) -> None:
+        """Move `old` (file, symlink or folder) to `new`; new nodes point at the same content."""
+        src = await self._writable_names(old)
+        dst = await self._writable_names(new)
+        src_st = await self._lstat_names(src)
+        if src == dst:
+            return
+        if dst[: len(src)] == src:
+            raise InvalidPathError(f"cannot move {join(src)} into itself")
+        try:
+            dst_st: Stat | None = await self._lstat_names(dst)
+        except FileNotFoundInDrive:
+            dst_st = None
+        if dst_st is not None:
+            if src_st.is_dir() and not dst_st.is_dir():
+                raise NotADirectoryInDrive(f"{join(dst)} is not a folder")
+            if not src_st.is_dir() and dst_st.is_dir():
+                raise IsADirectoryInDrive(f"{join(dst)} is a folder")
+            if dst_st.is_dir() and self.tree.list(dst):
+                raise DirectoryNotEmptyError(f"{join(dst)} is not empty")
+        moves = self._subtree(src) if src_st.is_dir() else [(src, self.tree.get(src))]
+        async with self._lock:
+            for names, node in moves:
+                self._pending_nodes.append(self.tree.put(dst + names[len(src) :], node.value))
+            for names, _ in reversed(moves):
+                self._pending_nodes.append(self.tree.delete(names))
+            await self._commit()
+
+    def _subtree(self, top: Names) -> list[tuple[Names, Node]]:
+        """Every live node at or below folder `top`, parents before children."""
+        out: list[tuple[Names, Node]] = []
+        node = self.tree.get(top)
+        if node is not None:
+            out.append((top, node))
+        for name in self.tree.list(top) or []:
+            out.extend(self._subtree(top + (name,)))
+        return out
+
+    async def _update(self, path: str, change: Callable[[Stat], Stat]) -> None:
+        """Append a new `Node` for `path` with `change(stat)` (an implicit folder gets its first)."""
+        names = await self._writable_names(path)
+        st = await self._lstat_names(names)
+        async with self._lock:
+            self._queue_put(names, change(st))
+            await self._commit()
+
+    async def chmod(self, path: str, mode: int) -> None:
+        await self._update(path, lambda st: replace(st, mode=stat_mod.S_IFMT(st.mode) | (mode & 0o7777), ctime=now_ms()))
+
+    async def chown(self, path: str, uid: int, gid: int) -> None:
+        await self._update(path, lambda st: replace(st, uid=uid, gid=gid, ctime=now_ms()))
+
+    async def utimes(self, path: str, atime: int | None, mtime: int) -> None:
+        """Set the modification time (ms); the format has no atime, so `atime` is ignored."""
+        await self._update(path, lambda st: replace(st, mtime=mtime))
+
+    async def set_metadata(self, path: str, key: str, value: bytes | None) -> None:
+        """Set extended attribute `key` of `path` (None removes it)."""
+        if not key or "\0" in key:
+            raise InvalidArgumentError(f"bad attribute name {key!r}")
+
+        def change(st: Stat) -> Stat:
+            metadata = dict(st.metadata)
+            if value is None:
+                metadata.pop(key, None)
+            else:
+                metadata[key] = bytes(value)
+            return replace(st, metadata=metadata, ctime=now_ms())
+
+        await self._update(path, change)
+
+    async def truncate(self, path: str, size: int) -> None:
+        """Cut or zero-extend file `path` to `size` bytes (attributes kept, mtime now)."""
+        if size < 0:
+            raise InvalidArgumentError(f"cannot truncate to a negative size {size}")
+        st = await self.lstat(path)
+        if st.is_dir():
+            raise IsADirectoryInDrive(f"{path} is a folder")
+        if st.size == size:
+            return
+        # The kept bytes are written again: a Node pointing at a prefix of the old blocks would
+        # show old readers (which read whole blocks) the cut bytes.
+        writer = await self.open_write(path, mtime=now_ms())
+        try:
+            async for chunk in self.open_read(path, 0, size):
+                await writer.write(chunk)
+            missing = size - st.size
+            while missing > 0:
+                await writer.write(bytes(min(missing, BLOCK_SIZE)))
+                missing -= BLOCK_SIZE
+        except BaseException:
+            writer.abort()
+            raise
+        await writer.close()
+
+    async def close(self) -> None:
+        """Append what waits and close the drive's cores."""
+        if self.writable and (self._pending_nodes or self._pending_content):
+            await self.flush_pending()
+        if self._checkout is None:
+            await self.content.close()
+            await self.metadata.close()
+
+
+class FileWriter:
+    """Streams one file into the content core. Holds the drive's write lock until `close()` or
+    `abort()`, so its content blocks are contiguous."""
+
+    def __init__(self, drive: Drive, names: Names, st: Stat) -> None:
+        self._drive = drive
+        self._names = names
+        self._stat = st
+        self._buffer = bytearray()
+        self._size = 0
+        self._blocks = 0
+        self._open = True
+
+    async def write(self, data: bytes) -> None:
+        if not self._open:
+            raise InvalidArgumentError(f"{join(self._names)}: write after close")
+        self._buffer += data
+        self._size += len(data)
+        while len(self._buffer) >= BLOCK_SIZE:
+            self._drive._queue_content(bytes(self._buffer[:BLOCK_SIZE]))
+            del self._buffer[:BLOCK_SIZE]
+            self._blocks += 1
+        if self._drive._pending_bytes >= FLUSH_BYTES:
+            await self._drive._append_pending()
+
+    async def close(self) -> Stat:
+        """Append the rest and the file's `Node`; returns its Stat."""
+        if not self._open:
+            raise InvalidArgumentError(f"{join(self._names)}: closed twice")
+        self._open = False
+        drive = self._drive
+        try:
+            if self._buffer:
+                drive._queue_content(bytes(self._buffer))
+                self._blocks += 1
+            self._stat.size = self._size
+            self._stat.blocks = self._blocks
+            drive._queue_put(self._names, self._stat)
+            await drive._commit()
+        finally:
+            drive._lock.release()
+        return self._stat
+
+    def abort(self) -> None:
+        """Give up: nothing more is written for this file (blocks already appended stay unused)."""
+        if self._open:
+            self._open = False
+            self._drive._lock.release()
+
+    async def __aenter__(self) -> FileWriter:
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            self.abort()
+
+
+def _resolve_dots(path: str) -> Names:
+    """A symlink target joined to its folder, with '.' and '..' folded (never above the root)."""
+    out: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+        else:
+            out.append(part)
+    return normalize("/" + "/".join(out))

@@ -1,0 +1,41 @@
+"""Drive paths: one normal form, and refusal of names a drive cannot hold."""
+
+from __future__ import annotations
+
+from hyperfs.errors import InvalidPathError, NameTooLongError
+
+NAME_MAX = 255  # bytes of one component, as on Linux
+
+
+def normalize(path: str) -> tuple[str, ...]:
+    """The components of the Unix path `path` ('/' and '' are the root; '.' parts are dropped).
+
+    Refused: `..`, NUL, an empty component (`a//b`), text that is not valid UTF-8 (the format
+    stores names as protobuf strings), and a component over 255 bytes.
+    """
+    if not isinstance(path, str):
+        raise InvalidPathError(f"a path must be text, not {type(path).__name__}")
+    if "\0" in path:
+        raise InvalidPathError(f"path {path!r} contains NUL")
+    parts = path.split("/")
+    if parts[0] == "":
+        parts.pop(0)
+    if parts and parts[-1] == "":
+        parts.pop()
+    names: list[str] = []
+    for part in parts:
+        if part == "..":
+            raise InvalidPathError(f"path {path!r} contains '..'")
+        if part == "":
+            raise InvalidPathError(f"path {path!r} has an empty component")
+        if part == ".":
+            continue
+        try:
+            size = len(part.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidPathError(f"path {path!r} is not valid UTF-8") from None
+        if size > NAME_MAX:
+            raise NameTooLongError(f"name {part[:40]!r}… is {size} bytes, over {NAME_MAX}")
+        names.append(part)
+    return tuple(names)
+

@@ -1,0 +1,215 @@
+"""`Drive` on real cores in RocksDB: hyperdrive 9's bytes, files, folders, links, versions."""
+
+from __future__ import annotations
+
+import stat as stat_mod
+from pathlib import Path
+
+import pytest
+import trio
+
+from hyperfs.drive.drive import BLOCK_SIZE, Drive
+from hyperfs.errors import (
+    DirectoryNotEmptyError,
+    FileExistsInDrive,
+    FileNotFoundInDrive,
+    InvalidPathError,
+    IsADirectoryInDrive,
+    NameTooLongError,
+    NotADirectoryInDrive,
+    ReadOnlyDriveError,
+)
+from tests.drive_store import open_store, trio_test
+from tests.vectors import load
+
+T = 1700000000000
+
+
+def _data(spec: object) -> bytes:
+    if spec is None or isinstance(spec, str):
+        return (spec or "").encode()
+    assert spec["size"] == 200000
+    return bytes((i * 31 + 7) % 251 for i in range(spec["size"]))
+
+
+@trio_test
+async def test_drive_vector_byte_for_byte(tmp_path: Path) -> None:
+    vec = load("drive")
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store, name="vector")
+        for step in vec["steps"]:
+            before = drive.metadata.length
+            op, path = step["op"], step["path"]
+            if op == "writeFile":
+                await drive.write_file(path, _data(step["data"]), mtime=T, ctime=T)
+            elif op == "mkdir":
+                await drive.mkdir(path, mtime=T, ctime=T)
+            elif op == "unlink":
+                await drive.unlink(path)
+            else:
+                await drive.rmdir(path)
+            got = [(await drive.metadata.get(i)).hex() for i in range(before, drive.metadata.length)]
+            assert got == step["metadata_blocks_appended"], step
+        assert drive.metadata.length == vec["metadata_length"]
+        assert drive.content.length == vec["content_length"]
+        sizes = [len(await drive.content.get(i)) for i in range(drive.content.length)]
+        assert sizes == vec["content_block_sizes"]
+        for folder, names in vec["readdir_at_end"].items():
+            assert sorted(await drive.readdir(folder)) == names
+        for path, want in vec["lstat_at_end"].items():
+            st = await drive.lstat(path)
+            got = {k: getattr(st, "byte_offset" if k == "byteOffset" else k) for k in want}
+            assert got == want, path
+        assert await drive.read_file("/big.bin") == _data({"size": 200000})
+        assert await drive.read_file("/hello.txt") == b"hello again, longer this time\n"
+
+
+@trio_test
+async def test_reopen_and_read_ranges(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000  # 256000 bytes: 4 blocks
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store, name="d")
+        await drive.write_file("/x/f.bin", data, mode=0o600)
+        key = drive.key
+    async with open_store(tmp_path) as store:
+        drive = await Drive.open(store, key)
+        assert drive.writable
+        st = await drive.stat("x/f.bin")
+        assert stat_mod.S_IMODE(st.mode) == 0o600 and st.size == len(data) and st.blocks == 4
+        for start, end in ((0, 10), (BLOCK_SIZE - 3, BLOCK_SIZE + 5), (200000, None), (5, 5), (len(data), None)):
+            got = b"".join([c async for c in drive.open_read("/x/f.bin", start, end)])
+            assert got == data[start:end]
+        assert (await Drive.create(store, name="d")).key == key  # create finds the existing drive
+
+
+@trio_test
+async def test_files_folders_errors(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.mkdir("/d")
+        await drive.write_file("/d/a", b"A")
+        with pytest.raises(FileExistsInDrive):
+            await drive.mkdir("/d")
+        with pytest.raises(DirectoryNotEmptyError):
+            await drive.rmdir("/d")
+        with pytest.raises(IsADirectoryInDrive):
+            await drive.unlink("/d")
+        with pytest.raises(IsADirectoryInDrive):
+            await drive.write_file("/d", b"")
+        with pytest.raises(NotADirectoryInDrive):
+            await drive.write_file("/d/a/b", b"")
+        with pytest.raises(NotADirectoryInDrive):
+            await drive.readdir("/d/a")
+        with pytest.raises(FileNotFoundInDrive):
+            await drive.lstat("/nope")
+        with pytest.raises(FileNotFoundInDrive):
+            await drive.unlink("/nope")
+        for bad in ("/a/../b", "/a\0b", "/a//b"):
+            with pytest.raises(InvalidPathError):
+                await drive.write_file(bad, b"")
+        with pytest.raises(NameTooLongError):
+            await drive.write_file("/" + "é" * 128, b"")
+        await drive.write_file("/" + "é" * 127, b"ok")  # 254 bytes
+        await drive.unlink("/d/a")
+        assert await drive.readdir("/d") == []
+        await drive.rmdir("/d")
+        assert not await drive.exists("/d")
+        assert (await drive.lstat("/")).is_dir()
+
+
+@trio_test
+async def test_rename_symlink_xattr_attrs(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/src/deep/f", b"content")
+        await drive.mkdir("/src/empty")
+        content_length = drive.content.length
+        await drive.rename("/src", "/dst")
+        assert drive.content.length == content_length  # no content copied
+        assert await drive.read_file("/dst/deep/f") == b"content"
+        assert sorted(await drive.readdir("/dst")) == ["deep", "empty"]
+        assert not await drive.exists("/src")
+        await drive.rename("/dst/deep/f", "/g")
+        assert await drive.read_file("/g") == b"content"
+        # /dst/deep only existed through f (no node of its own, as hyperdrive 9 writes): gone now.
+        assert await drive.readdir("/dst") == ["empty"]
+
+        await drive.symlink("g", "/link")
+        assert await drive.readlink("/link") == "g"
+        assert (await drive.lstat("/link")).is_symlink()
+        assert (await drive.stat("/link")).size == 7
+        assert await drive.read_file("/link") == b"content"
+
+        await drive.set_metadata("/g", "user.k", b"v")
+        assert await drive.get_metadata("/g") == {"user.k": b"v"}
+        await drive.chmod("/g", 0o600)
+        await drive.chown("/g", 7, 8)
+        await drive.utimes("/g", None, 1234)
+        st = await drive.lstat("/g")
+        assert (stat_mod.S_IMODE(st.mode), st.uid, st.gid, st.mtime, st.metadata) == (0o600, 7, 8, 1234, {"user.k": b"v"})
+        await drive.set_metadata("/g", "user.k", None)
+        assert await drive.get_metadata("/g") == {}
+
+        await drive.truncate("/g", 3)
+        assert await drive.read_file("/g") == b"con"
+        await drive.truncate("/g", 5)
+        assert await drive.read_file("/g") == b"con\0\0"
+        assert stat_mod.S_IMODE((await drive.lstat("/g")).mode) == 0o600
+
+
+@trio_test
+async def test_versions_checkout_history_diff(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/a", b"1")
+        v = drive.version
+        await drive.write_file("/a", b"2")
+        await drive.write_file("/b", b"3")
+        old = await drive.checkout(v)
+        assert await old.read_file("/a") == b"1" and not await old.exists("/b")
+        assert not old.writable
+        with pytest.raises(ReadOnlyDriveError):
+            await old.write_file("/c", b"")
+        assert [(c.type, c.name) for c in await drive.history()] == [("put", "/a")] * 2 + [("put", "/b")]
+        changes = {(c.type, c.name, c.version) for c in await drive.diff(v)}
+        assert changes == {("put", "/a", 2), ("put", "/b", 3), ("del", "/a", 1)}
+
+
+@trio_test
+async def test_batch_one_append_and_streaming_writer(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        length = drive.metadata.length
+        async with drive.batch():
+            for i in range(50):
+                await drive.write_file(f"/many/f{i}", b"x" * i)
+            assert drive.metadata.length == length  # nothing appended yet
+            assert sorted(await drive.readdir("/many")) == sorted(f"f{i}" for i in range(50))
+        assert drive.metadata.length == length + 50
+        assert await drive.read_file("/many/f49") == b"x" * 49
+
+        big = bytes(range(251)) * 40000
+        async with await drive.open_write("/stream") as writer:
+            for i in range(0, len(big), 10007):
+                await writer.write(big[i : i + 10007])
+        assert await drive.read_file("/stream") == big
+        assert (await drive.lstat("/stream")).blocks == -(-len(big) // BLOCK_SIZE)
+
+
+@trio_test
+async def test_reader_follows_writer(tmp_path: Path) -> None:
+    """A second session of the same drive (read-only checkout aside) sees new versions."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/a", b"1")
+        version = drive.version
+        async with trio.open_nursery() as nursery:
+            seen: list[int] = []
+
+            async def watch() -> None:
+                seen.append(await drive.wait_version(version))
+
+            nursery.start_soon(watch)
+            await trio.sleep(0)
+            await drive.write_file("/b", b"2")
+        assert seen == [version + 1]
