@@ -88,22 +88,19 @@ async def test_files_folders_errors(tmp_path: Path) -> None:
         drive = await Drive.create(store)
         await drive.mkdir("/d")
         await drive.write_file("/d/a", b"A")
-        with pytest.raises(FileExistsInDrive):
-            await drive.mkdir("/d")
-        with pytest.raises(DirectoryNotEmptyError):
-            await drive.rmdir("/d")
-        with pytest.raises(IsADirectoryInDrive):
-            await drive.unlink("/d")
-        with pytest.raises(IsADirectoryInDrive):
-            await drive.write_file("/d", b"")
-        with pytest.raises(NotADirectoryInDrive):
-            await drive.write_file("/d/a/b", b"")
-        with pytest.raises(NotADirectoryInDrive):
-            await drive.readdir("/d/a")
-        with pytest.raises(FileNotFoundInDrive):
-            await drive.lstat("/nope")
-        with pytest.raises(FileNotFoundInDrive):
-            await drive.unlink("/nope")
+        refused = [
+            (FileExistsInDrive, drive.mkdir, "/d"),
+            (DirectoryNotEmptyError, drive.rmdir, "/d"),
+            (IsADirectoryInDrive, drive.unlink, "/d"),
+            (IsADirectoryInDrive, drive.write_file, "/d", b""),
+            (NotADirectoryInDrive, drive.write_file, "/d/a/b", b""),
+            (NotADirectoryInDrive, drive.readdir, "/d/a"),
+            (FileNotFoundInDrive, drive.lstat, "/nope"),
+            (FileNotFoundInDrive, drive.unlink, "/nope"),
+        ]
+        for error, method, *args in refused:
+            with pytest.raises(error):
+                await method(*args)
         for bad in ("/a/../b", "/a\0b", "/a//b"):
             with pytest.raises(InvalidPathError):
                 await drive.write_file(bad, b"")

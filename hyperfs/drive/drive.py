@@ -485,6 +485,18 @@ class Drive:
         ctime: int | None = None,
     ) -> None:
         """Make folder `path` (FileExistsInDrive if something is there)."""
+        await self._create(path, stat_mod.S_IFDIR | mode, uid=uid, gid=gid, mtime=mtime, ctime=ctime)
+
+    async def symlink(self, target: str, path: str, uid: int = 0, gid: int = 0) -> None:
+        """Make `path` a symbolic link to `target` (stored as `Stat.linkname`)."""
+        if not target or "\0" in target:
+            raise InvalidPathError(f"bad symlink target {target!r}")
+        await self._create(path, stat_mod.S_IFLNK | SYMLINK_MODE, uid=uid, gid=gid, linkname=target)
+
+    async def _create(
+        self, path: str, mode: int, mtime: int | None = None, ctime: int | None = None, **fields: Any
+    ) -> None:
+        """Append the `Node` of a new folder or symlink (its offsets: where content is now)."""
         names = await self._writable_names(path)
         if await self.exists(path):
             raise FileExistsInDrive(f"{join(names)} exists")
@@ -492,36 +504,12 @@ class Drive:
         async with self._lock:
             offset, byte_offset = self._content_position()
             st = Stat(
-                mode=stat_mod.S_IFDIR | mode,
-                uid=uid,
-                gid=gid,
+                mode=mode,
                 offset=offset,
                 byte_offset=byte_offset,
                 mtime=now if mtime is None else mtime,
                 ctime=now if ctime is None else ctime,
-            )
-            self._queue_put(names, st)
-            await self._commit()
-
-    async def symlink(self, target: str, path: str, uid: int = 0, gid: int = 0) -> None:
-        """Make `path` a symbolic link to `target` (stored as `Stat.linkname`)."""
-        names = await self._writable_names(path)
-        if not target or "\0" in target:
-            raise InvalidPathError(f"bad symlink target {target!r}")
-        if await self.exists(path):
-            raise FileExistsInDrive(f"{join(names)} exists")
-        now = now_ms()
-        async with self._lock:
-            offset, byte_offset = self._content_position()
-            st = Stat(
-                mode=stat_mod.S_IFLNK | SYMLINK_MODE,
-                uid=uid,
-                gid=gid,
-                offset=offset,
-                byte_offset=byte_offset,
-                mtime=now,
-                ctime=now,
-                linkname=target,
+                **fields,
             )
             self._queue_put(names, st)
             await self._commit()
