@@ -170,3 +170,20 @@ class MountError(HyperfsError):
     """A mount or unmount that did not happen (not a folder, busy, FUSE refused, daemon failed)."""
 
     errno = _errno.EIO
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+class LocalFileError(HyperfsError):
+    """A file or folder on the local disk that an import or export could not read or write."""
+
+    def __init__(self, message: str, errno: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class UnknownDriveError(HyperfsError, LookupError):
+    """A drive name that is neither a local name in the store nor a key or id."""
+
+    errno = _errno.ENOENT

@@ -333,12 +333,15 @@ class Drive:
 
     async def checkout(self, version: int) -> Drive:
         """A read-only drive showing the metadata log's first `version` entries."""
-        await self._refresh()
-        if not 1 <= version <= self.tree.length:
-            raise InvalidArgumentError(f"version {version} is outside 1..{self.tree.length}")
         drive = Drive(self.store, self.metadata, self.content, checkout=version)
-        drive.tree = self.tree.checkout(version)
+        drive.tree = await self._tree_at(version)
         return drive
+
+    async def _tree_at(self, version: int) -> AppendTree:
+        tree = await self._refresh()
+        if not 1 <= version <= tree.length:
+            raise InvalidArgumentError(f"version {version} is outside 1..{tree.length}")
+        return tree.checkout(version)
 
     async def history(self, start: int = 0, end: int | None = None) -> list[Change]:
         """Every put and del in the log, oldest first."""
@@ -347,8 +350,7 @@ class Drive:
     async def diff(self, other_version: int) -> list[Change]:
         """What changed from `other_version` to this drive's version: puts are entries of this
         version, dels entries of the other one that this version replaced or removed."""
-        tree = await self._refresh()
-        return tree.checkout(other_version).diff(tree)
+        return (await self._tree_at(other_version)).diff(self.tree)
 
     async def wait_version(self, after: int) -> int:
         """Wait until the metadata core is longer than `after`; returns the new version."""
@@ -487,11 +489,15 @@ class Drive:
         """Make folder `path` (FileExistsInDrive if something is there)."""
         await self._create(path, stat_mod.S_IFDIR | mode, uid=uid, gid=gid, mtime=mtime, ctime=ctime)
 
-    async def symlink(self, target: str, path: str, uid: int = 0, gid: int = 0) -> None:
+    async def symlink(
+        self, target: str, path: str, uid: int = 0, gid: int = 0, mtime: int | None = None
+    ) -> None:
         """Make `path` a symbolic link to `target` (stored as `Stat.linkname`)."""
         if not target or "\0" in target:
             raise InvalidPathError(f"bad symlink target {target!r}")
-        await self._create(path, stat_mod.S_IFLNK | SYMLINK_MODE, uid=uid, gid=gid, linkname=target)
+        await self._create(
+            path, stat_mod.S_IFLNK | SYMLINK_MODE, uid=uid, gid=gid, mtime=mtime, ctime=mtime, linkname=target
+        )
 
     async def _create(
         self, path: str, mode: int, mtime: int | None = None, ctime: int | None = None, **fields: Any

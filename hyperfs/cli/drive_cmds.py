@@ -1,0 +1,414 @@
+"""The drive commands: create, info, ls, cat, stat, log, diff, import, export, keys.
+
+A drive is named by a local name (kept in `drives.json` in the store folder, with its key), its
+z-base-32 id, its hex key or `hyper://<id>`. Import and export are resumable: a file whose size
+and mtime already match on the other side is skipped, so running the command again after an
+interruption finishes the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import stat as stat_mod
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from tqdm import tqdm
+
+from hyperfs.core.z32 import decode_key, encode_id
+from hyperfs.drive.append_tree import join
+from hyperfs.drive.drive import Drive, Stat
+from hyperfs.errors import (
+    FileNotFoundInDrive,
+    HyperfsError,
+    InvalidKeyError,
+    LocalFileError,
+    UnknownDriveError,
+)
+
+DEFAULT_DRIVE = "default"  # the drive `hyperfs mount` uses without a key
+REGISTRY = "drives.json"
+READ_CHUNK = 1 << 20
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    def add(name: str, func: Callable[..., Awaitable[int]], help: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        parser.set_defaults(func=lambda args: trio.run(_run, func, args))
+        return parser
+
+    add("create", cmd_create, "create a drive with a local name").add_argument("name")
+    add("info", cmd_info, "keys, version and sizes of a drive").add_argument("drive")
+    p = add("ls", cmd_ls, "list a folder of a drive")
+    p.add_argument("drive")
+    p.add_argument("path", nargs="?", default="/")
+    p.add_argument("-l", "--long", action="store_true", help="mode, size and mtime too")
+    p = add("cat", cmd_cat, "write a file of a drive to stdout")
+    p.add_argument("drive")
+    p.add_argument("path")
+    p = add("stat", cmd_stat, "the attributes of a path in a drive")
+    p.add_argument("drive")
+    p.add_argument("path")
+    add("log", cmd_log, "the history of a drive, oldest first").add_argument("drive")
+    p = add("diff", cmd_diff, "what changed in a drive since VERSION")
+    p.add_argument("drive")
+    p.add_argument("version", type=int)
+    p = add("import", cmd_import, "copy a local folder into a drive (resumable)")
+    p.add_argument("src", type=Path)
+    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = add("export", cmd_export, "copy a drive into a local folder (resumable)")
+    p.add_argument("args", nargs="+", metavar="[DRIVE] DEST")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add("keys", cmd_keys, "list the drives in the store with their keys")
+
+
+async def _run(func: Callable[..., Awaitable[int]], args: argparse.Namespace) -> int:
+    from hyperfs.core.corestore import Corestore
+
+    args.store.mkdir(parents=True, exist_ok=True)
+    store = Corestore(str(args.store))
+    await store.ready()
+    try:
+        return await func(store, args)
+    finally:
+        await store.close()
+
+
+# --- naming drives ------------------------------------------------------------------------------
+
+
+def _registry(store_dir: Path) -> dict[str, str]:
+    try:
+        return json.loads((store_dir / REGISTRY).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise LocalFileError(f"cannot read {store_dir / REGISTRY}: {err}") from None
+
+
+def _remember(store_dir: Path, name: str, key: bytes) -> None:
+    names = _registry(store_dir)
+    if names.get(name) != key.hex():
+        names[name] = key.hex()
+        tmp = store_dir / (REGISTRY + ".tmp")
+        tmp.write_text(json.dumps(names, indent=1, sort_keys=True))
+        os.replace(tmp, store_dir / REGISTRY)
+
+
+async def _local(store: Any, store_dir: Path, name: str) -> Drive:
+    """The store's drive called `name`, made if new, and remembered under that name."""
+    drive = await Drive.create(store, name=name)
+    _remember(store_dir, name, drive.key)
+    return drive
+
+
+async def _open(store: Any, store_dir: Path, text: str) -> Drive:
+    """The drive `text` names: a local name, else a z32 id, hex key or hyper:// URL."""
+    if text == DEFAULT_DRIVE or text in _registry(store_dir):
+        return await _local(store, store_dir, text)
+    try:
+        key = decode_key(text)
+    except InvalidKeyError:
+        raise UnknownDriveError(f"no drive called {text!r} in {store_dir}, and it is no key") from None
+    return await Drive.open(store, key)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+async def cmd_create(store: Any, args: argparse.Namespace) -> int:
+    drive = await _local(store, args.store, args.name)
+    print(f"{args.name}\t{drive.id}\t{drive.key.hex()}")
+    return 0
+
+
+async def cmd_keys(store: Any, args: argparse.Namespace) -> int:
+    for name, key in sorted(_registry(args.store).items()):
+        print(f"{name}\t{encode_id(bytes.fromhex(key))}\t{key}")
+    return 0
+
+
+async def cmd_info(store: Any, args: argparse.Namespace) -> int:
+    drive = await _open(store, args.store, args.drive)
+    rows = [
+        ("id", drive.id),
+        ("key", drive.key.hex()),
+        ("discovery key", drive.discovery_key.hex()),
+        ("url", f"hyper://{drive.id}"),
+        ("writable", "yes" if drive.writable else "no"),
+        ("version", drive.version),
+        ("metadata", f"{drive.metadata.length} blocks, {drive.metadata.byte_length} bytes"),
+        ("content", f"{drive.content.length} blocks, {drive.content.byte_length} bytes"),
+    ]
+    for label, value in rows:
+        print(f"{label + ':':15} {value}")
+    return 0
+
+
+def _kind(st: Stat) -> str:
+    return "d" if st.is_dir() else "l" if st.is_symlink() else "-"
+
+
+def _long(name: str, st: Stat) -> str:
+    mtime = _time_text(st.mtime)
+    target = f" -> {st.linkname}" if st.is_symlink() else ""
+    return f"{stat_mod.filemode(st.mode)} {st.size:>12} {mtime} {name}{target}"
+
+
+def _time_text(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def cmd_ls(store: Any, args: argparse.Namespace) -> int:
+    drive = await _open(store, args.store, args.drive)
+    folder = args.path
+    st = await drive.lstat(folder)
+    names = sorted(await drive.readdir(folder)) if st.is_dir() else [None]
+    for name in names:
+        if not args.long:
+            print(name if name is not None else folder)
+            continue
+        path = folder if name is None else join(tuple(p for p in (folder.strip("/"), name) if p))
+        print(_long(name or folder, await drive.lstat(path)))
+    return 0
+
+
+async def cmd_cat(store: Any, args: argparse.Namespace) -> int:
+    drive = await _open(store, args.store, args.drive)
+    out = sys.stdout.buffer
+    async for chunk in drive.open_read(args.path):
+        out.write(chunk)
+    out.flush()
+    return 0
+
+
+async def cmd_stat(store: Any, args: argparse.Namespace) -> int:
+    drive = await _open(store, args.store, args.drive)
+    st = await drive.lstat(args.path)
+    print(f"path:    {args.path}")
+    print(f"type:    {'folder' if st.is_dir() else 'symlink' if st.is_symlink() else 'file'}")
+    print(f"mode:    {stat_mod.filemode(st.mode)} ({st.mode & 0o7777:o})")
+    print(f"uid/gid: {st.uid}/{st.gid}")
+    print(f"size:    {st.size} bytes in {st.blocks} blocks from block {st.offset} (byte {st.byte_offset})")
+    print(f"mtime:   {_time_text(st.mtime)} ({st.mtime} ms)")
+    print(f"ctime:   {_time_text(st.ctime)} ({st.ctime} ms)")
+    if st.is_symlink():
+        print(f"target:  {st.linkname}")
+    for key, value in sorted(st.metadata.items()):
+        print(f"xattr:   {key} = {value!r}")
+    return 0
+
+
+async def cmd_log(store: Any, args: argparse.Namespace) -> int:
+    drive = await _open(store, args.store, args.drive)
+    for change in await drive.history():
+        size = Stat.decode(change.value).size if change.value else 0
+        print(f"{change.version}\t{change.type}\t{change.name}\t{size}")
+    return 0
+
+
+async def cmd_diff(store: Any, args: argparse.Namespace) -> int:
+    drive = await _open(store, args.store, args.drive)
+    for change in await drive.diff(args.version):
+        print(f"{'+' if change.type == 'put' else '-'} {change.name}\t(version {change.version})")
+    return 0
+
+
+# --- import ------------------------------------------------------------------------------------
+
+
+def _walk(src: Path, skipped: list[str]) -> list[tuple[str, os.stat_result, Path]]:
+    """(drive path, lstat, local path) of every folder, file and symlink below `src`, parents
+    first, sorted as DEP-0000 asks; anything else (and what cannot be read) goes to `skipped`."""
+    out: list[tuple[str, os.stat_result, Path]] = []
+
+    def visit(folder: Path, rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            skipped.append(f"{folder}: {err.strerror}")
+            return
+        for entry in entries:
+            path, drive_path = Path(entry.path), f"{rel}/{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as err:
+                skipped.append(f"{path}: {err.strerror}")
+                continue
+            if stat_mod.S_ISDIR(st.st_mode):
+                out.append((drive_path, st, path))
+                visit(path, drive_path)
+            elif stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode):
+                out.append((drive_path, st, path))
+            else:
+                skipped.append(f"{path}: not a file, folder or symlink")
+
+    visit(src, "")
+    return out
+
+
+def _same(st: Stat, local: os.stat_result) -> bool:
+    """Whether an entry needs no copying: same kind, and for a file same size and mtime (ms)."""
+    if stat_mod.S_IFMT(st.mode) != stat_mod.S_IFMT(local.st_mode):
+        return False
+    if st.is_dir():
+        return True
+    same_time = st.mtime == local.st_mtime_ns // 1_000_000
+    return same_time and (st.is_symlink() or st.size == local.st_size)
+
+
+async def cmd_import(store: Any, args: argparse.Namespace) -> int:
+    src: Path = args.src
+    if not src.is_dir():
+        raise LocalFileError(f"{src} is not a folder")
+    drive = await _open(store, args.store, args.drive)
+    skipped: list[str] = []
+    entries = await trio.to_thread.run_sync(_walk, src, skipped)
+    total = sum(st.st_size for _, st, _ in entries if stat_mod.S_ISREG(st.st_mode))
+    done = unchanged = 0
+    with tqdm(total=total, unit="B", unit_scale=True, disable=args.quiet, file=sys.stderr) as bar:
+        async with drive.batch():
+            for drive_path, local, path in entries:
+                try:
+                    have: Stat | None = await drive.lstat(drive_path)
+                except FileNotFoundInDrive:
+                    have = None
+                except HyperfsError as err:  # a name the drive cannot hold
+                    skipped.append(f"{path}: {err}")
+                    continue
+                if have is not None and _same(have, local):
+                    unchanged += 1
+                    bar.update(local.st_size if stat_mod.S_ISREG(local.st_mode) else 0)
+                    continue
+                try:
+                    await _import_one(drive, drive_path, local, path, have, bar)
+                except LocalFileError as err:
+                    skipped.append(str(err))
+                    continue
+                done += 1
+    print(f"imported {done}, unchanged {unchanged}, skipped {len(skipped)} into {drive.id} (version {drive.version})")
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    return 0
+
+
+async def _import_one(
+    drive: Drive, drive_path: str, local: os.stat_result, path: Path, have: Stat | None, bar: tqdm
+) -> None:
+    mode, mtime = stat_mod.S_IMODE(local.st_mode), local.st_mtime_ns // 1_000_000
+    if stat_mod.S_ISDIR(local.st_mode):
+        if have is None:
+            await drive.mkdir(drive_path, mode=mode, mtime=mtime, ctime=mtime)
+        return
+    if have is not None and not have.is_file():
+        await drive.unlink(drive_path)  # a symlink becomes a file or the other way round
+    if stat_mod.S_ISLNK(local.st_mode):
+        await drive.symlink(os.readlink(path), drive_path, mtime=mtime)
+        return
+    writer = await drive.open_write(drive_path, mode=mode, uid=0, gid=0, mtime=mtime, ctime=mtime)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(READ_CHUNK):
+                await writer.write(chunk)
+                bar.update(len(chunk))
+    except OSError as err:
+        writer.abort()
+        raise LocalFileError(f"{path}: {err.strerror}", err.errno or 5) from None
+    await writer.close()
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+async def _drive_walk(drive: Drive, folder: str = "") -> AsyncIterator[tuple[str, Stat]]:
+    """(path, lstat) of everything below `folder`, parents first, names sorted."""
+    for name in sorted(await drive.readdir(folder or "/")):
+        path = f"{folder}/{name}"
+        st = await drive.lstat(path)
+        yield path, st
+        if st.is_dir():
+            async for item in _drive_walk(drive, path):
+                yield item
+
+
+async def cmd_export(store: Any, args: argparse.Namespace) -> int:
+    if len(args.args) > 2:
+        raise LocalFileError("export takes [DRIVE] DEST")
+    name, dest = (DEFAULT_DRIVE, args.args[0]) if len(args.args) == 1 else args.args
+    drive = await _open(store, args.store, name)
+    dest = Path(dest)
+    entries = [item async for item in _drive_walk(drive)]
+    total = sum(st.size for _, st in entries if st.is_file())
+    skipped: list[str] = []
+    done = unchanged = 0
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=total, unit="B", unit_scale=True, disable=args.quiet, file=sys.stderr) as bar:
+            for path, st in entries:
+                local = dest / path.lstrip("/")
+                try:
+                    have = local.lstat()
+                except FileNotFoundError:
+                    have = None
+                if have is not None and _same(st, have):
+                    unchanged += 1
+                    bar.update(st.size if st.is_file() else 0)
+                    continue
+                if await _export_one(drive, path, st, local, have, bar):
+                    done += 1
+                else:
+                    skipped.append(f"{local}: exists as another kind of file")
+            # Folder modes and times last: writing inside a folder changes its mtime, and a
+            # read-only folder could not have been filled.
+            for path, st in reversed(entries):
+                if st.is_dir():
+                    local = dest / path.lstrip("/")
+                    os.chmod(local, stat_mod.S_IMODE(st.mode))
+                    _set_times(local, st)
+    except OSError as err:
+        raise LocalFileError(f"{err.filename or dest}: {err.strerror}", err.errno or 5) from None
+    print(f"exported {done}, unchanged {unchanged}, skipped {len(skipped)} to {dest}")
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    return 0
+
+
+def _set_times(local: Path, st: Stat) -> None:
+    ns = st.mtime * 1_000_000
+    os.utime(local, ns=(ns, ns), follow_symlinks=False)
+
+
+async def _export_one(
+    drive: Drive, path: str, st: Stat, local: Path, have: os.stat_result | None, bar: tqdm
+) -> bool:
+    """Write one entry; False when something of another kind is in its place."""
+    if have is not None and (stat_mod.S_ISDIR(have.st_mode) != st.is_dir()):
+        return False
+    if st.is_dir():
+        local.mkdir(mode=0o700, exist_ok=True)
+        return True
+    if have is not None:
+        local.unlink()
+    if st.is_symlink():
+        os.symlink(st.linkname, local)
+        _set_times(local, st)
+        return True
+    # Written under a temporary name and renamed: an interrupted export leaves no half file.
+    part = local.with_name("." + hashlib.sha256(os.fsencode(local.name)).hexdigest()[:16] + ".hyperfs-part")
+    with open(part, "wb") as f:
+        async for chunk in drive.open_read(path):
+            f.write(chunk)
+            bar.update(len(chunk))
+    os.chmod(part, stat_mod.S_IMODE(st.mode))
+    _set_times(part, st)
+    os.replace(part, local)
+    return True

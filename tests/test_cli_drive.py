@@ -1,0 +1,108 @@
+"""The real `python -m hyperfs` drive commands, on a real store folder."""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def hyperfs(store: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "hyperfs", "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def odd_tree(root: Path) -> None:
+    """Spaces, unicode, 255-byte names, empty files and folders, deep nesting, a symlink,
+    modes and a multi-block file."""
+    (root / "with spaces").mkdir(parents=True)
+    (root / "with spaces" / "a file .txt").write_text("spaced\n")
+    (root / "ünïcødé" / "日本語").mkdir(parents=True)
+    (root / "ünïcødé" / "日本語" / "ファイル.txt").write_text("unicode ✓\n")
+    (root / ("n" * 255)).write_bytes(b"long ascii name")
+    (root / ("é" * 127 + "x")).write_bytes(b"long two-byte name")  # 255 bytes
+    (root / "empty file").write_bytes(b"")
+    (root / "empty folder").mkdir()
+    deep = root.joinpath(*["deep"] + [f"level{i}" for i in range(40)])
+    deep.mkdir(parents=True)
+    (deep / "bottom").write_text("deep\n")
+    (root / "big.bin").write_bytes(bytes((i * 31 + 7) % 251 for i in range(300_000)))
+    (root / "tool.sh").write_text("#!/bin/sh\n")
+    (root / "tool.sh").chmod(0o755)
+    (root / "secret").write_text("s")
+    (root / "secret").chmod(0o600)
+    (root / "link").symlink_to("with spaces/a file .txt")
+    os.utime(root / "big.bin", ns=(1_600_000_000_123_000_000, 1_600_000_000_123_000_000))
+
+
+def test_import_export_round_trip(tmp_path: Path) -> None:
+    store, src, dest = tmp_path / "store", tmp_path / "src", tmp_path / "dest"
+    odd_tree(src)
+    os.mkfifo(src / "a fifo")
+    hyperfs(store, "create", "t")
+    done = hyperfs(store, "import", str(src), "t", "--quiet")
+    assert "skipped 1" in done.stdout and "a fifo" in done.stderr
+    os.unlink(src / "a fifo")
+    hyperfs(store, "export", "t", str(dest), "--quiet")
+
+    diff = subprocess.run(["diff", "-r", "--no-dereference", str(src), str(dest)], capture_output=True, text=True)
+    assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
+    for path in src.rglob("*"):
+        a, b = path.lstat(), (dest / path.relative_to(src)).lstat()
+        assert stat_mod.S_IMODE(a.st_mode) == stat_mod.S_IMODE(b.st_mode) or path.is_symlink(), path
+        assert a.st_mtime_ns // 1_000_000 == b.st_mtime_ns // 1_000_000, path
+
+    # Resumable: a second run copies nothing; a half-done export is finished.
+    assert "imported 0," in hyperfs(store, "import", str(src), "t", "--quiet").stdout
+    assert "exported 0," in hyperfs(store, "export", "t", str(dest), "--quiet").stdout
+    (dest / "big.bin").unlink()
+    (dest / "tool.sh").write_text("changed")
+    assert "exported 2," in hyperfs(store, "export", "t", str(dest), "--quiet").stdout
+    assert (dest / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+def test_read_commands_and_names(tmp_path: Path) -> None:
+    store, src = tmp_path / "store", tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "readme.md").write_text("# hi\n")
+    created = hyperfs(store, "create", "mine").stdout.split()
+    name, drive_id, key = created
+    hyperfs(store, "import", str(src), "mine", "--quiet")
+    assert hyperfs(store, "keys").stdout.split() == [name, drive_id, key]
+    for ref in (name, drive_id, key, f"hyper://{drive_id}"):
+        assert hyperfs(store, "cat", ref, "/docs/readme.md").stdout == "# hi\n"
+    assert hyperfs(store, "ls", "mine", "/docs").stdout == "readme.md\n"
+    assert "readme.md" in hyperfs(store, "ls", "-l", "mine", "docs").stdout
+    assert "size:    5 bytes" in hyperfs(store, "stat", "mine", "/docs/readme.md").stdout
+    assert hyperfs(store, "log", "mine").stdout.splitlines() == ["1\tput\t/docs\t0", "2\tput\t/docs/readme.md\t5"]
+    assert "+ /docs/readme.md" in hyperfs(store, "diff", "mine", "2").stdout
+    assert f"version:        3" in hyperfs(store, "info", key).stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("cat", "mine", "/missing"), "no such file"),
+        (("ls", "nobody"), "no drive called 'nobody'"),
+        (("cat", "mine", "/a/../b"), "'..'"),
+        (("import", "/nonexistent-folder", "mine"), "not a folder"),
+        (("diff", "mine", "99"), "outside"),
+    ],
+)
+def test_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    hyperfs(tmp_path, "create", "mine")
+    done = hyperfs(tmp_path, *args, ok=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
