@@ -571,11 +571,19 @@ class Peer:
         if msg.upgrade is not None and req.upgrade is None:
             raise ProtocolError("data carries an upgrade we did not ask for")
         del self.inflight[msg.request]
-        self._done(item)
+        try:
+            # The block stays marked in flight until stored, or other tasks would ask again.
+            await self._store(msg)
+        finally:
+            self._done(item)
+            self.state.changed.wake()
+
+    async def _store(self, msg: m.Data) -> None:
+        """Verify a proof against our signed head, then store it (nothing is stored if it fails)."""
         core = self.core
-        if msg.upgrade is not None and msg.upgrade.start != core.length and msg.fork == core.fork:
-            self.state.changed.wake()  # stale: our length moved meanwhile; ask again
-            return
+        length, fork, key = core.length, core.fork, core.key
+        if msg.upgrade is not None and msg.upgrade.start != length and msg.fork == fork:
+            return  # stale: our length moved meanwhile; the fetch loop asks again
         manifest = core.manifest
         learnt = None
         if manifest is None and msg.manifest is not None:
@@ -583,41 +591,40 @@ class Peer:
                 learnt = decode_manifest(msg.manifest)
             except DecodingError as err:
                 raise VerificationError(f"peer sent a bad manifest: {err}") from None
-            if manifest_hash(learnt) != core.key:
+            if manifest_hash(learnt) != key:
                 raise VerificationError("peer sent a manifest that does not hash to the core key")
             manifest = learnt
         if msg.upgrade is not None and manifest is None:
             raise VerificationError("upgrade without a manifest to check its signature")
         roots = await self.state.current_roots()
-        key = core.key
+        if (core.length, core.fork) != (length, fork):
+            return  # changed while reading roots; ask again
 
-        def check(root_hash: bytes, length: int, fork: int, signature: bytes) -> bool:
-            return verify_head(manifest, key, root_hash, length, fork, signature)
+        def check(root_hash: bytes, new_length: int, new_fork: int, signature: bytes) -> bool:
+            return verify_head(manifest, key, root_hash, new_length, new_fork, signature)
 
         def verify() -> VerifiedProof:
             return verify_proof(
                 msg,
-                length=core.length,
-                fork=core.fork,
+                length=length,
+                fork=fork,
                 roots=roots,
                 stored_node=lambda i: core.read_nodes_sync([i]).get(i),
                 check_signature=check,
             )
 
         verified = await trio.to_thread.run_sync(verify)
+        if core.fork != fork or (verified.upgrade is not None and core.length != length):
+            return  # another peer moved the head meanwhile: this proof is for the old one
         if learnt is not None:
             verified = replace(verified, manifest=learnt)
-        if verified.upgrade is not None and (verified.upgrade.start != core.length and verified.fork == core.fork):
-            self.state.changed.wake()
-            return
         await core.apply_proof(verified)
         if verified.block_index is not None:
             self.state.stored(verified.block_index)
-            if not self.state.inflight:
+            if len(self.state.inflight) <= 1:
                 # Caught up for now: tell peers what we can serve (seeders rely on it).
                 for peer in list(self.state.peers):
                     await peer.announce_ranges()
-        self.state.changed.wake()
 
     def _done(self, item: _Inflight) -> None:
         if item.kind == "upgrade":
@@ -636,6 +643,9 @@ class Peer:
             batch = [self.queue.popleft() for _ in range(min(SERVE_BATCH, len(self.queue)))]
             head = self.core.head  # one head for the batch, so proofs and signature agree
             answers = await trio.to_thread.run_sync(self._answer_all, batch, head)
+            if self.core.fork != head.fork:
+                # Truncated while we read: the nodes may be from the new tree, so answer nothing.
+                answers = [m.NoData(req.id, m.NOT_AVAILABLE) for req in batch]
             async with _corked(self.conn.mux):
                 for answer in answers:
                     await self.send(answer)

@@ -1,0 +1,234 @@
+"""Replication between hyperfs peers: real RocksDB cores, real TCP on 127.0.0.1, real Noise."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from hyperfs.core.hypercore import Hypercore
+from hyperfs.core.protocol.replicator import Connection, Ranges, Replicator
+from hyperfs.core.protocol.secret_stream import SecretStream
+
+TEST_TIMEOUT = 30
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async test body under trio with a deadline (a hang fails instead of blocking CI)."""
+
+    async def main() -> Any:
+        with trio.fail_after(TEST_TIMEOUT):
+            return await fn()
+
+    return trio.run(main)
+
+
+async def open_core(path: Path, key: bytes | None = None) -> Hypercore:
+    core = Hypercore(str(path), key=key)
+    await core.ready()
+    return core
+
+
+@asynccontextmanager
+async def serving(replicator: Replicator) -> AsyncIterator[tuple[int, list[Connection]]]:
+    """Listen on 127.0.0.1 (Noise responder per connection); yields (port, finished connections)."""
+    done: list[Connection] = []
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+
+        async def handle(stream: trio.SocketStream) -> None:
+            secret = await SecretStream.connect(stream, False)
+            done.append(await replicator.replicate(secret))
+
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        yield port, done
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def connected(replicator: Replicator, port: int) -> AsyncIterator[list[Connection]]:
+    """Dial 127.0.0.1:port as Noise initiator and replicate in the background."""
+    done: list[Connection] = []
+    async with trio.open_nursery() as nursery:
+
+        async def dial() -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            secret = await SecretStream.connect(stream, True)
+            done.append(await replicator.replicate(secret))
+
+        nursery.start_soon(dial)
+        yield done
+        nursery.cancel_scope.cancel()
+
+
+def blocks(n: int, start: int = 0) -> list[bytes]:
+    return [b"block %d " % i * (i % 7 + 1) for i in range(start, start + n)]
+
+
+def test_ranges() -> None:
+    r = Ranges()
+    r.add(0, 10)
+    r.add(20, 30)
+    r.add(10, 12)
+    assert (r.starts, r.ends) == ([0, 20], [12, 30])
+    r.remove(5, 25)
+    assert (r.starts, r.ends) == ([0, 25], [5, 30])
+    assert 4 in r and 5 not in r and 25 in r and 30 not in r
+    r.add(3, 27)
+    assert (r.starts, r.ends) == ([0], [30])
+    r.remove(0, 30)
+    assert 0 not in r and (r.starts, r.ends) == ([], [])
+
+
+def _writer_reader(tmp_path: Path, writer_listens: bool) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(40))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rr = Replicator(), Replicator()
+        rw.add(writer)
+        rr.add(reader)
+        server, client = (rw, rr) if writer_listens else (rr, rw)
+        async with serving(server) as (port, _), connected(client, port):
+            assert await reader.update()
+            assert reader.length == 40
+            assert await reader.get(7) == blocks(40)[7]
+            await reader.download(0, 40)
+            assert [await reader.get(i) for i in range(40)] == blocks(40)
+            assert await reader.tree_hash() == await writer.tree_hash()
+            # live: appends after connecting reach the reader
+            await writer.append(blocks(3, 40))
+            assert await reader.get(42) == blocks(3, 40)[2]
+            assert reader.length == 43
+
+    run(body)
+
+
+def test_writer_listens_reader_dials(tmp_path: Path) -> None:
+    _writer_reader(tmp_path, writer_listens=True)
+
+
+def test_reader_listens_writer_dials(tmp_path: Path) -> None:
+    _writer_reader(tmp_path, writer_listens=False)
+
+
+def test_sparse_get_fetches_only_what_is_read(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(100))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rr = Replicator(), Replicator()
+        rw.add(writer)
+        rr.add(reader)
+        async with serving(rw) as (port, _), connected(rr, port):
+            assert await reader.get(63) == blocks(100)[63]
+            assert await reader.get(2) == blocks(100)[2]
+            assert [i for i in range(100) if reader.has_local(i)] == [2, 63]
+
+    run(body)
+
+
+def test_download_reports_progress_and_resumes(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(64))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rr = Replicator(), Replicator()
+        rw.add(writer)
+        rr.add(reader)
+        seen: list[tuple[int, int]] = []
+        async with serving(rw) as (port, _), connected(rr, port):
+            await reader.get(5)
+            await rr.download(reader, 0, None, progress=lambda done, total: seen.append((done, total)))
+        assert seen[-1] == (64, 64)
+        assert all(total == 64 and 0 <= done <= 64 for done, total in seen)
+        assert reader.contiguous_length == 64
+
+    run(body)
+
+
+def test_two_cores_on_one_connection(tmp_path: Path) -> None:
+    async def body() -> None:
+        a = await open_core(tmp_path / "a")
+        b = await open_core(tmp_path / "b")
+        await a.append(blocks(5))
+        await b.append(blocks(9, 100))
+        ra = await open_core(tmp_path / "ra", a.key)
+        rb = await open_core(tmp_path / "rb", b.key)
+        serve, read = Replicator(), Replicator()
+        serve.add(a)
+        serve.add(b)
+        read.add(ra)
+        read.add(rb)
+        async with serving(serve) as (port, done), connected(read, port):
+            await ra.download(0, None)
+            await rb.download(0, None)
+            assert [await rb.get(i) for i in range(9)] == blocks(9, 100)
+            assert [await ra.get(i) for i in range(5)] == blocks(5)
+            assert len(read.connections) == 1 and len(read.connections[0].peers) == 2
+
+    run(body)
+
+
+def test_unknown_core_is_rejected_and_the_rest_replicates(tmp_path: Path) -> None:
+    async def body() -> None:
+        a = await open_core(tmp_path / "a")
+        other = await open_core(tmp_path / "other")
+        await a.append(blocks(3))
+        ra = await open_core(tmp_path / "ra", a.key)
+        r_other = await open_core(tmp_path / "ro", other.key)
+        serve, read = Replicator(), Replicator()
+        serve.add(a)
+        read.add(r_other)  # the server does not have this one: its open is rejected
+        read.add(ra)
+        async with serving(serve) as (port, _), connected(read, port):
+            assert await ra.get(2) == blocks(3)[2]
+            assert read.connections[0].error is None
+
+    run(body)
+
+
+def test_truncation_reaches_the_reader_as_a_new_fork(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(10))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rr = Replicator(), Replicator()
+        rw.add(writer)
+        rr.add(reader)
+        async with serving(rw) as (port, _), connected(rr, port):
+            await reader.download(0, None)
+            await writer.truncate(6)
+            await writer.append([b"new 6", b"new 7"])
+            while reader.fork != writer.fork or reader.length != 8:
+                await reader.wait_append()
+            assert await reader.get(7) == b"new 7"
+            assert await reader.get(5) == blocks(10)[5]
+            assert await reader.tree_hash() == await writer.tree_hash()
+
+    run(body)
+
+
+def test_a_reader_serves_what_it_downloaded(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(20))
+        seeder = await open_core(tmp_path / "s", writer.key)
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rs, rr = Replicator(), Replicator(), Replicator()
+        rw.add(writer)
+        rs.add(seeder)
+        rr.add(reader)
+        async with serving(rw) as (port, _):
+            async with connected(rs, port):
+                await seeder.download(0, None)
+        # the writer is gone: the reader gets everything from the seeder
+        async with serving(rs) as (port, _), connected(rr, port):
+            await reader.download(0, None)
+            assert [await reader.get(i) for i in range(20)] == blocks(20)
+
+    run(body)
