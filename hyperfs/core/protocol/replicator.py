@@ -41,6 +41,7 @@ from hyperfs.core.verifier import verify_head
 from hyperfs.errors import (
     DecodingError,
     HyperfsError,
+    PeerClosedError,
     ProofRequestError,
     ProtocolError,
     RequestTimeoutError,
@@ -366,6 +367,8 @@ class Connection:
         # A peer task that finds the peer misbehaving ends the whole connection.
         try:
             await fn(*args)
+        except PeerClosedError:
+            return  # the connection is ending; whoever ended it has said why
         except (ProtocolError, VerificationError, DecodingError, RequestTimeoutError) as err:
             await self.fail(err)
 

@@ -1,0 +1,187 @@
+"""Hostile peers: each is dropped, nothing it sent is stored, and an honest peer still works.
+
+The hostile side is a real writer core behind a hand-driven Protomux channel that bends one rule
+(a tampered proof, a forged signature, a wrong capability) or the raw connection itself (a
+truncated frame, random bytes after the handshake). The reader under test is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from hyperfs.core import caps
+from hyperfs.core.hypercore import Hypercore
+from hyperfs.core.manifest import encode_manifest
+from hyperfs.core.proof import generate_proof
+from hyperfs.core.protocol import messages as m
+from hyperfs.core.protocol.framing import frame_header
+from hyperfs.core.protocol.protomux import Channel, Mux
+from hyperfs.core.protocol.replicator import Connection, Replicator
+from hyperfs.core.protocol.secret_stream import SecretStream
+from tests.test_replicator import blocks, connected, open_core, run, serving
+
+Tamper = Callable[[m.Data], m.Data]
+
+
+async def bent_writer(secret: SecretStream, core: Hypercore, tamper: Tamper, key_for_cap: bytes) -> None:
+    """Serve `core` like an honest writer, except every answer goes through `tamper`."""
+    mux = Mux(secret)
+
+    async def on_request(channel: Channel, payload: memoryview) -> None:
+        req = m.decode(m.Request.TYPE, payload)
+        head = core.head
+        data = await trio.to_thread.run_sync(generate_proof, core, req, head.length, head.fork, head.signature)
+        if req.manifest:
+            data.manifest = encode_manifest(core.manifest)
+        await channel.send(m.Data.TYPE, m.encode(tamper(data)))
+
+    async def on_open(channel: Channel, handshake: memoryview) -> None:
+        await channel.send(m.Sync.TYPE, m.encode(m.Sync(length=core.length, has_manifest=True)))
+        await channel.send(m.Range.TYPE, m.encode(m.Range(0, core.length)))
+
+    channel = mux.create_channel(m.PROTOCOL, core.discovery_key, messages=[None, on_request], on_open=on_open)
+    assert channel is not None
+    cap = caps.replicate_capability(secret.is_initiator, key_for_cap, secret.handshake_hash)
+    await channel.open(m.Handshake(cap).encode())
+    await mux.run()
+
+
+@asynccontextmanager
+async def hostile_server(behave: Callable[[SecretStream], Awaitable[None]]) -> AsyncIterator[int]:
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+        async def handle(stream: trio.SocketStream) -> None:
+            secret = await SecretStream.connect(stream, False)
+            try:
+                await behave(secret)
+            except Exception:  # noqa: BLE001 - the hostile side may fail however it likes
+                pass
+            await secret.abort()
+
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+def _flip(data: bytes, at: int = 0) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1 :]
+
+
+def tamper_block(data: m.Data) -> m.Data:
+    if data.block is not None:
+        return replace(data, block=replace(data.block, value=_flip(data.block.value)))
+    return data
+
+
+def tamper_signature(data: m.Data) -> m.Data:
+    if data.upgrade is not None:
+        return replace(data, upgrade=replace(data.upgrade, signature=_flip(data.upgrade.signature, 20)))
+    return data
+
+
+def tamper_upgrade_nodes(data: m.Data) -> m.Data:
+    if data.upgrade is not None and data.upgrade.nodes:
+        node = data.upgrade.nodes[0]
+        nodes = [node._replace(hash=_flip(node.hash)), *data.upgrade.nodes[1:]]
+        return replace(data, upgrade=replace(data.upgrade, nodes=nodes))
+    return data
+
+
+async def _until_dropped(connections: list[Connection]) -> Connection:
+    while not connections:
+        await trio.sleep(0.01)
+    return connections[0]
+
+
+def _case(tmp_path: Path, behave_for: Callable[[Hypercore], Callable[[SecretStream], Awaitable[None]]], error: str,
+          keeps_upgrade: bool = False) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(12))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rr = Replicator()
+        rr.add(reader)
+        async with hostile_server(behave_for(writer)) as port, connected(rr, port) as done:
+            download = trio.CancelScope()
+
+            async def try_download() -> None:
+                with download:
+                    await reader.download(0, 12)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(try_download)
+                conn = await _until_dropped(done)
+                download.cancel()
+            assert conn.error is not None and error in conn.error
+        # nothing from the hostile peer was stored (a valid signed upgrade may be, blocks not)
+        assert not any(reader.has_local(i) for i in range(12))
+        assert reader.length == (12 if keeps_upgrade else 0)
+        # and the reader still works with an honest peer
+        rw = Replicator()
+        rw.add(writer)
+        async with serving(rw) as (port, _), connected(rr, port):
+            await reader.download(0, 12)
+            assert [await reader.get(i) for i in range(12)] == blocks(12)
+
+    run(body)
+
+
+def _bent(tamper: Tamper, wrong_key: bool = False) -> Callable[[Hypercore], Callable[[SecretStream], Awaitable[None]]]:
+    def make(core: Hypercore) -> Callable[[SecretStream], Awaitable[None]]:
+        async def behave(secret: SecretStream) -> None:
+            await bent_writer(secret, core, tamper, os.urandom(32) if wrong_key else core.key)
+
+        return behave
+
+    return make
+
+
+def test_block_with_a_wrong_proof(tmp_path: Path) -> None:
+    _case(tmp_path, _bent(tamper_block), "VerificationError", keeps_upgrade=True)
+
+
+def test_upgrade_with_a_wrong_node(tmp_path: Path) -> None:
+    _case(tmp_path, _bent(tamper_upgrade_nodes), "VerificationError")
+
+
+def test_wrong_signature(tmp_path: Path) -> None:
+    _case(tmp_path, _bent(tamper_signature), "VerificationError")
+
+
+def test_wrong_capability(tmp_path: Path) -> None:
+    _case(tmp_path, _bent(lambda d: d, wrong_key=True), "capability")
+
+
+def _raw(payload: Callable[[SecretStream], Awaitable[None]]) -> Callable[[Hypercore], Callable[[SecretStream], Awaitable[None]]]:
+    return lambda core: payload
+
+
+async def truncated_frame(secret: SecretStream) -> None:
+    await secret.transport.send_all(frame_header(100) + os.urandom(40))
+    await secret.transport.send_eof()  # a clean FIN right inside the frame
+    while await secret.transport.receive_some(65536):
+        pass
+
+
+async def random_frame(secret: SecretStream) -> None:
+    await secret.transport.send_all(frame_header(200) + os.urandom(200))
+    await trio.sleep(5)
+
+
+async def random_message(secret: SecretStream) -> None:
+    # well encrypted, but the plaintext is garbage for Protomux
+    await secret.send(b"\x00\x07" + os.urandom(60))
+    await trio.sleep(5)
+
+
+@pytest.mark.parametrize("behave", [truncated_frame, random_frame, random_message], ids=lambda f: f.__name__)
+def test_garbage_after_the_handshake(tmp_path: Path, behave: Callable[[SecretStream], Awaitable[None]]) -> None:
+    _case(tmp_path, _raw(behave), "Error")
