@@ -17,7 +17,7 @@ from tests.storage_helpers import ZERO32, read_blocks, write_blocks
 WRITER = textwrap.dedent(
     """
     import sys
-    from hyperfs.core.storage import CorestoreStorage
+    from hyperfs.core.storage import CorestoreStorage, Head
     store = CorestoreStorage(sys.argv[1])
     core = store.create(key=bytes(32), discovery_key=bytes(32))
     length = 0
