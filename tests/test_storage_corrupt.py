@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyperfs.core.encoding import TreeNode, encode_tree_node
-from hyperfs.core.storage import Alias, KeyPair, keys
+from hyperfs.core.storage import Alias, KeyPair, keys, schema
 from hyperfs.errors import CorruptStorageError, InvalidKeyError, SessionClosedError
 from tests.storage_helpers import ZERO32, core, read_blocks, store, write_blocks  # noqa: F401 (fixtures)
 
@@ -106,3 +108,34 @@ def test_odd_names_round_trip(store):
         assert store.get_alias(Alias(name, ZERO32)) == bytes([i]) * 32
         assert store.resume(bytes([i]) * 32).read().get_user_data(name) == b"v"
     assert sorted(e.alias.name for e in store.create_alias_stream(ZERO32)) == sorted(odd)
+
+
+DECODERS = [
+    schema.decode_store_head,
+    schema.decode_core_record,
+    schema.decode_auth,
+    schema.decode_head,
+    schema.decode_hints,
+    schema.decode_sessions,
+    schema.decode_dependency,
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), which=st.sampled_from(DECODERS))
+def test_any_bytes_decode_or_raise_corrupt(data, which):
+    try:
+        schema.decode_value("fuzzed value", which, data)
+    except CorruptStorageError as err:
+        assert "corrupt fuzzed value" in str(err)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(max_size=40))
+def test_any_key_bytes_decode_or_raise_invalid_key(key):
+    for decode in (keys.decode_index, keys.decode_bitfield_index_and_type, keys.decode_user_data_key,
+                   keys.decode_local_key, keys.decode_store_discovery_key, keys.decode_store_alias):
+        try:
+            decode(key)
+        except InvalidKeyError:
+            pass
