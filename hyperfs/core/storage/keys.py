@@ -9,6 +9,7 @@ Discovery keys and namespaces are compact-encoding fixed32 (raw 32 bytes).
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from hyperfs.errors import InvalidArgumentError, InvalidKeyError
@@ -42,11 +43,14 @@ _U32 = struct.Struct(">I")
 _MAX_SAFE = (1 << 53) - 1
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0xFC)]
+
+
 def encode_uint(n: int) -> bytes:
     """index-encoder UINT: order-preserving; `INFINITY` (-1) sorts after every number."""
     if n <= 0xFB:
         if n >= 0:
-            return bytes((n,))
+            return _ONE_BYTE[n]
         if n == INFINITY:
             return b"\xff"
         raise InvalidArgumentError(f"key index must not be negative: {n}")
@@ -164,10 +168,12 @@ def decode_store_alias(key: bytes) -> tuple[bytes, str]:
 # --- per core (auth, sessions) and per data pointer --------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
 def core_prefix(core_pointer: int) -> bytes:
     return encode_uint(TL_CORE) + encode_uint(core_pointer)
 
 
+@functools.lru_cache(maxsize=1024)  # every key of a core starts with it
 def data_prefix(data_pointer: int) -> bytes:
     return encode_uint(TL_DATA) + encode_uint(data_pointer)
 

@@ -108,9 +108,8 @@ class Rocks:
             else:
                 batch.delete(key, handle)
         with self._lock:
-            snapshots = list(self._snapshots)
-            if snapshots:
-                self._record_deletes(changes, snapshots)
+            if self._snapshots:
+                self._record_deletes(changes, list(self._snapshots))
             try:
                 self._db.write(batch, self._write_options)
             except Exception as err:
