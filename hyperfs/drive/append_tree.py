@@ -103,15 +103,23 @@ def decode_paths(seq: int, buf: bytes) -> list[list[int]]:
     header, pos = _get_varint(buf, 0)
     ends_with_seq = bool(header & 1)
     levels: list[list[int]] = []
-    while pos < len(buf):
+    size = len(buf)
+    while pos < size:
         count, pos = _get_varint(buf, pos)
-        if count > len(buf) - pos:
+        if count > size - pos:
             raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
         level: list[int] = []
         prev = 0
         for _ in range(count):
-            delta, pos = _get_varint(buf, pos)
-            prev += delta
+            if pos >= size:
+                raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
+            byte = buf[pos]
+            if byte < 0x80:  # most deltas fit one byte: no call for them
+                prev += byte
+                pos += 1
+            else:
+                delta, pos = _get_varint(buf, pos)
+                prev += delta
             level.append(prev)
         if level and level[-1] > seq:
             raise DecodingError(f"append-tree node {seq}: paths names a later entry {level[-1]}")
@@ -180,44 +188,51 @@ def _change(node: Node) -> Change:
 class Listing:
     """One folder's list at one head: child name (None for the folder's own node) -> seq.
 
-    Insertion order is ascending seq, as in the encoded lists. The varint deltas of the
-    entries are kept so appending a new name to a big folder costs O(1), not O(width).
+    Insertion order is ascending seq, as in the encoded lists. The varint deltas of the entries
+    are kept, with where the last one starts, so the two common puts cost O(1) encoding instead
+    of O(width): a new name (append a delta) and a new entry in the folder written last (drop
+    the last delta, append one).
     """
 
-    __slots__ = ("entries", "_deltas", "_last")
+    __slots__ = ("entries", "_deltas", "_last_start")
 
     def __init__(self, entries: dict[str | None, int]) -> None:
         self.entries = entries
         self._deltas: bytearray | None = None
-        self._last = 0
+        self._last_start = 0
 
     def seqs(self) -> list[int]:
         return list(self.entries.values())
 
     def deltas(self) -> bytearray:
         if self._deltas is None:
+            values = list(self.entries.values())
             self._deltas = bytearray()
-            encode_deltas(self.entries.values(), self._deltas)
-            self._last = next(reversed(self.entries.values()), 0)
+            encode_deltas(values[:-1], self._deltas)
+            self._last_start = len(self._deltas)
+            if values:
+                _put_varint(values[-1] - (values[-2] if len(values) > 1 else 0), self._deltas)
         return self._deltas
 
     def replaced(self, key: str | None, seq: int) -> tuple[bytes, Listing]:
         """For a put of node `seq` under child `key`: its encoded level and the new listing."""
         entries = dict(self.entries)
-        removed = entries.pop(key, None) is not None
-        new = Listing(entries)
-        if removed:
-            new_level = bytearray()
-            encode_deltas(entries.values(), new_level)
+        old = entries.pop(key, None)
+        deltas = self.deltas()
+        if old is None:
+            kept = deltas
+        elif old == next(reversed(self.entries.values())):
+            kept = deltas[: self._last_start]
         else:
-            new_level = self.deltas()
+            kept = bytearray()
+            encode_deltas(entries.values(), kept)
         level = bytearray()
         _put_varint(len(entries), level)
-        level += new_level
-        # The new list is the old one plus `seq` at the end: extend the deltas, don't redo them.
-        new._deltas = bytearray(new_level)
-        _put_varint(seq - (next(reversed(entries.values()), 0) if removed else self._last), new._deltas)
-        new._last = seq
+        level += kept
+        new = Listing(entries)
+        new._deltas = bytearray(kept)
+        new._last_start = len(kept)
+        _put_varint(seq - next(reversed(entries.values()), 0), new._deltas)
         entries[key] = seq
         return bytes(level), new
 
@@ -307,10 +322,15 @@ class AppendTree:
         """The live node named exactly `names` (None when absent or deleted)."""
         if not names:
             return None
-        seq = self.listing(names).entries.get(None)
-        if seq is None:
+        rep = self.listing(names[:-1]).entries.get(names[-1])
+        if rep is None:
             return None
-        node = self.node(seq)
+        node = self.node(rep)
+        if node.names != names:  # the newest entry below `names`: its index names the folder's own node
+            seq = self.listing(names).entries.get(None)
+            if seq is None:
+                return None
+            node = self.node(seq)
         return node if node.value is not None and node.names == names else None
 
     def children(self, names: Names) -> list[Node] | None:
