@@ -162,9 +162,10 @@ async def open_drive(store_dir: Path, key: str | None, checkout: int | None) -> 
             drive = await Drive.create(store, name="default")
         else:
             drive = await Drive.open(store, decode_key(key))
-        if checkout is not None:
-            drive = await drive.checkout(checkout)
-        yield drive
+        try:
+            yield drive if checkout is None else await drive.checkout(checkout)
+        finally:
+            await drive.close()
     finally:
         await store.close()
 

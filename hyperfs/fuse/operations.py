@@ -430,8 +430,12 @@ class DriveOperations(pyfuse3.Operations):
                 return
             generation = open_file.generation
             writer = await self.drive.open_write(self.inodes.path(open_file.ino))
-            for chunk in open_file.buffer.chunks():
-                await writer.write(chunk)
+            try:
+                for chunk in open_file.buffer.chunks():
+                    await writer.write(chunk)
+            except BaseException:
+                writer.abort()
+                raise
             await writer.close()
             open_file.committed = generation
 
