@@ -10,6 +10,7 @@ import trio
 
 from hyperfs.drive.drive import BLOCK_SIZE, Drive
 from hyperfs.errors import (
+    DecodingError,
     DirectoryNotEmptyError,
     FileExistsInDrive,
     FileNotFoundInDrive,
@@ -210,3 +211,18 @@ async def test_reader_follows_writer(tmp_path: Path) -> None:
             await trio.sleep(0)
             await drive.write_file("/b", b"2")
         assert seen == [version + 1]
+
+
+@trio_test
+async def test_corrupt_metadata_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """A metadata block that is no Node (or not even protobuf) gives DecodingError, and the
+    drive still answers what came before it through a checkout."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/a", b"1")
+        version = drive.version
+        await drive.metadata.append(b"\xff\xfe not a node")
+        with pytest.raises(DecodingError):
+            await drive.lstat("/a")
+        assert await (await drive.checkout(version)).read_file("/a") == b"1"
+        await drive.flush()  # durable: the write-ahead log is synced
