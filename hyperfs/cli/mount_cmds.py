@@ -148,20 +148,17 @@ def _report(args: argparse.Namespace, line: str) -> None:
 
 
 @asynccontextmanager
-async def open_drive(store_dir: Path, key: str | None, checkout: int | None) -> AsyncIterator[Any]:
-    """The drive to mount: `key`'s, or the store's default drive (created on first use),
-    at `checkout` when given."""
+async def open_drive(store_dir: Path, name: str | None, checkout: int | None) -> AsyncIterator[Any]:
+    """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
+    commands), else the store's default drive (made on first use); at `checkout` when given."""
+    from hyperfs.cli.drive_cmds import DEFAULT_DRIVE, _open
     from hyperfs.core.corestore import Corestore
-    from hyperfs.core.z32 import decode_key
-    from hyperfs.drive.drive import Drive
 
-    store = Corestore(store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    store = Corestore(str(store_dir))
     await store.ready()
     try:
-        if key is None:
-            drive = await Drive.create(store, name="default")
-        else:
-            drive = await Drive.open(store, decode_key(key))
+        drive = await _open(store, store_dir, name or DEFAULT_DRIVE)
         try:
             yield drive if checkout is None else await drive.checkout(checkout)
         finally:
