@@ -56,6 +56,7 @@ SERVE_BATCH = 16  # requests answered per worker-thread hop
 REQUEST_TIMEOUT = 30.0  # seconds a peer may take to answer one of our requests
 WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
+MAX_KNOWN_NODES = 1 << 16  # trusted tree nodes cached per core (about 6 MiB)
 
 
 @asynccontextmanager
@@ -149,7 +150,9 @@ class CoreReplication:
         self.inflight: set[int] = set()  # block indexes requested from some peer
         self.changed = _Signal()  # new data stored, new peer info, new wants
         self.roots: list[TreeNode] = []
-        self.roots_length = -1
+        self.roots_head = (-1, -1)  # (fork, length) the roots are for
+        self.known: dict[int, TreeNode] = {}  # trusted tree nodes we stored lately (a cache)
+        self.known_fork = 0
 
     # --- what to fetch ---------------------------------------------------------------------------
 
@@ -185,14 +188,40 @@ class CoreReplication:
                 self.downloads.remove(dl)
 
     async def current_roots(self) -> list[TreeNode]:
-        """Our roots at our current length (read once per length, in a worker thread)."""
-        length = self.core.length
-        if self.roots_length != length:
-            indexes = ft.full_roots(2 * length)
+        """Our roots at our current head (read once per head, in a worker thread)."""
+        head = (self.core.fork, self.core.length)
+        if self.roots_head != head:
+            indexes = ft.full_roots(2 * head[1])
             nodes = await trio.to_thread.run_sync(self.core.read_nodes_sync, indexes)
             self.roots = [nodes[i] for i in indexes]
-            self.roots_length = length
+            self.roots_head = head
         return self.roots
+
+    def remember(self, proof: VerifiedProof) -> None:
+        """Cache the nodes of a stored proof: later requests climb less, verification reads less."""
+        if proof.fork != self.known_fork or len(self.known) > MAX_KNOWN_NODES:
+            self.known.clear()
+            self.known_fork = proof.fork
+        for node in proof.nodes:
+            self.known[node.index] = node
+
+    def missing_nodes(self, index: int) -> int:
+        """How many levels a proof for block `index` must climb to reach a node we trust.
+
+        As JS `missingNodes`: stop at a node we have (cached or a root). A node missing from the
+        cache only makes the proof a little longer, never wrong.
+        """
+        core = self.core
+        head = 2 * core.length
+        known = self.known if self.known_fork == core.fork else {}
+        roots = ft.full_roots(head)
+        node, climbed = 2 * index, 0
+        while node not in known and node not in roots:
+            node = ft.parent(node)
+            if ft.right_span(node) >= head:
+                break
+            climbed += 1
+        return climbed
 
 
 class Replicator:
@@ -600,6 +629,13 @@ class Peer:
         if msg.upgrade is not None and manifest is None:
             raise VerificationError("upgrade without a manifest to check its signature")
         roots = await self.state.current_roots()
+        state = self.state
+
+        def stored_node(index: int) -> TreeNode | None:
+            # Worker thread: dict.get is atomic; a cache of another fork is not asked.
+            node = state.known.get(index) if state.known_fork == fork else None
+            return node or core.read_nodes_sync([index]).get(index)
+
         if (core.length, core.fork) != (length, fork):
             return  # changed while reading roots; ask again
 
@@ -612,7 +648,7 @@ class Peer:
                 length=length,
                 fork=fork,
                 roots=roots,
-                stored_node=lambda i: core.read_nodes_sync([i]).get(i),
+                stored_node=stored_node,
                 check_signature=check,
             )
 
@@ -622,6 +658,7 @@ class Peer:
         if learnt is not None:
             verified = replace(verified, manifest=learnt)
         await core.apply_proof(verified)
+        self.state.remember(verified)
         if verified.block_index is not None:
             self.state.stored(verified.block_index)
             if len(self.state.inflight) <= 1:
@@ -729,17 +766,13 @@ class Peer:
         state = self.state
         if self.remote_fork != self.core.fork or len(self.inflight) >= MAX_INFLIGHT:
             return False
-        roots = ft.full_roots(2 * self.core.length)
         sent = False
         for index in state.candidates():
             if len(self.inflight) >= MAX_INFLIGHT:
                 break
             if index not in self.remote_has:
                 continue
-            # Climb to the full root holding the block: we trust our roots without a read.
-            leaf = 2 * index
-            root = next(r for r in roots if ft.left_span(r) <= leaf <= ft.right_span(r))
-            req = m.Request(id=self._next_id(), fork=self.core.fork, block=m.IndexNodes(index, ft.depth(root)))
+            req = m.Request(id=self._next_id(), fork=self.core.fork, block=m.IndexNodes(index, state.missing_nodes(index)))
             state.inflight.add(index)
             await self._request(req, "block", index)
             sent = True
