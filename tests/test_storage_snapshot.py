@@ -6,7 +6,7 @@ import pytest
 
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.storage import Auth, Dependency, Head, Hints
-from hyperfs.errors import NotWritableError
+from hyperfs.errors import NotWritableError, SessionClosedError
 from tests.storage_helpers import (  # noqa: F401 (core, store: fixtures)
     NODE_HASH,
     SIGNATURE,
@@ -110,3 +110,23 @@ def test_snapshot_streams_survive_deletes_and_overwrites(core):
     assert list(snap.create_block_stream()) == [(i, f"block{i}".encode()) for i in range(4)]
     assert [e.index for e in snap.create_block_stream(reverse=True)] == [3, 2, 1, 0]
     assert [e.index for e in core.create_block_stream()] == [0, 3, 7]
+
+
+def test_snapshot_outlives_its_first_user_until_the_last_closes(core):
+    write_blocks(core, 2)
+    tx = core.write()
+    tx.set_head(Head(0, 2, ZERO32, None))
+    tx.flush()
+    session = core.create_session("s", None)
+    snap = core.snapshot()
+    snap_session = snap.resume_session("s")
+    write_blocks(session, 1, start=2)
+    snap.close()
+    with pytest.raises(SessionClosedError):
+        snap.read()
+    # the session resumed from the snapshot still reads through it
+    assert read_blocks(snap_session, 3) == [b"block0", b"block1", None]
+    assert read_blocks(session, 3) == [b"block0", b"block1", b"block2"]
+    snap_session.close()
+    with pytest.raises(SessionClosedError):
+        snap_session._reader.get(b"\x00")

@@ -33,6 +33,7 @@ class HypercoreStorage:
         self._reader = reader
         self._view = view if view is not None else (atom.view if atom is not None else View())
         self.closed = False
+        reader.acquire()
 
     # --- dependencies -------------------------------------------------------------------------
 
@@ -221,5 +222,7 @@ class HypercoreStorage:
         return streams.local_stream(self.core, self._reader, self._view, gte, lt, reverse)
 
     def close(self) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self._reader.release()
 

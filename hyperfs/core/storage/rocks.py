@@ -163,6 +163,12 @@ class LiveReader:
     def __init__(self, rocks: Rocks) -> None:
         self._rocks = rocks
 
+    def acquire(self) -> None:
+        """Nothing to hold: the live database stays open until the store closes."""
+
+    def release(self) -> None:
+        """Nothing to let go (see `acquire`)."""
+
     def get(self, key: bytes) -> bytes | None:
         self._rocks._check_open()
         return self._rocks._cf.get(key)
@@ -217,11 +223,26 @@ class SnapshotReader:
 
     def __init__(self, rocks: Rocks, snapshot: rocksdict.Snapshot) -> None:
         self._rocks = rocks
-        self._snapshot = snapshot
+        self._snapshot: rocksdict.Snapshot | None = snapshot
+        self._users = 0
         self.deleted: set[bytes] = set()
+
+    def acquire(self) -> None:
+        """One more storage reads through this snapshot."""
+        self._users += 1
+
+    def release(self) -> None:
+        """A storage closed; the last one lets RocksDB drop the snapshot (and what only it pins)."""
+        self._users -= 1
+        if self._users <= 0:
+            self._snapshot = None
+            self.deleted = set()
+            self._rocks._snapshots.discard(self)
 
     def get(self, key: bytes) -> bytes | None:
         self._rocks._check_open()
+        if self._snapshot is None:
+            raise SessionClosedError("storage snapshot was released")
         try:
             return self._snapshot[key]
         except Exception as err:
