@@ -235,6 +235,12 @@ class Replicator:
         self.lookup = lookup
         self.cores: dict[bytes, CoreReplication] = {}
         self.connections: list[Connection] = []
+        self._bytes_sent_closed = 0
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent to peers so far, over every connection (for status lines)."""
+        return self._bytes_sent_closed + sum(c.stream.bytes_sent for c in self.connections)
 
     def add(self, core: Any) -> CoreReplication:
         state = self.cores.get(core.discovery_key)
@@ -306,6 +312,7 @@ class Replicator:
             await conn.run()
         finally:
             self.connections.remove(conn)
+            self._bytes_sent_closed += stream.bytes_sent
         return conn
 
 
