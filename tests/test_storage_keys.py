@@ -155,6 +155,8 @@ def test_value_round_trips():
         (schema.encode_sessions, schema.decode_sessions, [Session("a", 1), Session("b\x00", 300)]),
         (schema.encode_dependency, schema.decode_dependency, Dependency(3, 70000)),
     ]
+    v2 = ManifestRecord(2, "blake2b", 1, (Signer("ed25519", NS, DK),), linked=(), user_data=b"hello")
+    values.append((schema.encode_auth, schema.decode_auth, Auth(DK, NS, v2)))
     for encode, decode, value in values:
         assert decode(encode(value)) == value
     assert schema.encode_core_record(CoreRecord(1, 2, 3)).hex() == "01020300"

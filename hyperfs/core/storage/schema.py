@@ -201,6 +201,7 @@ def decode_core_record(data: bytes) -> CoreRecord:
 
 def _encode_manifest(enc: Encoder, m: ManifestRecord) -> None:
     flags = (1 if m.allow_patch else 0) | (2 if m.prologue else 0) | (4 if m.linked is not None else 0)
+    flags |= 8 if m.user_data is not None else 0  # as hypercore-storage 3.x: 1.9.6 has no user data
     enc.uint(m.version).uint(flags)
     enc.uint(0)  # hash enum: blake2b is the only one
     enc.uint(m.quorum)
@@ -213,6 +214,8 @@ def _encode_manifest(enc: Encoder, m: ManifestRecord) -> None:
         enc.uint(len(m.linked))
         for key in m.linked:
             enc.fixed32(key)
+    if m.user_data is not None:
+        enc.buffer(m.user_data)
 
 
 def _decode_signer(dec: Decoder) -> Signer:
