@@ -76,27 +76,37 @@ def byte_length(roots: Iterable[TreeNode]) -> int:
     return sum(root.size for root in roots)
 
 
-def byte_offset(index: int, get_node: GetNode) -> int:
+def _size(node: TreeNode, padding: int) -> int:
+    """The user bytes under a node: its size less `padding` (encryption) per block."""
+    return node.size - padding * flat_tree.count_leaves(node.index) if padding else node.size
+
+
+def byte_offset(index: int, get_node: GetNode, padding: int = 0) -> int:
     """The byte offset of block `index`: the size of the complete subtrees covering blocks < index."""
-    return sum(get_node(i).size for i in flat_tree.full_roots(2 * index))
+    return sum(_size(get_node(i), padding) for i in flat_tree.full_roots(2 * index))
 
 
-def seek(byte_offset_: int, roots: Sequence[TreeNode], get_node: GetNode) -> tuple[int, int]:
+def seek(
+    byte_offset_: int, roots: Sequence[TreeNode], get_node: GetNode, padding: int = 0
+) -> tuple[int, int]:
     """(block index, offset inside it) of a byte offset; (length, 0) at the end.
 
-    Raises IndexError past the end (callers turn it into their own error)."""
+    Offsets count user bytes (node sizes less `padding` per block). Raises IndexError past the
+    end (callers turn it into their own error)."""
     offset = byte_offset_
     for root in roots:
-        if offset >= root.size:
-            offset -= root.size
+        size = _size(root, padding)
+        if offset >= size:
+            offset -= size
             continue
         node = root
         while node.index & 1:
             left = get_node(flat_tree.left_child(node.index))
-            if offset < left.size:
+            left_size = _size(left, padding)
+            if offset < left_size:
                 node = left
             else:
-                offset -= left.size
+                offset -= left_size
                 node = get_node(flat_tree.right_child(node.index))
         return node.index >> 1, offset
     if offset == 0:

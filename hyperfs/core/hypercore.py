@@ -1,0 +1,909 @@
+"""`Hypercore`: a signed append-only log on hypercore-storage, trio-native (hypercore 11 `index.js`).
+
+One `CoreState` per open core holds what all its sessions share: the storage, the signed head,
+the Merkle roots, the bitfield of stored blocks, waiters for missing blocks and append/truncate
+listeners. A `Hypercore` is one session on it (a snapshot session freezes the head it saw).
+Every change is one storage write batch (blocks + tree nodes + bitfield pages + head), committed
+before the in-memory state moves; batches over `THREAD_BYTES` are built and written in a worker
+thread so a mount never stalls on hashing or RocksDB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import trio
+
+from hyperfs.core import merkle, z32
+from hyperfs.core.bitfield import BITS_PER_PAGE, Bitfield
+from hyperfs.core.block_encryption import BlockEncryption
+from hyperfs.core.crypto import KeyPair, check_key, discovery_key, key_pair, leaf_hash, tree_hash
+from hyperfs.core.encoding import TreeNode
+from hyperfs.core.manifest import Manifest, Prologue, Signer, default_signer_manifest, manifest_hash
+from hyperfs.core.storage import schema
+from hyperfs.core.storage.core import HypercoreStorage
+from hyperfs.core.storage.store import CorestoreStorage
+from hyperfs.core.verifier import sign_head, verify_head
+from hyperfs.core.verifier import signable as head_signable
+from hyperfs.errors import (
+    BlockNotAvailableError,
+    CorruptStorageError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    NotWritableError,
+    RequestTimeoutError,
+    SessionClosedError,
+    VerificationError,
+)
+
+THREAD_BYTES = 256 * 1024
+"""Appends (and stream reads) above this many bytes run in a worker thread."""
+
+_STREAM_BATCH = 32
+
+
+class Head(NamedTuple):
+    """The signed head of a core: what a peer's upgrade proof must reach."""
+
+    fork: int
+    length: int
+    tree_hash: bytes
+    signature: bytes | None
+
+
+# --- manifest <-> storage record ---------------------------------------------------------------
+
+
+def manifest_to_record(manifest: Manifest) -> schema.ManifestRecord:
+    return schema.ManifestRecord(
+        version=manifest.version,
+        hash=manifest.hash,
+        quorum=manifest.quorum,
+        signers=tuple(schema.Signer(s.signature, s.namespace, s.public_key) for s in manifest.signers),
+        allow_patch=manifest.allow_patch,
+        prologue=schema.Prologue(manifest.prologue.hash, manifest.prologue.length) if manifest.prologue else None,
+        linked=manifest.linked,
+        user_data=manifest.user_data,
+    )
+
+
+def manifest_from_record(record: schema.ManifestRecord) -> Manifest:
+    if record.hash not in (None, "blake2b") or any(s.signature != "ed25519" for s in record.signers):
+        raise CorruptStorageError("stored manifest uses an unknown hash or signature scheme")
+    return Manifest(
+        version=record.version,
+        quorum=record.quorum,
+        signers=tuple(Signer(s.public_key, s.namespace) for s in record.signers),
+        allow_patch=record.allow_patch,
+        prologue=Prologue(record.prologue.hash, record.prologue.length) if record.prologue else None,
+        linked=record.linked,
+        user_data=record.user_data,
+    )
+
+
+# --- shared state -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Change:
+    """A committed change, applied to the in-memory state in the trio thread."""
+
+    fork: int
+    length: int
+    roots: list[TreeNode]
+    signature: bytes | None
+    truncated_to: int | None = None
+
+
+class CoreState:
+    """What every session of one core shares (JS `Core` + `SessionState` of the default session)."""
+
+    def __init__(
+        self,
+        storage: HypercoreStorage,
+        auth: schema.Auth,
+        *,
+        encryption_key: bytes | None = None,
+        is_block_key: bool = False,
+        owned_store: CorestoreStorage | None = None,
+    ) -> None:
+        self.storage = storage
+        self.key = auth.key
+        self.discovery_key = auth.discovery_key
+        self.manifest = manifest_from_record(auth.manifest) if auth.manifest is not None else None
+        kp = auth.key_pair
+        self.key_pair = KeyPair(kp.public_key, kp.secret_key) if kp is not None else None
+        self.encryption_key = encryption_key if encryption_key is not None else auth.encryption_key
+        self.encryption = (
+            BlockEncryption.for_core(self.key, self.encryption_key, is_block_key=is_block_key)
+            if self.encryption_key is not None
+            else None
+        )
+        self.owned_store = owned_store
+        self.replicator: Any = None
+        self.lock = trio.Lock()
+        self.sessions = 0
+        self.closed = False
+        self._waiters: dict[int, list[trio.Event]] = {}
+        self._appended = trio.Event()
+        self._truncated = trio.Event()
+        self._append_channels: list[trio.MemorySendChannel[tuple[int, int]]] = []
+        self._truncate_channels: list[trio.MemorySendChannel[tuple[int, int]]] = []
+        self._load()
+
+    # --- loading and checking ---------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read head, roots and bitfield; the roots must hash to the stored head."""
+        rx = self.storage.read()
+        head = rx.get_head()
+        self.fork = head.fork if head else 0
+        self.length = head.length if head else 0
+        self.signature = head.signature if head else None
+        self.roots = self._stored_roots(self.length, rx.get_tree_node)
+        if head is not None and tree_hash(self.roots) != head.root_hash:
+            raise CorruptStorageError(
+                f"core {self.id}: stored tree nodes do not hash to the signed head at length {self.length}"
+            )
+        self.byte_length = merkle.byte_length(self.roots)
+        self.bitfield = Bitfield(self.storage.create_bitfield_stream())
+        self.contiguous_length = min(self.bitfield.first_unset(0), self.length)
+
+    def _stored_roots(self, length: int, get: Any) -> list[TreeNode]:
+        roots = []
+        for index in merkle.root_indexes(length):
+            node = get(index)
+            if node is None:
+                raise CorruptStorageError(f"core {self.id}: tree node {index} (a root at length {length}) is missing")
+            roots.append(node)
+        return roots
+
+    @property
+    def id(self) -> str:
+        return z32.encode_id(self.key)
+
+    @property
+    def padding(self) -> int:
+        return self.encryption.padding if self.encryption is not None and self.manifest is not None else 0
+
+    @property
+    def writable(self) -> bool:
+        return (
+            self.key_pair is not None
+            and self.key_pair.secret_key is not None
+            and self.manifest is not None
+            and not self.storage.snapshotted
+        )
+
+    @property
+    def tree_hash(self) -> bytes:
+        return tree_hash(self.roots)
+
+    def head(self) -> Head:
+        return Head(self.fork, self.length, self.tree_hash, self.signature)
+
+    def get_node_sync(self, index: int) -> TreeNode:
+        """A stored tree node; CorruptStorageError if the tree needs it and it is gone."""
+        node = self.storage.read().get_tree_node(index)
+        if node is None:
+            raise CorruptStorageError(f"core {self.id}: tree node {index} is missing")
+        return node
+
+    def verify_head(self, th: bytes, length: int, fork: int, signature: bytes | None) -> bool:
+        return verify_head(self.manifest, self.key, th, length, fork, signature)
+
+    # --- writes (blocking; run inline or in a worker thread) ----------------------------------------
+
+    def append_sync(self, blocks: Sequence[bytes]) -> _Change:
+        """Encrypt, hash, sign and store `blocks` in one write batch."""
+        start = self.length
+        fork = self.fork
+        if self.encryption is not None:
+            stored = [self.encryption.encrypt(start + i, b, fork) for i, b in enumerate(blocks)]
+        else:
+            stored = [bytes(b) for b in blocks]
+        nodes, roots = merkle.append_leaves(self.roots, start, stored)
+        length = start + len(stored)
+        signature = self._sign(tree_hash(roots), length, fork)
+        tx = self.storage.write()
+        for i, block in enumerate(stored):
+            tx.put_block(start + i, block)
+        for node in nodes:
+            tx.put_tree_node(node)
+        for index, page in self._bitfield_pages(start, length, True):
+            tx.put_bitfield_page(index, page)
+        tx.set_head(schema.Head(fork, length, tree_hash(roots), signature))
+        tx.flush()
+        return _Change(fork, length, roots, signature)
+
+    def _sign(self, th: bytes, length: int, fork: int) -> bytes:
+        assert self.manifest is not None and self.key_pair is not None
+        return sign_head(self.manifest, self.key, self.key_pair.secret_key, th, length, fork)
+
+    def _bitfield_pages(self, start: int, end: int, value: bool) -> list[tuple[int, bytes]]:
+        """The pages as they will be once [start, end) is set; the live bitfield is not touched."""
+        preview = Bitfield()
+        first, last = start // BITS_PER_PAGE, (max(end, start + 1) - 1) // BITS_PER_PAGE
+        for p in range(first, last + 1):
+            page = self.bitfield.page(p)
+            if page is not None:
+                preview.load_page(p, page)
+        preview.set_range(start, end, value)
+        return preview.take_dirty()
+
+    def truncate_sync(self, length: int, fork: int) -> _Change:
+        """Cut the core to `length` under a new fork id, re-signed, in one write batch."""
+        old = self.length
+        rx = self.storage.read()
+        roots = self._stored_roots(length, rx.get_tree_node)
+        signature = self._sign(tree_hash(roots), length, fork) if self.writable else None
+        tx = self.storage.write()
+        self._delete_after(tx, length, old)
+        tx.set_head(schema.Head(fork, length, tree_hash(roots), signature))
+        tx.flush()
+        return _Change(fork, length, roots, signature, truncated_to=length)
+
+    def _delete_after(self, tx: Any, length: int, old: int) -> None:
+        tx.delete_block_range(length, max(old, length))
+        start, end, extra = merkle.truncated_nodes(old, length)
+        if end > start:
+            tx.delete_tree_node_range(start, end)
+        for index in extra:
+            tx.delete_tree_node(index)
+        for index, page in self._bitfield_pages(length, max(old, length), False):
+            tx.put_bitfield_page(index, page)
+
+    def clear_sync(self, start: int, end: int) -> None:
+        tx = self.storage.write()
+        tx.delete_block_range(start, end)
+        for index, page in self._bitfield_pages(start, end, False):
+            tx.put_bitfield_page(index, page)
+        tx.flush()
+
+    def apply_proof_sync(self, verified: Any) -> _Change | None:
+        """Store a verified proof's block and nodes, and its upgrade (truncating on a new fork)."""
+        tx = self.storage.write()
+        change = None
+        upgrade = verified.upgrade
+        if upgrade is not None and (upgrade.fork != self.fork or upgrade.length > self.length):
+            truncated_to = None
+            if upgrade.fork != self.fork and upgrade.start < self.length:
+                self._delete_after(tx, upgrade.start, self.length)
+                truncated_to = upgrade.start
+            tx.set_head(schema.Head(upgrade.fork, upgrade.length, upgrade.tree_hash, upgrade.signature))
+            change = _Change(upgrade.fork, upgrade.length, list(upgrade.roots), upgrade.signature, truncated_to)
+        for node in verified.nodes:
+            tx.put_tree_node(node)
+        if verified.block_index is not None and verified.value is not None:
+            tx.put_block(verified.block_index, verified.value)
+            for index, page in self._bitfield_pages(verified.block_index, verified.block_index + 1, True):
+                tx.put_bitfield_page(index, page)
+        tx.flush()
+        return change
+
+    # --- in-memory state (trio thread only) -------------------------------------------------------
+
+    def apply_change(self, change: _Change, stored: tuple[int, int] | None) -> None:
+        """Move the in-memory state to a committed change and wake who waits on it."""
+        old_length = self.length
+        if change.truncated_to is not None:
+            self.bitfield.set_range(change.truncated_to, max(old_length, change.truncated_to), False)
+            self.bitfield.take_dirty()
+        self.fork, self.length, self.roots, self.signature = change.fork, change.length, change.roots, change.signature
+        self.byte_length = merkle.byte_length(self.roots)
+        if stored is not None:
+            self.mark_stored(*stored)
+        self.contiguous_length = min(self.bitfield.first_unset(0), self.length)
+        if change.truncated_to is not None:
+            self._notify(self._truncate_channels, (change.truncated_to, change.fork))
+            self._truncated.set()
+            self._truncated = trio.Event()
+        if self.length > old_length or change.truncated_to is not None:
+            self._notify(self._append_channels, (self.length, self.byte_length - self.padding * self.length))
+            self._appended.set()
+            self._appended = trio.Event()
+
+    def mark_stored(self, start: int, end: int) -> None:
+        self.bitfield.set_range(start, end, True)
+        self.bitfield.take_dirty()
+        for index in [i for i in self._waiters if start <= i < end]:
+            for event in self._waiters.pop(index):
+                event.set()
+
+    def mark_cleared(self, start: int, end: int) -> None:
+        self.bitfield.set_range(start, end, False)
+        self.bitfield.take_dirty()
+        self.contiguous_length = min(self.contiguous_length, start)
+
+    @staticmethod
+    def _notify(channels: list[trio.MemorySendChannel[tuple[int, int]]], value: tuple[int, int]) -> None:
+        for channel in list(channels):
+            try:
+                channel.send_nowait(value)
+            except trio.WouldBlock:
+                pass  # a slow listener misses an intermediate value, never the latest wake-up
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                channels.remove(channel)
+
+    def waiter(self, index: int) -> trio.Event:
+        event = trio.Event()
+        self._waiters.setdefault(index, []).append(event)
+        return event
+
+    def drop_waiter(self, index: int, event: trio.Event) -> None:
+        events = self._waiters.get(index)
+        if events and event in events:
+            events.remove(event)
+            if not events:
+                del self._waiters[index]
+
+    def subscribe(self, kind: str) -> trio.MemoryReceiveChannel[tuple[int, int]]:
+        send, receive = trio.open_memory_channel[tuple[int, int]](math.inf)
+        (self._append_channels if kind == "append" else self._truncate_channels).append(send)
+        return receive
+
+    def close(self) -> None:
+        self.closed = True
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+        self._waiters.clear()
+        for channel in self._append_channels + self._truncate_channels:
+            channel.close()
+        self._appended.set()
+        self._truncated.set()
+        self.storage.close()
+        if self.owned_store is not None:
+            self.owned_store.close()
+
+
+def open_core_state(
+    store: CorestoreStorage,
+    *,
+    key: bytes | None = None,
+    key_pair_: KeyPair | None = None,
+    manifest: Manifest | None = None,
+    encryption_key: bytes | None = None,
+    is_block_key: bool = False,
+    create: bool = True,
+    alias: schema.Alias | None = None,
+    owned_store: CorestoreStorage | None = None,
+) -> CoreState | None:
+    """Resume the core of `key` (or of the key pair's default manifest) or create it.
+
+    Returns None when it does not exist and `create` is False. Blocking: run it in a thread."""
+    if key_pair_ is not None:
+        check_key(key_pair_.public_key, 32, "public key")
+        if key_pair_.secret_key is not None:
+            check_key(key_pair_.secret_key, 64, "secret key")
+        if manifest is None:
+            manifest = default_signer_manifest(key_pair_.public_key)
+    if manifest is not None:
+        derived = manifest_hash(manifest)
+        if key is not None and check_key(key, 32, "core key") != derived:
+            raise InvalidKeyError("the core key does not match its manifest / key pair")
+        key = derived
+    if key is None:
+        raise InvalidArgumentError("a core needs a key, a key pair or a manifest")
+    key = check_key(key, 32, "core key")
+    if encryption_key is not None:
+        check_key(encryption_key, 32, "encryption key")
+    dkey = discovery_key(key)
+    storage = store.resume(dkey)
+    if storage is None:
+        if not create:
+            return None
+        storage = store.create(
+            key=key,
+            discovery_key=dkey,
+            manifest=manifest_to_record(manifest) if manifest is not None else None,
+            key_pair=schema.KeyPair(key_pair_.public_key, key_pair_.secret_key) if key_pair_ else None,
+            encryption_key=encryption_key,
+            alias=alias,
+        )
+    auth = storage.read().get_auth()
+    if auth is None:
+        raise CorruptStorageError(f"core {dkey.hex()} has no auth record")
+    if auth.key != key:
+        raise CorruptStorageError(f"core {dkey.hex()}: stored key does not match its discovery key")
+    learned_manifest = auth.manifest is None and manifest is not None
+    learned_secret = key_pair_ is not None and key_pair_.secret_key is not None and (
+        auth.key_pair is None or auth.key_pair.secret_key is None
+    )
+    if learned_manifest or learned_secret:
+        # A reader opened again with the manifest or the key pair: remember them.
+        auth = schema.Auth(
+            auth.key,
+            auth.discovery_key,
+            manifest_to_record(manifest) if learned_manifest and manifest is not None else auth.manifest,
+            schema.KeyPair(key_pair_.public_key, key_pair_.secret_key) if learned_secret and key_pair_ else auth.key_pair,
+            auth.encryption_key,
+        )
+        tx = storage.write()
+        tx.set_auth(auth)
+        tx.flush()
+    return CoreState(
+        storage, auth, encryption_key=encryption_key, is_block_key=is_block_key, owned_store=owned_store
+    )
+
+
+# --- the session --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    fork: int
+    length: int
+    byte_length: int
+    roots: list[TreeNode]
+    signature: bytes | None
+    storage: HypercoreStorage
+
+
+class Hypercore:
+    """A session on a core. `await ready()` before use (Corestore does it for you)."""
+
+    def __init__(
+        self,
+        storage: str | CorestoreStorage | None = None,
+        key: bytes | str | None = None,
+        *,
+        key_pair: KeyPair | None = None,
+        manifest: Manifest | None = None,
+        encryption_key: bytes | None = None,
+        is_block_key: bool = False,
+        _state: CoreState | None = None,
+        _snapshot: bool = False,
+    ) -> None:
+        self._open_args = (storage, z32.decode_key(key) if key is not None else None, key_pair, manifest,
+                           encryption_key, is_block_key)
+        self._state = _state
+        self._snap: _Snapshot | None = None
+        self._want_snapshot = _snapshot
+        self.closed = False
+        if _state is not None:
+            self._attach(_state)
+
+    def _attach(self, state: CoreState) -> None:
+        self._state = state
+        state.sessions += 1
+        if self._want_snapshot:
+            self._snap = _Snapshot(
+                state.fork, state.length, state.byte_length, list(state.roots), state.signature,
+                state.storage.snapshot(),
+            )
+
+    async def ready(self) -> None:
+        """Open (or create) the core. A core made without key or key pair gets a new key pair."""
+        if self._state is not None:
+            return
+        storage, key, kp, manifest, encryption_key, is_block_key = self._open_args
+        if key is None and kp is None and manifest is None:
+            kp = key_pair()
+
+        def open_sync() -> CoreState:
+            owned = None
+            store = storage
+            if store is None or isinstance(store, str):
+                if store is None:
+                    raise InvalidArgumentError("Hypercore needs a storage folder or store")
+                owned = store = CorestoreStorage(store)
+            try:
+                state = open_core_state(
+                    store, key=key, key_pair_=kp, manifest=manifest, encryption_key=encryption_key,
+                    is_block_key=is_block_key, owned_store=owned,
+                )
+            except BaseException:
+                if owned is not None:
+                    owned.close()
+                raise
+            assert state is not None
+            return state
+
+        self._attach(await trio.to_thread.run_sync(open_sync))
+
+    # --- properties -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> CoreState:
+        if self._state is None:
+            raise SessionClosedError("core is not ready: await core.ready() first")
+        if self.closed or self._state.closed:
+            raise SessionClosedError(f"core {self._state.id} is closed")
+        return self._state
+
+    def _check_open(self) -> None:
+        self.state  # noqa: B018  (the property raises SessionClosedError)
+
+    @property
+    def key(self) -> bytes:
+        return self.state.key
+
+    @property
+    def discovery_key(self) -> bytes:
+        return self.state.discovery_key
+
+    @property
+    def id(self) -> str:
+        return self.state.id
+
+    @property
+    def key_pair(self) -> KeyPair | None:
+        return self.state.key_pair
+
+    @property
+    def manifest(self) -> Manifest | None:
+        return self.state.manifest
+
+    @property
+    def encryption_key(self) -> bytes | None:
+        return self.state.encryption_key
+
+    @property
+    def padding(self) -> int:
+        return self.state.padding
+
+    @property
+    def writable(self) -> bool:
+        return self._snap is None and self.state.writable
+
+    @property
+    def readable(self) -> bool:
+        return not self.closed and self._state is not None and not self._state.closed
+
+    @property
+    def fork(self) -> int:
+        return self._snap.fork if self._snap else self.state.fork
+
+    @property
+    def length(self) -> int:
+        return self._snap.length if self._snap else self.state.length
+
+    @property
+    def contiguous_length(self) -> int:
+        return min(self.state.contiguous_length, self.length)
+
+    @property
+    def byte_length(self) -> int:
+        """Bytes of all blocks as the user sees them (without encryption padding)."""
+        stored = self._snap.byte_length if self._snap else self.state.byte_length
+        return stored - self.padding * self.length
+
+    @property
+    def head(self) -> Head:
+        if self._snap:
+            s = self._snap
+            return Head(s.fork, s.length, tree_hash(s.roots), s.signature)
+        return self.state.head()
+
+    @property
+    def replicator(self) -> Any:
+        return self.state.replicator
+
+    @replicator.setter
+    def replicator(self, value: Any) -> None:
+        self.state.replicator = value
+
+    @property
+    def _roots(self) -> list[TreeNode]:
+        return self._snap.roots if self._snap else self.state.roots
+
+    def _storage(self) -> HypercoreStorage:
+        return self._snap.storage if self._snap else self.state.storage
+
+    def signable(self, length: int | None = None, fork: int | None = None) -> bytes:
+        """The bytes a head at (length, fork) is signed over (`core.signable`)."""
+        length = self.length if length is None else length
+        th = merkle.hash_at(length, self.state.get_node_sync) if length != self.length else tree_hash(self._roots)
+        return head_signable(self.manifest, self.key, th, length, self.fork if fork is None else fork)
+
+    # --- sessions ---------------------------------------------------------------------------------
+
+    def session(self) -> Hypercore:
+        """Another session on the same core (closing it leaves the others open)."""
+        return Hypercore(_state=self.state)
+
+    def snapshot(self) -> Hypercore:
+        """A read-only session that keeps seeing the core as it is now."""
+        return Hypercore(_state=self.state, _snapshot=True)
+
+    async def close(self) -> None:
+        if self.closed or self._state is None:
+            self.closed = True
+            return
+        self.closed = True
+        state = self._state
+        if self._snap is not None:
+            self._snap.storage.close()
+        state.sessions -= 1
+        if state.sessions <= 0 and not state.closed:
+            state.close()
+
+    async def __aenter__(self) -> Hypercore:
+        await self.ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def _check_writable(self) -> CoreState:
+        state = self.state
+        if self._snap is not None:
+            raise NotWritableError(f"core {state.id}: a snapshot is read-only")
+        if not state.writable:
+            raise NotWritableError(f"core {state.id} was opened without its secret key: it is read-only")
+        return state
+
+    async def append(self, blocks: bytes | bytearray | memoryview | Iterable[bytes]) -> tuple[int, int]:
+        """Append one block or a list of blocks; returns the new (length, byte_length)."""
+        state = self._check_writable()
+        if isinstance(blocks, (bytes, bytearray, memoryview)):
+            batch = [bytes(blocks)]
+        else:
+            batch = list(blocks)
+            for b in batch:
+                if not isinstance(b, (bytes, bytearray, memoryview)):
+                    raise InvalidArgumentError(f"blocks must be bytes, got {type(b).__name__}")
+        async with state.lock:
+            self._check_open()
+            if not batch:
+                return state.length, self.byte_length
+            start = state.length
+            if sum(len(b) for b in batch) > THREAD_BYTES:
+                change = await trio.to_thread.run_sync(state.append_sync, batch)
+            else:
+                change = state.append_sync(batch)
+            state.apply_change(change, (start, change.length))
+        return state.length, self.byte_length
+
+    async def truncate(self, length: int, fork: int | None = None) -> None:
+        """Cut the core to `length` blocks; the fork id becomes `fork` (default: fork + 1)."""
+        state = self._check_writable()
+        async with state.lock:
+            if not 0 <= length <= state.length:
+                raise InvalidArgumentError(f"cannot truncate to {length}: core length is {state.length}")
+            new_fork = state.fork + 1 if fork is None else fork
+            change = await trio.to_thread.run_sync(state.truncate_sync, length, new_fork)
+            state.apply_change(change, None)
+
+    async def clear(self, start: int, end: int | None = None) -> None:
+        """Delete the stored blocks [start, end) (end = start + 1); the tree keeps proving them."""
+        state = self.state
+        end = start + 1 if end is None else end
+        if start < 0 or end < start:
+            raise InvalidArgumentError(f"bad range to clear: [{start}, {end})")
+        async with state.lock:
+            end = min(end, state.length)
+            if start >= end:
+                return
+            await trio.to_thread.run_sync(state.clear_sync, start, end)
+            state.mark_cleared(start, end)
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def get(self, index: int, wait: bool = True, timeout: float = 0) -> bytes:
+        """Block `index` (decrypted). Missing: wait for replication (timeout seconds, 0 = no limit),
+        or BlockNotAvailableError at once with `wait=False`."""
+        state = self.state
+        if index < 0:
+            raise InvalidArgumentError(f"block index must not be negative: {index}")
+        data = self._read_local(state, index)
+        if data is not None:
+            return self._decode(index, data)
+        snap = self._snap
+        if not wait or snap is not None and (index >= snap.length or snap.fork != state.fork):
+            raise BlockNotAvailableError(f"block {index} of core {state.id} is not available locally")
+        return await self._wait_block(state, index, timeout)
+
+    def _read_local(self, state: CoreState, index: int) -> bytes | None:
+        """The stored bytes of a block this session can see, or None."""
+        snap = self._snap
+        if snap is not None:
+            if index >= snap.length:
+                return None
+            data = snap.storage.read().get_block(index)
+            if data is not None or snap.fork != state.fork:
+                return data
+            # Not stored when the snapshot was taken; replication may have stored it since.
+        if state.bitfield.get(index):
+            return state.storage.read().get_block(index)
+        return None
+
+    async def _wait_block(self, state: CoreState, index: int, timeout: float) -> bytes:
+        event = state.waiter(index)
+        try:
+            if state.replicator is not None:
+                state.replicator.want(self, index)
+            with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+                await event.wait()
+            if scope.cancelled_caught:
+                raise RequestTimeoutError(f"block {index} of core {state.id}: no peer sent it within {timeout}s")
+        finally:
+            state.drop_waiter(index, event)
+        return await self.get(index, wait=False)
+
+    def _decode(self, index: int, data: bytes) -> bytes:
+        enc = self.state.encryption
+        return enc.decrypt(index, data) if enc is not None else data
+
+    async def has(self, start: int, end: int | None = None) -> bool:
+        """True if every block in [start, end) (end = start + 1) is stored locally."""
+        end = start + 1 if end is None else end
+        return self.state.bitfield.has_all(start, end)
+
+    def has_local(self, index: int) -> bool:
+        return self.state.bitfield.get(index)
+
+    def local_ranges(self, start: int = 0) -> Iterator[tuple[int, int]]:
+        """The stored runs [start, end) of blocks, in order."""
+        return self.state.bitfield.ranges(start)
+
+    async def seek(self, byte_offset: int) -> tuple[int, int]:
+        """(block index, offset in it) of a byte offset of the user data."""
+        if not 0 <= byte_offset <= self.byte_length:
+            raise InvalidArgumentError(f"byte offset {byte_offset} is outside 0..{self.byte_length}")
+        roots, padding, get = self._roots, self.padding, self.read_node_sync
+        return await trio.to_thread.run_sync(lambda: merkle.seek(byte_offset, roots, get, padding))
+
+    async def tree_hash(self, length: int | None = None) -> bytes:
+        """The Merkle tree hash at `length` (default: the current length)."""
+        if length is None or length == self.length:
+            return tree_hash(self._roots)
+        if not 0 <= length <= self.length:
+            raise InvalidArgumentError(f"length {length} is outside 0..{self.length}")
+        return await trio.to_thread.run_sync(merkle.hash_at, length, self.read_node_sync)
+
+    async def info(self, storage: bool = False) -> dict[str, Any]:
+        """A summary like JS `core.info()`; with `storage`, the bytes stored per kind."""
+        state = self.state
+        out: dict[str, Any] = {
+            "key": state.key.hex(),
+            "discoveryKey": state.discovery_key.hex(),
+            "length": self.length,
+            "contiguousLength": self.contiguous_length,
+            "byteLength": self.byte_length,
+            "fork": self.fork,
+            "padding": self.padding,
+            "writable": self.writable,
+        }
+        if storage:
+            out["storage"] = await trio.to_thread.run_sync(self._storage_info)
+        return out
+
+    def _storage_info(self) -> dict[str, int]:
+        storage = self._storage()
+        blocks = sum(len(e.value) for e in storage.create_block_stream())
+        nodes = sum(1 for _ in storage.create_tree_node_stream())
+        pages = sum(len(e.page) for e in storage.create_bitfield_stream())
+        return {"blocks": blocks, "tree": nodes * 40, "bitfield": pages}
+
+    async def read_stream(self, start: int = 0, end: int | None = None, live: bool = False) -> AsyncIterator[bytes]:
+        """The blocks [start, end) in order; `live` keeps following appends (no end)."""
+        index = start
+        while True:
+            stop = self.length if end is None else end
+            if index >= stop:
+                if not live or end is not None:
+                    return
+                await self.wait_append()
+                continue
+            count = min(_STREAM_BATCH, stop - index)
+            if self.state.bitfield.has_all(index, index + count):
+                for block in await self._get_many(index, count):
+                    yield block
+                index += count
+            else:
+                yield await self.get(index)
+                index += 1
+
+    async def _get_many(self, start: int, count: int) -> list[bytes]:
+        rx = self._storage().read()
+        values = await trio.to_thread.run_sync(rx.get_blocks, list(range(start, start + count)))
+        out = []
+        for i, value in enumerate(values):
+            out.append(self._decode(start + i, value) if value is not None else await self.get(start + i))
+        return out
+
+    async def byte_stream(self, byte_offset: int = 0, byte_length: int | None = None) -> AsyncIterator[bytes]:
+        """The user bytes [byte_offset, byte_offset + byte_length) as block-sized pieces."""
+        remaining = self.byte_length - byte_offset if byte_length is None else byte_length
+        if remaining <= 0:
+            return
+        index, skip = await self.seek(byte_offset)
+        async for block in self.read_stream(index):
+            piece = block[skip : skip + remaining]
+            skip = 0
+            if piece:
+                yield piece
+            remaining -= len(piece)
+            if remaining <= 0:
+                return
+
+    # --- notifications ----------------------------------------------------------------------------
+
+    async def wait_append(self) -> None:
+        """Return after the next append (or truncation) of the core."""
+        await self.state._appended.wait()
+        self._check_open()  # a close wakes waiters too
+
+    async def wait_truncate(self) -> None:
+        await self.state._truncated.wait()
+        self._check_open()
+
+    def on_append(self) -> trio.MemoryReceiveChannel[tuple[int, int]]:
+        """A channel receiving (length, byte_length) after every append."""
+        return self.state.subscribe("append")
+
+    def on_truncate(self) -> trio.MemoryReceiveChannel[tuple[int, int]]:
+        """A channel receiving (length, fork) after every truncation."""
+        return self.state.subscribe("truncate")
+
+    # --- replication ------------------------------------------------------------------------------
+
+    async def update(self, wait: bool = True, timeout: float = 0) -> bool:
+        """Ask the replicator for a newer head; False without one."""
+        state = self.state
+        if state.replicator is None:
+            return False
+        return bool(await state.replicator.update(self, wait=wait, timeout=timeout))
+
+    async def download(self, start: int = 0, end: int | None = None) -> None:
+        """Fetch blocks [start, end) through the replicator (nothing to do without one)."""
+        state = self.state
+        if state.replicator is not None:
+            await state.replicator.download(self, start, end)
+
+    def read_nodes_sync(self, indexes: Sequence[int]) -> dict[int, TreeNode]:
+        """The stored tree nodes among `indexes` (blocking)."""
+        rx = self._storage().read()
+        out = {}
+        for index in indexes:
+            node = rx.get_tree_node(index)
+            if node is not None:
+                out[index] = node
+        return out
+
+    def read_node_sync(self, index: int) -> TreeNode:
+        node = self._storage().read().get_tree_node(index)
+        if node is None:
+            raise CorruptStorageError(f"core {self.state.id}: tree node {index} is missing")
+        return node
+
+    def read_block_sync(self, index: int) -> bytes | None:
+        """The stored bytes of block `index` (with encryption padding), or None (blocking)."""
+        return self._storage().read().get_block(index)
+
+    async def apply_proof(self, verified: Any) -> None:
+        """Store what a verified proof carries and wake who waits for it."""
+        state = self.state
+        async with state.lock:
+            change = await trio.to_thread.run_sync(state.apply_proof_sync, verified)
+            stored = None
+            if verified.block_index is not None and verified.value is not None:
+                stored = (verified.block_index, verified.block_index + 1)
+            if change is not None:
+                state.apply_change(change, stored)
+            elif stored is not None:
+                state.mark_stored(*stored)
+                state.contiguous_length = min(state.bitfield.first_unset(0), state.length)
+
+    # --- checking ---------------------------------------------------------------------------------
+
+    def verify_block_sync(self, index: int, data: bytes) -> None:
+        """VerificationError unless `data` (stored bytes) hashes to block `index`'s leaf node."""
+        node = self.read_node_sync(2 * index)
+        if len(data) != node.size or leaf_hash(data) != node.hash:
+            raise VerificationError(f"core {self.state.id}: block {index} does not match its tree node")
+
+    def __repr__(self) -> str:
+        if self._state is None:
+            return "Hypercore(not ready)"
+        return f"Hypercore(id={self._state.id}, length={self.length}, fork={self.fork}, writable={self.writable})"
+
+
+__all__ = ["THREAD_BYTES", "CoreState", "Head", "Hypercore", "open_core_state"]
