@@ -8,7 +8,9 @@ dependency's data pointer (how a named session shares its parent's history).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hyperfs.core import flat_tree
 from hyperfs.core.encoding import TreeNode, decode_tree_node, encode_tree_node
@@ -18,6 +20,8 @@ from hyperfs.core.storage.rocks import Change, Rocks
 from hyperfs.core.storage.schema import Auth, Dependency, Head, Hints, Session, decode_value
 from hyperfs.core.storage.view import Reader, View
 from hyperfs.errors import CorruptStorageError, NotWritableError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class CoreReadBatch:
     def _get(self, key: bytes) -> bytes | None:
         return self._view.get(self._reader, key)
 
-    def _decoded(self, what: str, decode, key: bytes):  # type: ignore[no-untyped-def]
+    def _decoded(self, what: str, decode: Callable[[bytes], T], key: bytes) -> T | None:
         data = self._get(key)
         return None if data is None else decode_value(what, decode, data)
 
