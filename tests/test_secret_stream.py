@@ -282,3 +282,18 @@ def test_message_above_frame_limit_is_refused_locally() -> None:
         assert await server.receive() == b"still fine"
 
     run(test)
+
+
+def test_send_cancelled_halfway_closes_the_stream() -> None:
+    async def test() -> None:
+        client, server = await connect_pair()
+        with trio.move_on_after(0.5) as scope:
+            while True:  # the server never reads: the socket buffers fill and send_all blocks
+                await client.send(bytes(1 << 20))
+        assert scope.cancelled_caught
+        assert client.closed  # a half-written frame would desynchronise the peer
+        with pytest.raises(ProtocolError):
+            async for _ in server:
+                pass
+
+    run(test)

@@ -185,6 +185,12 @@ class SecretStream:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as err:
             await self.abort()
             raise PeerClosedError(f"connection lost while sending: {err}") from None
+        except trio.Cancelled:
+            # The frame's nonce is spent and part of it may be on the wire: the stream cannot
+            # go on, so close it rather than desynchronise the peer.
+            with trio.CancelScope(shield=True):
+                await self.abort()
+            raise
         self.bytes_sent += len(data)
         self._last_send = trio.current_time()
 
