@@ -45,15 +45,18 @@ def make_stdlib(tmp: Path) -> Path:
 
 
 def walk(src: Path) -> list[tuple[Path, str]]:
-    """(local path, drive path) of every regular file, as import.js walks them."""
+    """(local path, drive path) of every regular file in import.js's order (names sorted, into a
+    folder as soon as it comes): the order decides how big the paths indexes get."""
     files = []
-    for folder, dirs, names in os.walk(src):
-        dirs.sort()
-        rel = os.path.relpath(folder, src)
-        for name in sorted(names):
-            path = Path(folder, name)
-            if path.is_file() and not path.is_symlink():
-                files.append((path, "/" + (name if rel == "." else f"{rel}/{name}")))
+
+    def visit(folder: Path, rel: str) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                visit(Path(entry.path), f"{rel}/{entry.name}")
+            elif entry.is_file(follow_symlinks=False):
+                files.append((Path(entry.path), f"{rel}/{entry.name}"))
+
+    visit(src, "")
     return files
 
 

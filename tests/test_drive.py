@@ -226,3 +226,16 @@ async def test_corrupt_metadata_is_an_error_not_a_crash(tmp_path: Path) -> None:
             await drive.lstat("/a")
         assert await (await drive.checkout(version)).read_file("/a") == b"1"
         await drive.flush()  # durable: the write-ahead log is synced
+
+
+@trio_test
+async def test_very_deep_paths(tmp_path: Path) -> None:
+    """2,000 levels (a 4 KiB path): no recursion limit in lookups, renames or listings."""
+    deep = "/" + "/".join(["d"] * 2000)
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file(deep + "/f", b"bottom")
+        await drive.rename("/d", "/e")
+        fresh = await Drive.open(store, drive.key)
+        assert await fresh.read_file("/e" + deep[2:] + "/f") == b"bottom"
+        assert await fresh.readdir("/") == ["e"]

@@ -308,14 +308,18 @@ class AppendTree:
         found = self._listings.get(names)
         if found is not None:
             return found
-        if not names:
+        depth = len(names)
+        while depth > 0 and names[:depth] not in self._listings:
+            depth -= 1  # the deepest folder on the way that is resolved already
+        if depth == 0 and () not in self._listings:
             head = self.head
-            found = self._list_from(head, names) if head is not None else EMPTY
-        else:
-            parent = self.listing(names[:-1])
-            rep = parent.entries.get(names[-1])
-            found = EMPTY if rep is None else self._list_from(self.node(rep), names)
-        self._listings[names] = found
+            self._listings[()] = self._list_from(head, ()) if head is not None else EMPTY
+        found = self._listings[names[:depth]]
+        while depth < len(names):
+            rep = found.entries.get(names[depth])
+            depth += 1
+            found = EMPTY if rep is None else self._list_from(self.node(rep), names[:depth])
+            self._listings[names[:depth]] = found
         return found
 
     def get(self, names: Names) -> Node | None:

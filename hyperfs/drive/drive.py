@@ -573,11 +573,13 @@ class Drive:
     def _subtree(self, top: Names) -> list[tuple[Names, Node]]:
         """Every live node at or below folder `top`, parents before children."""
         out: list[tuple[Names, Node]] = []
-        node = self.tree.get(top)
-        if node is not None:
-            out.append((top, node))
-        for name in self.tree.list(top) or []:
-            out.extend(self._subtree(top + (name,)))
+        stack = [top]
+        while stack:
+            names = stack.pop()
+            node = self.tree.get(names)
+            if node is not None:
+                out.append((names, node))
+            stack.extend(names + (name,) for name in reversed(self.tree.list(names) or []))
         return out
 
     async def _update(self, path: str, change: Callable[[Stat], Stat]) -> None:
