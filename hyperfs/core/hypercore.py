@@ -10,8 +10,10 @@ thread so a mount never stalls on hashing or RocksDB.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -42,7 +44,15 @@ from hyperfs.errors import (
 THREAD_BYTES = 256 * 1024
 """Appends (and stream reads) above this many bytes run in a worker thread."""
 
+PARALLEL_HASH_BYTES = 16 * 1024
+"""Blocks at least this big are hashed on a thread pool when appended in batches."""
+
 _STREAM_BATCH = 32
+
+
+@functools.cache
+def _hash_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperfs-hash")
 
 
 class Head(NamedTuple):
@@ -205,17 +215,21 @@ class CoreState:
             stored = [self.encryption.encrypt(start + i, b, fork) for i, b in enumerate(blocks)]
         else:
             stored = [bytes(b) for b in blocks]
-        nodes, roots = merkle.append_leaves(self.roots, start, stored)
-        length = start + len(stored)
-        signature = self._sign(tree_hash(roots), length, fork)
+        # Big batches: hash the leaves on the pool (hashlib drops the GIL) while this thread
+        # copies the blocks into the write batch.
+        hashes = _hash_pool().map(leaf_hash, stored) if len(stored) > 1 and len(stored[0]) >= PARALLEL_HASH_BYTES else None
         tx = self.storage.write()
         for i, block in enumerate(stored):
             tx.put_block(start + i, block)
+        nodes, roots = merkle.append_leaves(self.roots, start, stored, list(hashes) if hashes else None)
+        length = start + len(stored)
+        th = tree_hash(roots)
+        signature = self._sign(th, length, fork)
         for node in nodes:
             tx.put_tree_node(node)
         for index, page in self._bitfield_pages(start, length, True):
             tx.put_bitfield_page(index, page)
-        tx.set_head(schema.Head(fork, length, tree_hash(roots), signature))
+        tx.set_head(schema.Head(fork, length, th, signature))
         tx.flush()
         return _Change(fork, length, roots, signature)
 

@@ -8,6 +8,7 @@ Pure functions over `TreeNode`s; reading stored nodes is the caller's, passed in
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 from hyperfs.core import flat_tree
@@ -18,34 +19,41 @@ GetNode = Callable[[int], TreeNode]
 
 _LEAF = b"\x00"
 _PARENT = b"\x01"
+_U64 = struct.Struct("<Q")
 
 
 def append_leaves(
-    roots: Sequence[TreeNode], length: int, blocks: Iterable[bytes]
+    roots: Sequence[TreeNode],
+    length: int,
+    blocks: Sequence[bytes],
+    leaf_hashes: Sequence[bytes] | None = None,
 ) -> tuple[list[TreeNode], list[TreeNode]]:
     """Append stored blocks to a tree of `length` blocks with `roots`.
 
-    Returns (every new node to store, the new roots), as `MerkleTreeBatch.append` does."""
+    Returns (every new node to store, the new roots), as `MerkleTreeBatch.append` does.
+    `leaf_hashes`, when given, are the blocks' leaf hashes computed elsewhere (in parallel)."""
     new_roots = list(roots)
     nodes: list[TreeNode] = []
     blake2b = hashlib.blake2b
+    u64 = _U64.pack
     index = 2 * length
-    for block in blocks:
+    for i, block in enumerate(blocks):
         size = len(block)
-        h = blake2b(_LEAF, digest_size=32)
-        h.update(size.to_bytes(8, "little"))
-        h.update(block)
-        node = TreeNode(index, size, h.digest())
+        if leaf_hashes is None:
+            h = blake2b(_LEAF, digest_size=32)
+            h.update(u64(size))
+            h.update(block)
+            digest = h.digest()
+        else:
+            digest = leaf_hashes[i]
+        node = TreeNode(index, size, digest)
         nodes.append(node)
         # Merge while the last two roots are siblings: the block number tells how many times.
         for _ in range(_merges(index >> 1)):
             left = new_roots.pop()
             size = left.size + node.size
-            h = blake2b(_PARENT, digest_size=32)
-            h.update(size.to_bytes(8, "little"))
-            h.update(left.hash)
-            h.update(node.hash)
-            node = TreeNode((left.index + node.index) >> 1, size, h.digest())
+            digest = blake2b(_PARENT + u64(size) + left.hash + node.hash, digest_size=32).digest()
+            node = TreeNode((left.index + node.index) >> 1, size, digest)
             nodes.append(node)
         new_roots.append(node)
         index += 2
