@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperfs.core.crypto import key_pair
 from hyperfs.core.protocol.framing import FrameDecoder, encode_frame
@@ -29,8 +31,35 @@ def decrypt_capture(cap: dict) -> tuple[bytes, list[bytes], list[bytes]]:
     assert len(out_header) == len(in_header) == 56
     assert out_header[:32] == stream_id(hh, True)
     assert in_header[:32] == stream_id(hh, False)
-    sent, received = Pull(out_header[32:], noise.tx), Pull(in_header[32:], noise.rx)
+    sent, received = Pull(bytes(out_header[32:]), noise.tx), Pull(bytes(in_header[32:]), noise.rx)
     return hh, [bytes(sent.message(f)) for f in i2r[3:]], [bytes(received.message(f)) for f in r2i[2:]]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=8), st.lists(st.integers(1, 400), min_size=1))
+def test_frames_survive_any_chunking(bodies: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(encode_frame(b) for b in bodies)
+    decoder, out, pos, i = FrameDecoder(), [], 0, 0
+    while pos < len(wire):
+        step = cuts[i % len(cuts)]
+        decoder.feed(wire[pos : pos + step])
+        pos, i = pos + step, i + 1
+        while (frame := decoder.next_frame()) is not None:
+            out.append(bytes(frame))
+    assert out == bodies and decoder.buffered == 0
+
+
+def test_frame_limits() -> None:
+    decoder = FrameDecoder(max_size=10)
+    decoder.feed(b"\x0a\x00\x00" + bytes(10) + b"\x0b\x00")
+    assert decoder.next_frame() == bytes(10)
+    assert decoder.next_frame() is None  # two bytes of the next prefix
+    decoder.feed(b"\x00")  # the prefix says 11: refused before any body arrives
+    with pytest.raises(ProtocolError, match="above the limit"):
+        decoder.next_frame()
+    with pytest.raises(ProtocolError):
+        encode_frame(b"")
+    with pytest.raises(ProtocolError):
+        encode_frame(bytes(1 << 24))
 
 
 @pytest.mark.parametrize("name", CAPTURES + ["trace-multicore"])
@@ -45,7 +74,7 @@ def test_capture_tampered_frame_fails() -> None:
     cap = capture("cap-2blocks-live")
     i2r, r2i = directions(cap)
     noise = replay_initiator(cap)
-    pull = Pull(r2i[1][32:], noise.rx)
+    pull = Pull(bytes(r2i[1][32:]), noise.rx)
     frame = bytearray(r2i[2])
     frame[5] ^= 1
     with pytest.raises(ProtocolError):

@@ -155,7 +155,7 @@ class NoiseHandshake:
         self._advance()
         return bytes(out)
 
-    def recv(self, message: bytes) -> bytes:
+    def recv(self, message: bytes | memoryview) -> bytes:
         """Process the peer's next handshake message; returns its (normally empty) payload."""
         if self.complete or self.my_turn:
             raise HandshakeError("Noise handshake: got a message when it was our turn to send")
@@ -182,7 +182,7 @@ class NoiseHandshake:
         return payload
 
     @staticmethod
-    def _take(message: bytes, pos: int, size: int) -> bytes:
+    def _take(message: bytes | memoryview, pos: int, size: int) -> bytes:
         if len(message) < pos + size:
             raise HandshakeError(f"Noise handshake message of {len(message)} bytes is truncated")
         return bytes(message[pos : pos + size])

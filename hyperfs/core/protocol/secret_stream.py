@@ -75,14 +75,14 @@ class Pull:
         nb.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, key)
         self._tag = ffi.new("unsigned char *")
 
-    def message(self, ciphertext: bytes) -> bytearray:
+    def message(self, ciphertext: bytes | memoryview) -> bytearray:
         size = len(ciphertext) - ABYTES
         if size < 0:
             raise ProtocolError(f"encrypted frame of {len(ciphertext)} bytes is shorter than its tag")
         out = bytearray(size)
         dst = ffi.from_buffer("unsigned char[]", out, require_writable=True)
         rc = lib.crypto_secretstream_xchacha20poly1305_pull(
-            self._state.statebuf, dst, ffi.NULL, self._tag, ciphertext, len(ciphertext), ffi.NULL, 0
+            self._state.statebuf, dst, ffi.NULL, self._tag, ffi.from_buffer(ciphertext), len(ciphertext), ffi.NULL, 0
         )
         ffi.release(dst)
         if rc != 0:
@@ -273,7 +273,7 @@ class SecretStream:
         await self.aclose()
 
 
-async def _read_frame(transport: trio.abc.Stream, frames: FrameDecoder) -> bytes:
+async def _read_frame(transport: trio.abc.Stream, frames: FrameDecoder) -> memoryview:
     while (frame := frames.next_frame()) is None:
         try:
             data = await transport.receive_some(RECEIVE_SIZE)
@@ -312,7 +312,7 @@ async def _handshake(transport: trio.abc.Stream, noise: NoiseHandshake, frames: 
         raise HandshakeError(f"peer's stream header is {len(header)} bytes, expected {STREAM_HEADER_SIZE}")
     if header[:32] != stream_id(noise.handshake_hash, not noise.is_initiator):
         raise HandshakeError("peer's stream id does not match the handshake")
-    return push, Pull(header[32:], noise.rx)
+    return push, Pull(bytes(header[32:]), noise.rx)
 
 
 __all__ = [
