@@ -2,6 +2,8 @@
 sparse gets, streams, snapshots, sessions, notifications, proofs from a writer to a reader, and
 named errors for bad input and damaged storage."""
 
+from dataclasses import replace
+
 import pytest
 import trio
 
@@ -13,6 +15,7 @@ from hyperfs.core.proof import generate_proof, verify_proof
 from hyperfs.core.protocol.messages import IndexNodes, Request, UpgradeRequest
 from hyperfs.core.storage import CorestoreStorage
 from hyperfs.core.storage import keys as storage_keys
+from hyperfs.core.verifier import verify_head
 from hyperfs.errors import (
     BlockNotAvailableError,
     CorruptStorageError,
@@ -269,6 +272,28 @@ async def test_reader_by_key_and_proofs_from_the_writer(tmp_path):
         assert await reader.get(3) == b"block 3" and list(reader.local_ranges()) == [(3, 4), (7, 8)]
         results = {r.key: r for r in await rs.audit()}
         assert results[writer.key].ok and results[writer.key].blocks == 2
+
+
+@trio_test
+async def test_reader_learns_the_manifest_from_a_proof(tmp_path):
+    async with Corestore(str(tmp_path / "w")) as ws:
+        writer = await ws.get("log")
+        await writer.append([b"a", b"b"])
+        request = Request(id=1, block=IndexNodes(1, 0), upgrade=UpgradeRequest(0, 2))
+        data = generate_proof(writer, request, writer.length, writer.fork, writer.head.signature)
+        manifest, key = writer.manifest, writer.key
+    async with Corestore(str(tmp_path / "r")) as rs:
+        reader = await rs.get(key=key)
+        assert reader.manifest is None
+        verified = verify_proof(
+            data, length=0, fork=0, roots=[], stored_node=lambda i: None,
+            check_signature=lambda th, n, f, sig: verify_head(manifest, key, th, n, f, sig),
+        )
+        await reader.apply_proof(replace(verified, manifest=manifest))
+        assert reader.manifest == manifest and reader.length == 2 and await reader.get(1) == b"b"
+    async with Corestore(str(tmp_path / "r")) as rs:
+        reader = await rs.get(key=key)
+        assert reader.manifest == manifest and reader.length == 2 and not reader.writable
 
 
 @trio_test

@@ -14,7 +14,7 @@ import functools
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import trio
@@ -25,6 +25,7 @@ from hyperfs.core.block_encryption import BlockEncryption
 from hyperfs.core.crypto import KeyPair, check_key, discovery_key, key_pair, leaf_hash, tree_hash
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.manifest import Manifest, Prologue, Signer, default_signer_manifest, manifest_hash
+from hyperfs.core.proof import VerifiedProof
 from hyperfs.core.storage import schema
 from hyperfs.core.storage.core import HypercoreStorage
 from hyperfs.core.storage.store import CorestoreStorage
@@ -277,10 +278,15 @@ class CoreState:
             tx.put_bitfield_page(index, page)
         tx.flush()
 
-    def apply_proof_sync(self, verified: Any) -> _Change | None:
+    def apply_proof_sync(self, verified: VerifiedProof) -> _Change | None:
         """Store a verified proof's block and nodes, and its upgrade (truncating on a new fork)."""
         tx = self.storage.write()
         change = None
+        manifest = verified.manifest
+        if manifest is not None and self.manifest is None:
+            auth = self.storage.read().get_auth()
+            if auth is not None:
+                tx.set_auth(replace(auth, manifest=manifest_to_record(manifest)))
         upgrade = verified.upgrade
         if upgrade is not None and (upgrade.fork != self.fork or upgrade.length > self.length):
             truncated_to = None
@@ -892,11 +898,13 @@ class Hypercore:
         """The stored bytes of block `index` (with encryption padding), or None (blocking)."""
         return self._storage().read().get_block(index)
 
-    async def apply_proof(self, verified: Any) -> None:
+    async def apply_proof(self, verified: VerifiedProof) -> None:
         """Store what a verified proof carries and wake who waits for it."""
         state = self.state
         async with state.lock:
             change = await trio.to_thread.run_sync(state.apply_proof_sync, verified)
+            if state.manifest is None and verified.manifest is not None:
+                state.manifest = verified.manifest
             stored = None
             if verified.block_index is not None and verified.value is not None:
                 stored = (verified.block_index, verified.block_index + 1)
@@ -917,6 +925,8 @@ class Hypercore:
     def __repr__(self) -> str:
         if self._state is None:
             return "Hypercore(not ready)"
+        if self.closed or self._state.closed:
+            return f"Hypercore(id={self._state.id}, closed)"
         return f"Hypercore(id={self._state.id}, length={self.length}, fork={self.fork}, writable={self.writable})"
 
 
