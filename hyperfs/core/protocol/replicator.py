@@ -332,9 +332,13 @@ class Connection:
             self._nursery = nursery
             self.mux.pair(m.PROTOCOL, None, self._on_remote_open)
             nursery.start_soon(self._run_mux)
-            async with _corked(self.mux):
-                for state in list(self.replicator.cores.values()):
-                    await self.attach(state)
+            self.start_soon(self._attach_all)
+
+    async def _attach_all(self) -> None:
+        # All our opens in one batch, as Corestore does.
+        async with _corked(self.mux):
+            for state in list(self.replicator.cores.values()):
+                await self.attach(state)
 
     async def _run_mux(self) -> None:
         try:
@@ -359,7 +363,7 @@ class Connection:
 
     def attach_soon(self, state: CoreReplication) -> None:
         if self._nursery is not None:
-            self._nursery.start_soon(self.attach, state)
+            self.start_soon(self.attach, state)
 
     async def attach(self, state: CoreReplication) -> Peer | None:
         """Open the channel for `state.core` (pairs with the remote's open if it is waiting)."""
@@ -435,6 +439,8 @@ class Peer:
         self.inflight: dict[int, _Inflight] = {}
         self.queue: deque[m.Request] = deque()
         self.queued = _Signal()
+        self.received: deque[tuple[_Inflight, m.Data]] = deque()
+        self.arrived = _Signal()
         self.upgrading = False
         self.announced = 0  # contiguous length we announced with `range`
         self.closed = False
@@ -485,6 +491,7 @@ class Peer:
                 await self.send(m.Want(0, WANT_BATCH))
         self.conn.start_soon(self.serve)
         self.conn.start_soon(self.fetch)
+        self.conn.start_soon(self.store_loop)
         self.conn.start_soon(self.watchdog)
         self.conn.start_soon(self.follow)
 
@@ -503,10 +510,12 @@ class Peer:
         if self in self.state.peers:
             self.state.peers.remove(self)
         self.conn.peers.pop(self.core.discovery_key, None)
-        for item in self.inflight.values():
+        for item in [*self.inflight.values(), *(item for item, _ in self.received)]:
             self.state.inflight.discard(item.index)
         self.inflight.clear()
+        self.received.clear()
         self.queued.wake()
+        self.arrived.wake()
         self.state.changed.wake()
 
     # --- announcing ------------------------------------------------------------------------------
@@ -610,12 +619,24 @@ class Peer:
         if msg.upgrade is not None and req.upgrade is None:
             raise ProtocolError("data carries an upgrade we did not ask for")
         del self.inflight[msg.request]
-        try:
-            # The block stays marked in flight until stored, or other tasks would ask again.
-            await self._store(msg)
-        finally:
-            self._done(item)
-            self.state.changed.wake()
+        # Verify and store in `store_loop`, so receiving goes on meanwhile. The queue is bounded
+        # by MAX_INFLIGHT: every entry answers one of our requests.
+        self.received.append((item, msg))
+        self.arrived.wake()
+
+    async def store_loop(self) -> None:
+        """Verify and store received proofs, in order."""
+        while not self.closed:
+            if not self.received:
+                await self.arrived.wait()
+                continue
+            item, msg = self.received.popleft()
+            try:
+                # The block stays marked in flight until stored, or other tasks would ask again.
+                await self._store(msg)
+            finally:
+                self._done(item)
+                self.state.changed.wake()
 
     async def _store(self, msg: m.Data) -> None:
         """Verify a proof against our signed head, then store it (nothing is stored if it fails)."""
