@@ -15,8 +15,7 @@ import json
 import os
 import stat as stat_mod
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,32 +226,38 @@ async def cmd_diff(store: Any, args: argparse.Namespace) -> int:
 
 
 def _walk(src: Path, skipped: list[str]) -> list[tuple[str, os.stat_result, Path]]:
-    """(drive path, lstat, local path) of every folder, file and symlink below `src`, parents
-    first, sorted as DEP-0000 asks; anything else (and what cannot be read) goes to `skipped`."""
+    """(drive path, lstat, local path) of every folder, file and symlink below `src`, in
+    DEP-0000's order (names sorted, into a folder as soon as it comes; this order also keeps
+    the paths indexes smallest); anything else, and what cannot be read, goes to `skipped`."""
     out: list[tuple[str, os.stat_result, Path]] = []
 
-    def visit(folder: Path, rel: str) -> None:
+    def entries(folder: Path, rel: str) -> tuple[str, Iterator[os.DirEntry[str]]]:
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            return rel, iter(sorted(os.scandir(folder), key=lambda e: e.name))
         except OSError as err:
             skipped.append(f"{folder}: {err.strerror}")
-            return
-        for entry in entries:
-            path, drive_path = Path(entry.path), f"{rel}/{entry.name}"
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as err:
-                skipped.append(f"{path}: {err.strerror}")
-                continue
-            if stat_mod.S_ISDIR(st.st_mode):
-                out.append((drive_path, st, path))
-                visit(path, drive_path)
-            elif stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode):
-                out.append((drive_path, st, path))
-            else:
-                skipped.append(f"{path}: not a file, folder or symlink")
+            return rel, iter(())
 
-    visit(src, "")
+    stack = [entries(src, "")]  # a stack, not recursion: folders may nest thousands deep
+    while stack:
+        rel, it = stack[-1]
+        entry = next(it, None)
+        if entry is None:
+            stack.pop()
+            continue
+        path, drive_path = Path(entry.path), f"{rel}/{entry.name}"
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as err:
+            skipped.append(f"{path}: {err.strerror}")
+            continue
+        if stat_mod.S_ISDIR(st.st_mode):
+            out.append((drive_path, st, path))
+            stack.append(entries(path, drive_path))
+        elif stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode):
+            out.append((drive_path, st, path))
+        else:
+            skipped.append(f"{path}: not a file, folder or symlink")
     return out
 
 
@@ -329,15 +334,22 @@ async def _import_one(
 # --- export ------------------------------------------------------------------------------------
 
 
-async def _drive_walk(drive: Drive, folder: str = "") -> AsyncIterator[tuple[str, Stat]]:
-    """(path, lstat) of everything below `folder`, parents first, names sorted."""
-    for name in sorted(await drive.readdir(folder or "/")):
+async def _drive_walk(drive: Drive) -> list[tuple[str, Stat]]:
+    """(path, lstat) of everything in the drive, parents first, names sorted."""
+    out: list[tuple[str, Stat]] = []
+    stack = [("", iter(sorted(await drive.readdir("/"))))]
+    while stack:
+        folder, it = stack[-1]
+        name = next(it, None)
+        if name is None:
+            stack.pop()
+            continue
         path = f"{folder}/{name}"
         st = await drive.lstat(path)
-        yield path, st
+        out.append((path, st))
         if st.is_dir():
-            async for item in _drive_walk(drive, path):
-                yield item
+            stack.append((path, iter(sorted(await drive.readdir(path)))))
+    return out
 
 
 async def cmd_export(store: Any, args: argparse.Namespace) -> int:
@@ -346,7 +358,7 @@ async def cmd_export(store: Any, args: argparse.Namespace) -> int:
     name, dest = (DEFAULT_DRIVE, args.args[0]) if len(args.args) == 1 else args.args
     drive = await _open(store, args.store, name)
     dest = Path(dest)
-    entries = [item async for item in _drive_walk(drive)]
+    entries = await _drive_walk(drive)
     total = sum(st.size for _, st in entries if st.is_file())
     skipped: list[str] = []
     done = unchanged = 0
