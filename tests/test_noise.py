@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import trio
 
-from hyperfs.core.crypto import key_pair
+from hyperfs.core.corestore import Corestore
+from hyperfs.core.crypto import key_pair, keyed_hash32
 from hyperfs.core.protocol.framing import FrameDecoder
-from hyperfs.core.protocol.keys import CORESTORE_NS, DEFAULT_NAMESPACE, derive_seed, noise_key_pair
+from hyperfs.core.protocol.keys import noise_key_pair
 from hyperfs.core.protocol.noise import NoiseHandshake, dh
 from hyperfs.errors import HandshakeError
 from tests.vectors import INTEROP, load
@@ -154,13 +156,23 @@ def test_out_of_turn_and_oversized_messages() -> None:
         NoiseHandshake(True, key_pair()._replace(secret_key=None))
 
 
-def test_store_noise_key_pair_is_corestore_derivation() -> None:
+def test_store_noise_key_pair_is_stable_and_corestore_derived(tmp_path) -> None:
     vectors = load("corestore")
     primary = bytes.fromhex(vectors["primaryKey"])
-    assert CORESTORE_NS.hex() == vectors["corestore_NS"]
-    for core in vectors["namespaces"][0]["cores"]:  # the default namespace
-        assert derive_seed(primary, DEFAULT_NAMESPACE, core["name"]).hex() == core["seed"]
-    pair = noise_key_pair(primary)
-    assert pair == key_pair(derive_seed(primary, DEFAULT_NAMESPACE, "hyperswarm"))
-    assert noise_key_pair(primary) == pair  # stable
-    assert noise_key_pair(bytes(32)) != pair
+    # The derivation of corestore.json's named key pairs, for the name "hyperswarm".
+    ns = vectors["namespaces"][0]["namespace"]
+    seed = keyed_hash32(primary, bytes.fromhex(vectors["corestore_NS"]), bytes.fromhex(ns), b"hyperswarm")
+
+    async def pairs() -> list:
+        found = []
+        async with Corestore(str(tmp_path / "a"), primary_key=primary) as store:
+            found.append(noise_key_pair(store))
+        async with Corestore(str(tmp_path / "a")) as store:  # reopened: the primary key is stored
+            found.append(noise_key_pair(store))
+        async with Corestore(str(tmp_path / "b")) as store:  # another store, another identity
+            found.append(noise_key_pair(store))
+        return found
+
+    first, reopened, other = trio.run(pairs)
+    assert first == reopened == key_pair(seed)
+    assert other != first
