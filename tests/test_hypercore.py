@@ -18,6 +18,7 @@ from hyperfs.core.storage import keys as storage_keys
 from hyperfs.core.verifier import verify_head
 from hyperfs.errors import (
     BlockNotAvailableError,
+    CoreNotFoundError,
     CorruptStorageError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -99,6 +100,8 @@ async def test_encryption_vectors(tmp_path):
         assert await core.get(b["index"]) == p
     assert await core.seek(6) == (3, 0)  # user sizes 0, 1, 5, 100: padding is not counted
     assert await core.seek(3) == (2, 2)
+    ciphertext = await core.get(3, decrypt=False)
+    assert ciphertext == core.read_block_sync(3)[8:] and ciphertext != plain[3]
     after = c["after_truncate_4_and_append"]
     await core.truncate(4)
     await core.append([block_fork(4, 10), block_fork(5, 0)])
@@ -351,3 +354,22 @@ async def test_damaged_storage_raises_named_errors(tmp_path):
     _damage(tmp_path, dkey, lambda p: (storage_keys.data_head(p), b"\xff\xff", None))
     with pytest.raises(CorruptStorageError, match="head"):
         await open_core(tmp_path)
+
+
+@trio_test
+async def test_info_and_purge(tmp_path):
+    async with Corestore(str(tmp_path / "store")) as store:
+        core = await store.get("gone")
+        await core.append([b"abc", b"de"])
+        info = await core.info(storage=True)
+        assert info["key"] == core.key and info["length"] == 2 and info["byte_length"] == 5
+        assert info["contiguous_length"] == 2 and info["fork"] == 0 and info["storage"]["blocks"] == 5
+        key, dkey = core.key, core.discovery_key
+        await core.purge()
+        with pytest.raises(SessionClosedError):
+            core.length
+        with pytest.raises(CoreNotFoundError):
+            await store.get(discovery_key=dkey)
+        assert key not in await store.list()
+        again = await store.get("gone")
+        assert again.key == key and again.length == 0

@@ -642,6 +642,14 @@ class Hypercore:
         if state.sessions <= 0 and not state.closed:
             state.close()
 
+    async def purge(self) -> None:
+        """Delete the core and all its data from the store, closing every session on it."""
+        state = self.state
+        async with state.lock:
+            await trio.to_thread.run_sync(state.storage.store.delete_core, state.discovery_key)
+            state.close()
+        self.closed = True
+
     async def __aenter__(self) -> Hypercore:
         await self.ready()
         return self
@@ -706,19 +714,23 @@ class Hypercore:
 
     # --- reads ------------------------------------------------------------------------------------
 
-    async def get(self, index: int, wait: bool = True, timeout: float = 0) -> bytes:
-        """Block `index` (decrypted). Missing: wait for replication (timeout seconds, 0 = no limit),
-        or BlockNotAvailableError at once with `wait=False`."""
+    async def get(self, index: int, wait: bool = True, timeout: float = 0, decrypt: bool = True) -> bytes:
+        """Block `index`. Missing: wait for replication (timeout seconds, 0 = no limit), or
+        BlockNotAvailableError at once with `wait=False`. `decrypt=False` gives the ciphertext
+        without its padding, as JS does."""
         state = self.state
         if index < 0:
             raise InvalidArgumentError(f"block index must not be negative: {index}")
         data = self._read_local(state, index)
-        if data is not None:
-            return self._decode(index, data)
-        snap = self._snap
-        if not wait or snap is not None and (index >= snap.length or snap.fork != state.fork):
-            raise BlockNotAvailableError(f"block {index} of core {state.id} is not available locally")
-        return await self._wait_block(state, index, timeout)
+        if data is None:
+            snap = self._snap
+            if not wait or snap is not None and (index >= snap.length or snap.fork != state.fork):
+                raise BlockNotAvailableError(f"block {index} of core {state.id} is not available locally")
+            await self._wait_block(state, index, timeout)
+            return await self.get(index, wait=False, decrypt=decrypt)
+        if state.encryption is None:
+            return data
+        return state.encryption.decrypt(index, data) if decrypt else data[state.encryption.padding :]
 
     def _read_local(self, state: CoreState, index: int) -> bytes | None:
         """The stored bytes of a block this session can see, or None."""
@@ -734,7 +746,7 @@ class Hypercore:
             return state.storage.read().get_block(index)
         return None
 
-    async def _wait_block(self, state: CoreState, index: int, timeout: float) -> bytes:
+    async def _wait_block(self, state: CoreState, index: int, timeout: float) -> None:
         event = state.waiter(index)
         try:
             if state.replicator is not None:
@@ -745,7 +757,6 @@ class Hypercore:
                 raise RequestTimeoutError(f"block {index} of core {state.id}: no peer sent it within {timeout}s")
         finally:
             state.drop_waiter(index, event)
-        return await self.get(index, wait=False)
 
     def _decode(self, index: int, data: bytes) -> bytes:
         enc = self.state.encryption
@@ -779,14 +790,14 @@ class Hypercore:
         return await trio.to_thread.run_sync(merkle.hash_at, length, self.read_node_sync)
 
     async def info(self, storage: bool = False) -> dict[str, Any]:
-        """A summary like JS `core.info()`; with `storage`, the bytes stored per kind."""
+        """A summary like JS `core.info()` (snake_case keys); with `storage`, bytes stored per kind."""
         state = self.state
         out: dict[str, Any] = {
-            "key": state.key.hex(),
-            "discoveryKey": state.discovery_key.hex(),
+            "key": state.key,
+            "discovery_key": state.discovery_key,
             "length": self.length,
-            "contiguousLength": self.contiguous_length,
-            "byteLength": self.byte_length,
+            "contiguous_length": self.contiguous_length,
+            "byte_length": self.byte_length,
             "fork": self.fork,
             "padding": self.padding,
             "writable": self.writable,
