@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from hyperfs.drive.drive import BLOCK_SIZE, Drive
+from hyperfs.drive.drive import BLOCK_SIZE, Drive, Stat
 from hyperfs.errors import (
     DecodingError,
     DirectoryNotEmptyError,
@@ -226,6 +226,13 @@ async def test_corrupt_metadata_is_an_error_not_a_crash(tmp_path: Path) -> None:
             await drive.lstat("/a")
         assert await (await drive.checkout(version)).read_file("/a") == b"1"
         await drive.flush()  # durable: the write-ahead log is synced
+
+    async with open_store(tmp_path / "2") as store:
+        drive = await Drive.create(store)
+        hostile = Stat(mode=stat_mod.S_IFREG | 0o644, size=10, blocks=5, offset=1000)
+        await drive.metadata.append(drive.tree.put(("x",), hostile.encode()))
+        with pytest.raises(DecodingError):
+            await drive.read_file("/x")  # instead of waiting forever for blocks nobody has
 
 
 @trio_test

@@ -306,11 +306,15 @@ class Drive:
             return
         if self._pending_content:
             await self.flush_pending()
+        last = st.offset + st.blocks
+        if last > self.content.length and self.content.replicator is None:
+            # No peer can bring those blocks: waiting for them would hang the reader.
+            raise DecodingError(f"{join(names)} points past the end of the content core")
         first, skip = st.offset, 0
         if start:
             first, skip = await self.content.seek(st.byte_offset + start)
         remaining = stop - start
-        async for block in self.content.read_stream(first, st.offset + st.blocks):
+        async for block in self.content.read_stream(first, last):
             piece = block[skip : skip + remaining]
             skip = 0
             if piece:
