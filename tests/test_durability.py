@@ -1,5 +1,6 @@
 """A writer SIGKILLed in the middle of appending loses no returned append and leaves a clean core."""
 
+import inspect
 import os
 import signal
 import subprocess
@@ -9,15 +10,15 @@ import textwrap
 from hyperfs.core import Corestore
 from tests.drive_store import trio_test
 
-BATCH = 4
 
-BATCH_SOURCE = f"""
+
+
 def batch(k):
-    return [bytes([k % 251, j]) * (1000 + 997 * j) for j in range({BATCH})]
-"""
-exec(BATCH_SOURCE)  # the writer process and this test build the same batches
+    return [bytes([k % 251, j]) * (1000 + 997 * j) for j in range(BATCH)]
 
-WRITER = BATCH_SOURCE + textwrap.dedent(
+
+# The writer process builds the very same batches.
+WRITER = f"BATCH = {BATCH}\n" + inspect.getsource(batch) + textwrap.dedent(
     """
     import sys, trio
     from hyperfs.core import Corestore
@@ -56,7 +57,7 @@ async def test_sigkill_mid_append_keeps_a_verified_prefix(tmp_path):
         core = await store.get("log")
         assert core.length >= returned and core.length % BATCH == 0
         for k in range(core.length // BATCH):
-            for j, expected in enumerate(batch(k)):  # noqa: F821 (defined by exec)
+            for j, expected in enumerate(batch(k)):
                 assert await core.get(k * BATCH + j, wait=False) == expected
         results = await store.audit()
         assert [r.errors for r in results] == [[]]

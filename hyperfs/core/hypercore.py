@@ -478,8 +478,14 @@ class Hypercore:
         _state: CoreState | None = None,
         _snapshot: bool = False,
     ) -> None:
-        self._open_args = (storage, z32.decode_key(key) if key is not None else None, key_pair, manifest,
-                           encryption_key, is_block_key)
+        self._open_args = (
+            storage,
+            z32.decode_key(key) if key is not None else None,
+            key_pair,
+            manifest,
+            encryption_key,
+            is_block_key,
+        )
         self._state = _state
         self._snap: _Snapshot | None = None
         self._want_snapshot = _snapshot
