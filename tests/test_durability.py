@@ -10,7 +10,7 @@ import textwrap
 from hyperfs.core import Corestore
 from tests.drive_store import trio_test
 
-
+BATCH = 4
 
 
 def batch(k):
