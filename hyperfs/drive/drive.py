@@ -236,9 +236,6 @@ class Drive:
             self.tree = AppendTree(self._read_node_block, length, 1, nodes, writable=self.writable)
         return self.tree
 
-    async def _node(self, names: Names) -> Node | None:
-        return (await self._refresh()).get(names)
-
     async def _lstat_names(self, names: Names) -> Stat:
         if not names:
             return _implicit_dir()
