@@ -239,20 +239,24 @@ def test_pair_hook_answers_or_rejects() -> None:
             if id == b"known":
                 channel = b.channel(id)
                 await channel.open(b"ok")
+            elif id == b"changed its mind":
+                await b.channel(id).close()  # made, then closed unopened: the open is rejected
 
         b.mux.pair("test", None, notify)
-        known, unknown = a.channel(b"known"), a.channel(b"unknown")
+        known, unknown, undecided = a.channel(b"known"), a.channel(b"unknown"), a.channel(b"changed its mind")
         await known.open(b"")
         await unknown.open(b"")
+        await undecided.open(b"")
         await a.wait_for("open", b"known", b"ok")
         await a.wait_for("close", b"unknown", True)  # rejected
+        await a.wait_for("close", b"changed its mind", True)
         assert not await unknown.wait_opened()
         await known.send(0, b"ping")
         await b.wait_for("message", b"known", 0, b"ping")
-        # Ids are reused: the rejected channel's id 2 is free again.
+        # Ids are reused: the rejected channels' ids 2 and 3 are free again (last freed first).
         again = a.channel(b"known-2")
         await again.open(b"")
-        assert again._local_id == 2
+        assert again._local_id == 3
 
     run(lambda: with_peers(test))
 

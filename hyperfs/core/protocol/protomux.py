@@ -27,7 +27,7 @@ MAX_BUFFERED = 1 << 20  # bytes held for remote channels paired but not yet open
 BATCH, OPEN, REJECT, CLOSE = 0, 1, 2, 3  # control message types (channel 0)
 
 MessageHandler = Callable[["Channel", memoryview], Awaitable[None]]
-OpenHandler = Callable[["Channel", memoryview], Awaitable[None]]
+OpenHandler = Callable[["Channel", bytes], Awaitable[None]]
 CloseHandler = Callable[["Channel", bool], None]
 PairHandler = Callable[[bytes | None], Awaitable[None]]
 
@@ -106,7 +106,7 @@ class _Info:
 class _Remote:
     """A channel the peer opened: its open's handshake bytes and, once paired, our Channel."""
 
-    handshake: memoryview
+    handshake: bytes
     session: Channel | None = None
     pending: list[tuple[int, memoryview]] | None = None  # messages before our side opened
 
@@ -139,7 +139,7 @@ class Channel:
         self.protocol = protocol
         self.id = id
         self.user_data = user_data
-        self.remote_handshake: memoryview | None = None
+        self.remote_handshake: bytes | None = None
         self.opened = False
         self.closed = False
         self._info = info
@@ -154,6 +154,9 @@ class Channel:
         """Send our open with `handshake` (the protocol's handshake encoding, raw bytes)."""
         mux = self.mux
         if self._local_id or self.closed:
+            return
+        if mux._done:
+            self._close(is_remote=True)
             return
         local = mux._free.pop() if mux._free else _append(mux._local)
         self._local_id = local + 1
@@ -186,10 +189,12 @@ class Channel:
         """Close our end and tell the peer (it does not answer)."""
         if self.closed:
             return
-        local_id = self._local_id
+        local_id, remote_id = self._local_id, self._remote_id
         self._close(is_remote=False)
         if local_id:
             await self.mux._write_control(CLOSE, uint_bytes(local_id))
+        elif remote_id:  # made in a pairing hook but never opened: answer the peer's open
+            await self.mux._write_control(REJECT, uint_bytes(remote_id))
 
     def cork(self) -> None:
         self.mux.cork()
@@ -460,7 +465,7 @@ class Mux:
         remote_id = dec.uint()
         protocol = dec.string()
         id = dec.optional_buffer()
-        handshake = message[dec.pos : dec.end]
+        handshake = bytes(message[dec.pos : dec.end])  # small; not a view pinning the whole batch
         if remote_id == 0:
             raise ProtocolError("peer opened channel id 0")
         if remote_id > self.max_channels:
