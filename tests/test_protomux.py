@@ -194,10 +194,15 @@ class Peer:
 
 
 async def with_peers(
-    test: Callable[[Peer, Peer], Awaitable[None]], before: Callable[[Peer, Peer], Awaitable[None]] | None = None
+    test: Callable[[Peer, Peer], Awaitable[None]],
+    before: Callable[[Peer, Peer], Awaitable[None]] | None = None,
+    a_is_initiator: bool = True,
 ) -> None:
-    """Runs `test(a, b)` with both muxes running (`before(a, b)` first, with neither running)."""
-    a_stream, b_stream = await connect_pair()
+    """Runs `test(a, b)` with both muxes running (`before(a, b)` first, with neither running).
+
+    `a` is the TCP client; `a_is_initiator` says which side runs Noise as initiator.
+    """
+    a_stream, b_stream = await connect_pair(a_is_initiator)
     a, b = Peer(a_stream), Peer(b_stream)
     if before is not None:
         await before(a, b)
@@ -233,7 +238,8 @@ def test_simultaneous_open_pairs_and_messages_flow() -> None:
     run(lambda: with_peers(test, before))
 
 
-def test_pair_hook_answers_or_rejects() -> None:
+@pytest.mark.parametrize("a_is_initiator", [True, False])
+def test_pair_hook_answers_or_rejects(a_is_initiator: bool) -> None:
     async def test(a: Peer, b: Peer) -> None:
         async def notify(id: bytes | None) -> None:
             if id == b"known":
@@ -258,7 +264,7 @@ def test_pair_hook_answers_or_rejects() -> None:
         await again.open(b"")
         assert again._local_id == 3
 
-    run(lambda: with_peers(test))
+    run(lambda: with_peers(test, a_is_initiator=a_is_initiator))
 
 
 def test_close_and_reopen() -> None:
@@ -281,7 +287,8 @@ def test_close_and_reopen() -> None:
     run(lambda: with_peers(test))
 
 
-def test_corked_batch_of_many_channels() -> None:
+@pytest.mark.parametrize("a_is_initiator", [True, False])
+def test_corked_batch_of_many_channels(a_is_initiator: bool) -> None:
     async def test(a: Peer, b: Peer) -> None:
         b.accept_all()
         ids = [bytes([i]) for i in range(5)]
@@ -299,7 +306,7 @@ def test_corked_batch_of_many_channels() -> None:
         got = [e[3] for e in b.log if e[0] == "message"]
         assert got == [i + bytes([n]) for n in range(3) for i in ids]
 
-    run(lambda: with_peers(test))
+    run(lambda: with_peers(test, a_is_initiator=a_is_initiator))
 
 
 def test_big_messages_unbatched_and_batched() -> None:
