@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from hyperfs.core.storage import CorestoreStorage
 from tests.interop import interop_block, js_peer
 
@@ -31,4 +33,21 @@ def test_read_a_store_written_by_js(tmp_path):
     assert [n.index for n in nodes] == [0, 1, 2, 3, 4, 5, 6, 8]
     assert sum(n.size for n in nodes if n.index % 2 == 0) == info["byteLength"]
     assert rx.get_hints().contiguous_length == 5
+    store.close()
+
+
+def test_read_js_blob_files(tmp_path):
+    """hypercore-storage keeps values of 4 KiB and more in RocksDB blob files; they read here too."""
+    folder = tmp_path / "js"
+    with js_peer("seed", "--storage", str(folder), "--blocks", "1200", "--block-size", "65536", "--listen", "0"):
+        deadline = time.monotonic() + 60  # RocksDB flushes its memtable in the background
+        while not list((folder / "db").glob("*.blob")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert list((folder / "db").glob("*.blob")), "the JS store flushed no blob file to read"
+    store = CorestoreStorage(str(folder))
+    core = store.resume()
+    assert core.read().get_head().length == 1200
+    blocks = core.read().get_blocks(list(range(1200)))
+    assert all(block == interop_block(i, 65536) for i, block in enumerate(blocks))
+    assert [e.index for e in core.create_block_stream(gte=1190)] == list(range(1190, 1200))
     store.close()
