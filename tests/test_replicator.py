@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from hyperfs.core.corestore import Corestore
 from hyperfs.core.hypercore import Hypercore
 from hyperfs.core.protocol.replicator import Connection, Ranges, Replicator
 from hyperfs.core.protocol.secret_stream import SecretStream
@@ -32,33 +33,36 @@ async def open_core(path: Path, key: bytes | None = None) -> Hypercore:
     return core
 
 
+async def _replicate(target: Replicator | Corestore, stream: trio.SocketStream, is_initiator: bool) -> Connection:
+    """Replicate on a TCP stream: a Replicator over a fresh Noise session, or a whole Corestore."""
+    if isinstance(target, Corestore):
+        return await target.replicate(stream, is_initiator)
+    return await target.replicate(await SecretStream.connect(stream, is_initiator))
+
+
 @asynccontextmanager
-async def serving(replicator: Replicator) -> AsyncIterator[tuple[int, list[Connection]]]:
+async def serving(target: Replicator | Corestore) -> AsyncIterator[tuple[int, list[Connection]]]:
     """Listen on 127.0.0.1 (Noise responder per connection); yields (port, finished connections)."""
     done: list[Connection] = []
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
 
         async def handle(stream: trio.SocketStream) -> None:
-            secret = await SecretStream.connect(stream, False)
-            done.append(await replicator.replicate(secret))
+            done.append(await _replicate(target, stream, False))
 
         nursery.start_soon(trio.serve_listeners, handle, listeners)
-        yield port, done
+        yield listeners[0].socket.getsockname()[1], done
         nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
-async def connected(replicator: Replicator, port: int) -> AsyncIterator[list[Connection]]:
+async def connected(target: Replicator | Corestore, port: int) -> AsyncIterator[list[Connection]]:
     """Dial 127.0.0.1:port as Noise initiator and replicate in the background."""
     done: list[Connection] = []
     async with trio.open_nursery() as nursery:
 
         async def dial() -> None:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            secret = await SecretStream.connect(stream, True)
-            done.append(await replicator.replicate(secret))
+            done.append(await _replicate(target, await trio.open_tcp_stream("127.0.0.1", port), True))
 
         nursery.start_soon(dial)
         yield done

@@ -29,6 +29,7 @@ from hyperfs.core.crypto import (
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.hypercore import CoreState, Hypercore, open_core_state
 from hyperfs.core.manifest import Manifest, default_signer_manifest, manifest_hash
+from hyperfs.core.protocol.replicator import Connection, Replicator, replicate_store
 from hyperfs.core.storage import Alias, CorestoreStorage
 from hyperfs.core.z32 import decode_key
 from hyperfs.errors import (
@@ -61,6 +62,7 @@ class _Root:
         self.cores: dict[bytes, CoreState] = {}
         self.lock = trio.Lock()
         self.closed = False
+        self.replicator: Replicator | None = None  # set by the first replicate()
 
 
 @dataclass
@@ -219,7 +221,13 @@ class Corestore:
             session = Hypercore(_state=state)
         self._sessions = [s for s in self._sessions if not s.closed]
         self._sessions.append(session)
+        if root.replicator is not None:
+            root.replicator.add(session)  # cores opened later replicate on live connections too
         return session
+
+    async def replicate(self, stream: trio.abc.Stream, is_initiator: bool) -> Connection:
+        """Replicate every core of the store with the peer on `stream` until it closes."""
+        return await replicate_store(self, stream, is_initiator)
 
     def _resume_by_discovery_key(self, dkey: bytes) -> CoreState:
         auth = self.root.storage.get_auth(dkey)

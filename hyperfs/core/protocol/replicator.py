@@ -35,6 +35,7 @@ from hyperfs.core.encoding import TreeNode
 from hyperfs.core.manifest import decode_manifest, encode_manifest, manifest_hash
 from hyperfs.core.proof import VerifiedProof, generate_proof, verify_proof
 from hyperfs.core.protocol import messages as m
+from hyperfs.core.protocol.keys import noise_key_pair
 from hyperfs.core.protocol.protomux import Channel, Mux
 from hyperfs.core.protocol.secret_stream import SecretStream
 from hyperfs.core.verifier import verify_head
@@ -243,12 +244,17 @@ class Replicator:
         return self._bytes_sent_closed + sum(c.stream.bytes_sent for c in self.connections)
 
     def add(self, core: Any) -> CoreReplication:
+        """Replicate `core` (a session; a later session replaces one that was closed)."""
         state = self.cores.get(core.discovery_key)
         if state is None:
             state = self.cores[core.discovery_key] = CoreReplication(self, core)
             core.replicator = self
+            # get() calls that started waiting before we were attached never called want().
+            state.wanted.update(core.state._waiters)
             for conn in self.connections:
                 conn.attach_soon(state)
+        elif state.core.closed and not core.closed:
+            state.core = core
         return state
 
     def want(self, core: Any, index: int) -> None:
@@ -815,6 +821,34 @@ class Peer:
                 if now - item.sent > REQUEST_TIMEOUT:
                     raise RequestTimeoutError(f"peer did not answer request {item.request.id} within {REQUEST_TIMEOUT}s")
 
+
+
+
+async def store_replicator(store: Any) -> Replicator:
+    """The one Replicator of a Corestore: its open cores, cores it opens later (Corestore.get
+    adds them), and any core it holds that a remote opens a channel for."""
+    root = store.root
+    if root.replicator is None:
+
+        async def lookup(discovery_key: bytes) -> Any | None:
+            try:
+                return await store.get(discovery_key=discovery_key)
+            except HyperfsError:  # not in the store (or the store is closing): reject it
+                return None
+
+        root.replicator = Replicator(lookup)
+        for discovery_key, core_state in list(root.cores.items()):
+            if not core_state.closed:
+                root.replicator.add(await store.get(discovery_key=discovery_key))
+    return root.replicator
+
+
+async def replicate_store(store: Any, transport: trio.abc.Stream, is_initiator: bool) -> Connection:
+    """`Corestore.replicate`: a Noise connection on `transport` (with the store's stable key
+    pair) replicating every core both sides have, until it closes."""
+    replicator = await store_replicator(store)
+    secret = await SecretStream.connect(transport, is_initiator, noise_key_pair(store))
+    return await replicator.replicate(secret)
 
 _TYPE_OF = {
     "on_sync": m.Sync.TYPE,
