@@ -364,6 +364,7 @@ async def test_info_and_purge(tmp_path):
         info = await core.info(storage=True)
         assert info["key"] == core.key and info["length"] == 2 and info["byte_length"] == 5
         assert info["contiguous_length"] == 2 and info["fork"] == 0 and info["storage"]["blocks"] == 5
+        assert info["manifest"]["signers"][0]["publicKey"] == core.key_pair.public_key.hex()
         key, dkey = core.key, core.discovery_key
         await core.purge()
         with pytest.raises(SessionClosedError):

@@ -24,7 +24,14 @@ from hyperfs.core.bitfield import BITS_PER_PAGE, Bitfield
 from hyperfs.core.block_encryption import BlockEncryption
 from hyperfs.core.crypto import KeyPair, check_key, discovery_key, key_pair, leaf_hash, tree_hash
 from hyperfs.core.encoding import TreeNode
-from hyperfs.core.manifest import Manifest, Prologue, Signer, default_signer_manifest, manifest_hash
+from hyperfs.core.manifest import (
+    Manifest,
+    Prologue,
+    Signer,
+    default_signer_manifest,
+    manifest_hash,
+    manifest_to_dict,
+)
 from hyperfs.core.proof import VerifiedProof
 from hyperfs.core.storage import schema
 from hyperfs.core.storage.core import HypercoreStorage
@@ -807,6 +814,7 @@ class Hypercore:
             "fork": self.fork,
             "padding": self.padding,
             "writable": self.writable,
+            "manifest": manifest_to_dict(state.manifest) if state.manifest is not None else None,
         }
         if storage:
             out["storage"] = await trio.to_thread.run_sync(self._storage_info)
