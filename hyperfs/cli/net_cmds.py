@@ -7,7 +7,6 @@ Nothing listens unless asked (`--listen HOST:PORT`, loopback by default), and on
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,8 +15,7 @@ import trio
 from tqdm import tqdm
 
 from hyperfs.cli.drive_cmds import _open, _run
-from hyperfs.core.protocol.replicator import Replicator
-from hyperfs.core.protocol.secret_stream import SecretStream
+from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
 from hyperfs.drive.drive import Drive
 from hyperfs.errors import HyperfsError, InvalidArgumentError
@@ -55,13 +53,12 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def dial(replicator: Replicator, address: str, *, forever: bool = False) -> None:
-    """Connect to a peer as Noise initiator and replicate; with `forever`, redial when it drops."""
+async def dial(store: Any, address: str, *, forever: bool = False) -> None:
+    """Connect to a peer as Noise initiator and replicate the store; with `forever`, redial when it drops."""
     host, port = parse_address(address)
     while True:
         try:
-            stream = await trio.open_tcp_stream(host, port)
-            conn = await replicator.replicate(await SecretStream.connect(stream, True))
+            conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
             if conn.error:
                 print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
         except (OSError, HyperfsError) as err:
@@ -72,8 +69,8 @@ async def dial(replicator: Replicator, address: str, *, forever: bool = False) -
         await trio.sleep(REDIAL_DELAY)
 
 
-async def listen(replicator: Replicator, address: str, on_ready: Callable[[str], None]) -> None:
-    """Serve every connection on `address` (Noise responder) until cancelled."""
+async def listen(store: Any, address: str, on_ready: Callable[[str], None]) -> None:
+    """Replicate the store with every peer connecting to `address` (Noise responder) until cancelled."""
     host, port = parse_address(address)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
@@ -81,7 +78,7 @@ async def listen(replicator: Replicator, address: str, on_ready: Callable[[str],
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            conn = await replicator.replicate(await SecretStream.connect(stream, False))
+            conn = await store.replicate(stream, False)
         except HyperfsError as err:
             print(f"\nhyperfs: a peer failed the handshake: {err}", file=sys.stderr)
             return
@@ -109,25 +106,17 @@ def _announce(drive: Drive) -> Callable[[str], None]:
 
 async def cmd_share(store: Any, args: argparse.Namespace) -> int:
     drive = await _open(store, args.store, args.drive)
-    replicator = Replicator()
-    replicator.add(drive.metadata)
-    replicator.add(drive.content)
+    replicator = await store_replicator(store)  # the drive's two cores are open: both are shared
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(listen, replicator, args.listen, _announce(drive))
+        nursery.start_soon(listen, store, args.listen, _announce(drive))
         nursery.start_soon(_status, replicator)
     return 0
 
 
-async def _clone(store: Any, args: argparse.Namespace, replicator: Replicator) -> Drive:
-    """Open the drive `args.key` through `replicator` and, unless sparse, download both cores."""
-    key = decode_key(args.key)
-    metadata = store.get(key=key)
-    if inspect.isawaitable(metadata):
-        metadata = await metadata
-    await metadata.ready()
-    replicator.add(metadata)
-    drive = await Drive.open(store, key)
-    replicator.add(drive.content)
+async def _clone(store: Any, args: argparse.Namespace) -> Drive:
+    """Open the drive `args.key` from peers and, unless sparse, download both of its cores."""
+    replicator = await store_replicator(store)  # before opening: the index block is awaited
+    drive = await Drive.open(store, decode_key(args.key))
     if not getattr(args, "sparse", False):
         for name, core in (("metadata", drive.metadata), ("content", drive.content)):
             with tqdm(desc=name, unit="block", disable=args.quiet, file=sys.stderr) as bar:
@@ -142,10 +131,9 @@ async def _clone(store: Any, args: argparse.Namespace, replicator: Replicator) -
 
 
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
-    replicator = Replicator()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dial, replicator, args.peer)
-        drive = await _clone(store, args, replicator)
+        nursery.start_soon(lambda: dial(store, args.peer, forever=True))
+        drive = await _clone(store, args)
         print(
             f"cloned hyper://{encode_id(drive.key)}: version {drive.version}, "
             f"{drive.metadata.length} metadata and {drive.content.length} content blocks"
@@ -157,13 +145,13 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
-    replicator = Replicator()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: dial(replicator, args.peer, forever=True))
-        drive = await _clone(store, args, replicator)
+        nursery.start_soon(lambda: dial(store, args.peer, forever=True))
+        drive = await _clone(store, args)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
         if args.listen:
-            nursery.start_soon(listen, replicator, args.listen, lambda a: print(f"serving on {a}", flush=True))
+            nursery.start_soon(listen, store, args.listen, lambda a: print(f"serving on {a}", flush=True))
+        replicator = await store_replicator(store)
         for core in (drive.metadata, drive.content):
             nursery.start_soon(_follow, replicator, core)
     return 0
