@@ -113,6 +113,8 @@ async def test_encryption_vectors(tmp_path):
     core = await open_core(tmp_path, seed=2)  # the encryption key is stored with the core
     assert await core.get(4) == block_fork(4, 10)
     await core.close()
+    with pytest.raises(InvalidKeyError, match="different encryption key"):
+        await open_core(tmp_path, seed=2, encryption_key=bytes(32))
 
 
 @trio_test

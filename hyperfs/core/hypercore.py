@@ -436,18 +436,22 @@ def open_core_state(
         raise CorruptStorageError(f"core {dkey.hex()} has no auth record")
     if auth.key != key:
         raise CorruptStorageError(f"core {dkey.hex()}: stored key does not match its discovery key")
+    if encryption_key is not None and auth.encryption_key not in (None, encryption_key):
+        raise InvalidKeyError(f"core {z32.encode_id(key)} is stored with a different encryption key")
     learned_manifest = auth.manifest is None and manifest is not None
     learned_secret = key_pair_ is not None and key_pair_.secret_key is not None and (
         auth.key_pair is None or auth.key_pair.secret_key is None
     )
-    if learned_manifest or learned_secret:
-        # A reader opened again with the manifest or the key pair: remember them.
-        auth = schema.Auth(
-            auth.key,
-            auth.discovery_key,
-            manifest_to_record(manifest) if learned_manifest and manifest is not None else auth.manifest,
-            schema.KeyPair(key_pair_.public_key, key_pair_.secret_key) if learned_secret and key_pair_ else auth.key_pair,
-            auth.encryption_key,
+    learned_encryption = auth.encryption_key is None and encryption_key is not None
+    if learned_manifest or learned_secret or learned_encryption:
+        # A reader opened again with the manifest, key pair or encryption key: remember them.
+        auth = replace(
+            auth,
+            manifest=manifest_to_record(manifest) if learned_manifest and manifest else auth.manifest,
+            key_pair=schema.KeyPair(key_pair_.public_key, key_pair_.secret_key)
+            if learned_secret and key_pair_
+            else auth.key_pair,
+            encryption_key=auth.encryption_key or encryption_key,
         )
         tx = storage.write()
         tx.set_auth(auth)
