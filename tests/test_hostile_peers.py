@@ -30,8 +30,11 @@ from tests.test_replicator import blocks, connected, open_core, run, serving
 Tamper = Callable[[m.Data], m.Data]
 
 
-async def bent_writer(secret: SecretStream, core: Hypercore, tamper: Tamper, key_for_cap: bytes) -> None:
-    """Serve `core` like an honest writer, except every answer goes through `tamper`."""
+async def bent_writer(
+    secret: SecretStream, core: Hypercore, tamper: Tamper, key_for_cap: bytes, announce: m.Message | None = None
+) -> None:
+    """Serve `core` like an honest writer, except every answer goes through `tamper` (and it
+    announces its blocks with `announce`, a `range` of all of them by default)."""
     mux = Mux(secret)
 
     async def on_request(channel: Channel, payload: memoryview) -> None:
@@ -44,7 +47,8 @@ async def bent_writer(secret: SecretStream, core: Hypercore, tamper: Tamper, key
 
     async def on_open(channel: Channel, handshake: memoryview) -> None:
         await channel.send(m.Sync.TYPE, m.encode(m.Sync(length=core.length, has_manifest=True)))
-        await channel.send(m.Range.TYPE, m.encode(m.Range(0, core.length)))
+        msg = announce or m.Range(0, core.length)
+        await channel.send(msg.TYPE, m.encode(msg))
 
     channel = mux.create_channel(m.PROTOCOL, core.discovery_key, messages=[None, on_request], on_open=on_open)
     assert channel is not None
@@ -185,3 +189,35 @@ async def random_message(secret: SecretStream) -> None:
 @pytest.mark.parametrize("behave", [truncated_frame, random_frame, random_message], ids=lambda f: f.__name__)
 def test_garbage_after_the_handshake(tmp_path: Path, behave: Callable[[SecretStream], Awaitable[None]]) -> None:
     _case(tmp_path, _raw(behave), "Error")
+
+
+def test_blocks_announced_by_bitfield_are_fetched(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(40))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rr = Replicator()
+        rr.add(reader)
+        bitfield = m.Bitfield(0, [0xFFFFFFFF, 0xFF])  # blocks 0..39
+
+        async def behave(secret: SecretStream) -> None:
+            await bent_writer(secret, writer, lambda d: d, writer.key, bitfield)
+
+        async with hostile_server(behave) as port, connected(rr, port):
+            await reader.download(0, 40)
+            assert [await reader.get(i) for i in range(40)] == blocks(40)
+
+    run(body)
+
+
+def test_a_flood_of_announced_runs_drops_the_peer(tmp_path: Path) -> None:
+    # every other block: 16 runs a word, far more than a peer may make us remember
+    flood = m.Bitfield(0, [0x55555555] * 0x10000)
+
+    def make(core: Hypercore) -> Callable[[SecretStream], Awaitable[None]]:
+        async def behave(secret: SecretStream) -> None:
+            await bent_writer(secret, core, lambda d: d, core.key, flood)
+
+        return behave
+
+    _case(tmp_path, make, "runs of blocks")

@@ -57,6 +57,7 @@ SERVE_BATCH = 16  # requests answered per worker-thread hop
 REQUEST_TIMEOUT = 30.0  # seconds a peer may take to answer one of our requests
 WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
+MAX_REMOTE_RUNS = 1 << 16  # separate runs of blocks a peer may announce (bounds our memory)
 MAX_KNOWN_NODES = 1 << 16  # trusted tree nodes cached per core (about 6 MiB)
 
 
@@ -576,19 +577,27 @@ class Peer:
             self.remote_has.remove(msg.start, msg.start + msg.length)
         else:
             self.remote_has.add(msg.start, msg.start + msg.length)
+            self._check_ranges()
         self.state.changed.wake()
 
     async def on_bitfield(self, msg: m.Bitfield) -> None:
         if msg.start % 32:
             return  # JS ignores unaligned bitfields
-        end = msg.start + 32 * len(msg.bitfield)
-        self.remote_has.remove(msg.start, end)
+        has = self.remote_has
+        has.remove(msg.start, msg.start + 32 * len(msg.bitfield))
         for w, word in enumerate(msg.bitfield):
             base = msg.start + 32 * w
-            for j in range(32):
-                if word >> j & 1:
-                    self.remote_has.add(base + j, base + j + 1)
+            while word:  # one run of set bits at a time
+                low = (word & -word).bit_length() - 1
+                run = (~(word >> low) & -~(word >> low)).bit_length() - 1
+                has.add(base + low, base + low + run)
+                word &= ~(((1 << run) - 1) << low)
+            self._check_ranges()
         self.state.changed.wake()
+
+    def _check_ranges(self) -> None:
+        if len(self.remote_has.starts) > MAX_REMOTE_RUNS:
+            raise ProtocolError(f"peer announced more than {MAX_REMOTE_RUNS} separate runs of blocks")
 
     async def on_want(self, msg: m.Want) -> None:
         end = msg.start + msg.length
