@@ -138,10 +138,12 @@ def _case(tmp_path: Path, behave_for: Callable[[Hypercore], Callable[[SecretStre
     run(body)
 
 
-def _bent(tamper: Tamper, wrong_key: bool = False) -> Callable[[Hypercore], Callable[[SecretStream], Awaitable[None]]]:
+def _bent(
+    tamper: Tamper, wrong_key: bool = False, announce: m.Message | None = None
+) -> Callable[[Hypercore], Callable[[SecretStream], Awaitable[None]]]:
     def make(core: Hypercore) -> Callable[[SecretStream], Awaitable[None]]:
         async def behave(secret: SecretStream) -> None:
-            await bent_writer(secret, core, tamper, os.urandom(32) if wrong_key else core.key)
+            await bent_writer(secret, core, tamper, os.urandom(32) if wrong_key else core.key, announce)
 
         return behave
 
@@ -199,11 +201,7 @@ def test_blocks_announced_by_bitfield_are_fetched(tmp_path: Path) -> None:
         rr = Replicator()
         rr.add(reader)
         bitfield = m.Bitfield(0, [0xFFFFFFFF, 0xFF])  # blocks 0..39
-
-        async def behave(secret: SecretStream) -> None:
-            await bent_writer(secret, writer, lambda d: d, writer.key, bitfield)
-
-        async with hostile_server(behave) as port, connected(rr, port):
+        async with hostile_server(_bent(lambda d: d, announce=bitfield)(writer)) as port, connected(rr, port):
             await reader.download(0, 40)
             assert [await reader.get(i) for i in range(40)] == blocks(40)
 
@@ -213,11 +211,4 @@ def test_blocks_announced_by_bitfield_are_fetched(tmp_path: Path) -> None:
 def test_a_flood_of_announced_runs_drops_the_peer(tmp_path: Path) -> None:
     # every other block: 16 runs a word, far more than a peer may make us remember
     flood = m.Bitfield(0, [0x55555555] * 0x10000)
-
-    def make(core: Hypercore) -> Callable[[SecretStream], Awaitable[None]]:
-        async def behave(secret: SecretStream) -> None:
-            await bent_writer(secret, core, lambda d: d, core.key, flood)
-
-        return behave
-
-    _case(tmp_path, make, "runs of blocks")
+    _case(tmp_path, _bent(lambda d: d, announce=flood), "runs of blocks")
