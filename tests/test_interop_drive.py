@@ -119,3 +119,24 @@ def test_drive_relayed_by_the_js_mirror(tmp_path: Path) -> None:
             hyperfs(tmp_path / "c", "clone", key.hex(), "--peer", f"127.0.0.1:{mirror['port']}")
     check_export(tmp_path / "c", key, tmp_path / "out")
 
+
+
+def test_seed_keeps_a_copy_and_serves_it_on(tmp_path: Path) -> None:
+    key, _ = make_drive(tmp_path / "a")
+    with sharing(tmp_path / "a") as (address, share):
+        seed = subprocess.Popen(
+            [sys.executable, "-m", "hyperfs", "--store", str(tmp_path / "s"), "seed", key.hex(),
+             "--peer", address, "--listen", "127.0.0.1:0", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        try:
+            assert seed.stdout is not None
+            assert seed.stdout.readline().startswith("seeding hyper://")
+            seeder = seed.stdout.readline().split()[-1]
+            share.terminate()  # only the seeder has the drive now
+            share.wait(10)
+            hyperfs(tmp_path / "c", "clone", key.hex(), "--peer", seeder)
+        finally:
+            seed.terminate()
+            seed.wait(10)
+    check_export(tmp_path / "c", key, tmp_path / "out")
