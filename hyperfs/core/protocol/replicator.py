@@ -434,14 +434,10 @@ class Peer:
     def __init__(self, conn: Connection, state: CoreReplication) -> None:
         self.conn = conn
         self.state = state
-        self.core = state.core
         self.channel: Channel | None = None
         self.synced = False
         self.remote_fork = 0
         self.remote_length = 0
-        self.remote_knows = 0  # our length as the remote last said it knows it
-        self.remote_can_upgrade = False
-        self.remote_has_manifest = False
         self.remote_has = Ranges()
         self.inflight: dict[int, _Inflight] = {}
         self.queue: deque[m.Request] = deque()
@@ -452,27 +448,30 @@ class Peer:
         self.announced = 0  # contiguous length we announced with `range`
         self.closed = False
 
-    def handlers(self) -> list:
-        def handler(method: Callable[[Any], Awaitable[None]]) -> Callable[[Channel, memoryview], Awaitable[None]]:
-            msg_type = _TYPE_OF[method.__name__]
+    @property
+    def core(self) -> Any:
+        return self.state.core  # the state's session, which a newer one may replace
 
+    def handlers(self) -> list[Callable[[Channel, memoryview], Awaitable[None]] | None]:
+        """Protomux handlers by message type. Cancel, unwant and extension need nothing: we
+        answer requests in order and quickly, keep no wants, and register no extensions."""
+        table: dict[int, Callable[[Any], Awaitable[None]]] = {
+            m.Sync.TYPE: self.on_sync,
+            m.Request.TYPE: self.on_request,
+            m.Data.TYPE: self.on_data,
+            m.NoData.TYPE: self.on_no_data,
+            m.Want.TYPE: self.on_want,
+            m.Bitfield.TYPE: self.on_bitfield,
+            m.Range.TYPE: self.on_range,
+        }
+
+        def decoding(msg_type: int, method: Callable[[Any], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
             async def on_message(channel: Channel, payload: memoryview) -> None:
                 await method(m.decode(msg_type, payload))
 
             return on_message
 
-        return [
-            handler(self.on_sync),
-            handler(self.on_request),
-            None,  # cancel: we answer in order, quickly; nothing to stop
-            handler(self.on_data),
-            handler(self.on_no_data),
-            handler(self.on_want),
-            None,  # unwant
-            handler(self.on_bitfield),
-            handler(self.on_range),
-            None,  # extension: none registered
-        ]
+        return [decoding(t, table[t]) if t in table else None for t in range(len(m.MESSAGE_TYPES))]
 
     async def send(self, msg: m.Message) -> None:
         if self.channel is not None:
@@ -563,9 +562,6 @@ class Peer:
         self.synced = True
         self.remote_fork = msg.fork
         self.remote_length = msg.length
-        self.remote_knows = msg.remote_length
-        self.remote_can_upgrade = msg.can_upgrade
-        self.remote_has_manifest = msg.has_manifest
         core = self.core
         # A reader behind us only asks for an upgrade once our sync echoes its length (JS rule).
         if msg.fork == core.fork and msg.length < core.length:
@@ -815,7 +811,8 @@ class Peer:
                 break
             if index not in self.remote_has:
                 continue
-            req = m.Request(id=self._next_id(), fork=self.core.fork, block=m.IndexNodes(index, state.missing_nodes(index)))
+            block = m.IndexNodes(index, state.missing_nodes(index))
+            req = m.Request(id=self._next_id(), fork=self.core.fork, block=block)
             state.inflight.add(index)
             await self._request(req, "block", index)
             sent = True
@@ -829,8 +826,6 @@ class Peer:
             for item in list(self.inflight.values()):
                 if now - item.sent > REQUEST_TIMEOUT:
                     raise RequestTimeoutError(f"peer did not answer request {item.request.id} within {REQUEST_TIMEOUT}s")
-
-
 
 
 async def store_replicator(store: Any) -> Replicator:
@@ -858,13 +853,3 @@ async def replicate_store(store: Any, transport: trio.abc.Stream, is_initiator: 
     replicator = await store_replicator(store)
     secret = await SecretStream.connect(transport, is_initiator, noise_key_pair(store))
     return await replicator.replicate(secret)
-
-_TYPE_OF = {
-    "on_sync": m.Sync.TYPE,
-    "on_request": m.Request.TYPE,
-    "on_data": m.Data.TYPE,
-    "on_no_data": m.NoData.TYPE,
-    "on_want": m.Want.TYPE,
-    "on_bitfield": m.Bitfield.TYPE,
-    "on_range": m.Range.TYPE,
-}
