@@ -392,7 +392,8 @@ class Connection:
         peer.channel = channel
         self.peers[dkey] = peer
         capability = caps.replicate_capability(self.stream.is_initiator, core.key, self.stream.handshake_hash)
-        await channel.open(m.Handshake(capability).encode())
+        # seeks=False: JS then asks hash proofs instead of seek proofs, which we do not build.
+        await channel.open(m.Handshake(capability, seeks=False).encode())
         return peer
 
     async def _on_remote_open(self, dkey: bytes | None) -> None:
