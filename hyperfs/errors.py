@@ -187,3 +187,9 @@ class UnknownDriveError(HyperfsError, LookupError):
     """A drive name that is neither a local name in the store nor a key or id."""
 
     errno = _errno.ENOENT
+
+
+class PeerUnreachableError(HyperfsError):
+    """A peer address that refuses or fails the connection (wrong address, nothing listening)."""
+
+    errno = _errno.EHOSTUNREACH

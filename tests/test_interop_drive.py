@@ -140,3 +140,12 @@ def test_seed_keeps_a_copy_and_serves_it_on(tmp_path: Path) -> None:
             seed.terminate()
             seed.wait(10)
     check_export(tmp_path / "c", key, tmp_path / "out")
+
+
+def test_clone_from_nowhere_fails_with_one_line(tmp_path: Path) -> None:
+    key = "ab" * 32
+    for peer, message in (("127.0.0.1:9", "cannot replicate with 127.0.0.1:9"), ("nohost", "not a HOST:PORT")):
+        result = hyperfs(tmp_path / "b", "clone", key, "--peer", peer, check=False)
+        assert result.returncode == 1
+        assert result.stderr.startswith("hyperfs: ") and message in result.stderr
+        assert "Traceback" not in result.stderr

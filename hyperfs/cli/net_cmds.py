@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -18,7 +19,7 @@ from hyperfs.cli.drive_cmds import _open, _run
 from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
 from hyperfs.drive.drive import Drive
-from hyperfs.errors import HyperfsError, InvalidArgumentError
+from hyperfs.errors import HyperfsError, InvalidArgumentError, PeerUnreachableError
 
 DEFAULT_LISTEN = "127.0.0.1:0"
 REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
@@ -45,6 +46,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+@asynccontextmanager
+async def _nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery whose lone HyperfsError comes out as itself (one line for the user, no group)."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], HyperfsError):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for err in group.exceptions:
+        out.extend(_leaves(err) if isinstance(err, BaseExceptionGroup) else [err])
+    return out
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 hosts in brackets) as (host, port)."""
     host, sep, port = text.rpartition(":")
@@ -54,16 +75,22 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 async def dial(store: Any, address: str, *, forever: bool = False) -> None:
-    """Connect to a peer as Noise initiator and replicate the store; with `forever`, redial when it drops."""
+    """Connect to a peer as Noise initiator and replicate the store until the connection ends.
+
+    A first connection that fails is an error. Later, with `forever`, a dropped or refused
+    connection is retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
+    """
     host, port = parse_address(address)
+    connected = False
     while True:
         try:
             conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
+            connected = True
             if conn.error:
                 print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
         except (OSError, HyperfsError) as err:
-            if not forever:
-                raise InvalidArgumentError(f"cannot replicate with {address}: {err}") from None
+            if not connected:
+                raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
         if not forever:
             return
         await trio.sleep(REDIAL_DELAY)
@@ -107,7 +134,7 @@ def _announce(drive: Drive) -> Callable[[str], None]:
 async def cmd_share(store: Any, args: argparse.Namespace) -> int:
     drive = await _open(store, args.store, args.drive)
     replicator = await store_replicator(store)  # the drive's two cores are open: both are shared
-    async with trio.open_nursery() as nursery:
+    async with _nursery() as nursery:
         nursery.start_soon(listen, store, args.listen, _announce(drive))
         nursery.start_soon(_status, replicator)
     return 0
@@ -131,7 +158,7 @@ async def _clone(store: Any, args: argparse.Namespace) -> Drive:
 
 
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
-    async with trio.open_nursery() as nursery:
+    async with _nursery() as nursery:
         nursery.start_soon(lambda: dial(store, args.peer, forever=True))
         drive = await _clone(store, args)
         print(
@@ -145,7 +172,7 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
-    async with trio.open_nursery() as nursery:
+    async with _nursery() as nursery:
         nursery.start_soon(lambda: dial(store, args.peer, forever=True))
         drive = await _clone(store, args)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
