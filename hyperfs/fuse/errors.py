@@ -42,6 +42,8 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
         except Exception as err:  # noqa: BLE001 - the mount must outlive any one request
             if not isinstance(err, (HyperfsError, OSError)):
                 log.exception("%s failed", handler.__name__)
+            else:
+                log.debug("%s%r: %s", handler.__name__, args[1:], err)
             raise to_fuse_error(err) from err
 
     return wrapper

@@ -3,6 +3,7 @@ flush open files and unmount on SIGINT/SIGTERM, and clean up after `fusermount3 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -51,7 +52,7 @@ async def serve(
     pyfuse3.init(ops, mountpoint, mount_options(ops.read_only))
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, ops)
+            nursery.start_soon(_stop_on_signal, ops, mountpoint)
             nursery.start_soon(_announce_ready, mountpoint, on_ready)
             if live:
                 nursery.start_soon(follow, ops)
@@ -70,13 +71,31 @@ async def _announce_ready(mountpoint: str, on_ready: Callable[[], None] | None) 
         on_ready()
 
 
-async def _stop_on_signal(ops: DriveOperations) -> None:
+async def _stop_on_signal(ops: DriveOperations, mountpoint: str) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("signal %d: flushing open files and unmounting", signum)
+            # The kernel's dirty pages first (writeback cache): syncfs makes it send them to
+            # us, so it runs in a thread while this loop answers.
+            await trio.to_thread.run_sync(syncfs, mountpoint)
             await ops.flush_all()
             pyfuse3.terminate()
             return
+
+
+def syncfs(path: str) -> None:
+    """syncfs(2) on the file system of `path`, releasing the GIL (pyfuse3.syncfs holds it, which
+    would stop the loop that must answer the kernel's writes)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _LIBC.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 async def follow(ops: DriveOperations) -> None:

@@ -7,6 +7,7 @@ new content run plus one `Node` when the file is flushed, released or fsynced.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import os
@@ -65,6 +66,9 @@ class DriveOperations(pyfuse3.Operations):
         super().__init__()
         self.drive = drive
         self.read_only = read_only or not drive.writable
+        # The kernel gathers small writes into large ones; it is the only writer of a writable
+        # mount (a read-only one is the one that changes from elsewhere), so its cache is right.
+        self.enable_writeback_cache = not self.read_only
         self.inodes = InodeTable()
         self._cache_timeout = cache_timeout
         self._spill_dir = spill_dir
@@ -95,7 +99,8 @@ class DriveOperations(pyfuse3.Operations):
         open_file = self._files.get(ino)
         if open_file is not None and open_file.buffer is not None:
             size = open_file.buffer.size
-            mtime_ns = ctime_ns = max(mtime_ns, open_file.mtime_ns)
+            if open_file.dirty:
+                mtime_ns = ctime_ns = open_file.mtime_ns
         if stat_mod.S_ISLNK(st.mode):
             size = len(os.fsencode(st.linkname or ""))
         attrs.st_size = size
@@ -160,11 +165,18 @@ class DriveOperations(pyfuse3.Operations):
                 self._changed(open_file)
                 if not any(h.writable for h in self._handles_of(open_file)):
                     await self._commit(open_file)
-        if open_file is not None and (
-            fields.update_mode or fields.update_uid or fields.update_gid or fields.update_mtime
-        ):
-            # Pending content first, so the new Node it writes does not undo this change.
-            await self._commit(open_file)
+        mtime_ms = attr.st_mtime_ns // MS if fields.update_mtime else None
+        if open_file is not None and (open_file.unlinked or open_file.dirty):
+            if mtime_ms is not None:
+                # Goes out with the content (the kernel sends this on close with writeback).
+                open_file.mtime_ns = attr.st_mtime_ns
+            if open_file.unlinked:
+                open_file.stat = _changed_stat(open_file.stat, attr, fields)
+                return self._attrs(inode, open_file.stat)
+            if fields.update_mode or fields.update_uid or fields.update_gid:
+                # Pending content first, so the Node it writes does not undo this change.
+                await self._commit(open_file)
+            mtime_ms = None
         path = self.inodes.path(inode)
         if fields.update_mode:
             await self.drive.chmod(path, stat_mod.S_IMODE(attr.st_mode))
@@ -173,11 +185,8 @@ class DriveOperations(pyfuse3.Operations):
             uid = attr.st_uid if fields.update_uid else st.uid
             gid = attr.st_gid if fields.update_gid else st.gid
             await self.drive.chown(path, uid, gid)
-        if fields.update_mtime or fields.update_atime:
-            st = await self._stat(path)
-            mtime_ms = attr.st_mtime_ns // MS if fields.update_mtime else st.mtime
-            atime_ms = attr.st_atime_ns // MS if fields.update_atime else mtime_ms
-            await self.drive.utimes(path, atime_ms, mtime_ms)
+        if mtime_ms is not None:  # the format keeps no atime: an atime alone changes nothing
+            await self.drive.utimes(path, None, mtime_ms)
         return await self.getattr(inode, ctx)
 
     @fuse_errors
@@ -350,15 +359,15 @@ class DriveOperations(pyfuse3.Operations):
             return open_file.buffer.read(off, size)
         reader = self._readers.get(fh)
         if reader is None:
-            reader = self._readers[fh] = ContentReader(self.drive, self.inodes.path(open_file.ino))
-        return await reader.read(off, size)
+            reader = self._readers[fh] = ContentReader(self.drive)
+        return await reader.read(self.inodes.path(open_file.ino), off, size)
 
     @fuse_errors
     async def write(self, fh, off, buf):
         handle = self._handles[fh]
         buffer = await self._buffer(handle.file)
-        if handle.append:
-            off = buffer.size
+        if handle.append and not self.enable_writeback_cache:
+            off = buffer.size  # with writeback the kernel places appends itself
         buffer.write(off, buf)
         self._changed(handle.file)
         return len(buf)
@@ -429,7 +438,9 @@ class DriveOperations(pyfuse3.Operations):
             if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
                 return
             generation = open_file.generation
-            writer = await self.drive.open_write(self.inodes.path(open_file.ino))
+            writer = await self.drive.open_write(
+                self.inodes.path(open_file.ino), mtime=open_file.mtime_ns // MS
+            )
             try:
                 for chunk in open_file.buffer.chunks():
                     await writer.write(chunk)
@@ -486,6 +497,20 @@ class DriveOperations(pyfuse3.Operations):
         data.f_favail = 0 if self.read_only else disk.f_favail
         data.f_namemax = NAME_MAX
         return data
+
+
+def _changed_stat(st: Any, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> Any:
+    """`st` with what a setattr changes (for an unlinked open file, which lives in memory)."""
+    changes: dict[str, int] = {}
+    if fields.update_mode:
+        changes["mode"] = stat_mod.S_IFMT(st.mode) | stat_mod.S_IMODE(attr.st_mode)
+    if fields.update_uid:
+        changes["uid"] = attr.st_uid
+    if fields.update_gid:
+        changes["gid"] = attr.st_gid
+    if fields.update_mtime:
+        changes["mtime"] = attr.st_mtime_ns // MS
+    return dataclasses.replace(st, **changes)
 
 
 class _RootStat:

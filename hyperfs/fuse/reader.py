@@ -16,36 +16,39 @@ import trio
 class ContentReader:
     """Reads of one drive path through a stream kept open between calls."""
 
-    def __init__(self, drive: Any, path: str):
+    def __init__(self, drive: Any):
         self._drive = drive
-        self._path = path
+        self._path = ""
         self._stream: AsyncIterator[bytes] | None = None
         self._pos = 0  # file offset of `_pending[0]`
         self._pending = memoryview(b"")
-        self._lock = trio.Lock()
+        self._lock = trio.Lock()  # FIFO: queued sequential pieces run in order
+        self._ahead = 0  # where the last queued piece ends
 
-    async def read(self, offset: int, size: int) -> bytes | memoryview:
-        """Up to `size` bytes at `offset` (fewer only at the end of the file)."""
-        if self._lock.locked():
-            # The kernel reads ahead in parallel: a read that overlaps the cursor's gets its own
-            # short stream instead of waiting or throwing the cursor off.
-            return await self._read_once(offset, size)
+    async def read(self, path: str, offset: int, size: int) -> bytes | memoryview:
+        """Up to `size` bytes of file `path` (where it is now: it may have been renamed) at
+        `offset`, fewer only at the end of the file."""
+        if self._lock.locked() and (offset != self._ahead or path != self._path):
+            # The kernel reads ahead in parallel: the piece right after the queued ones waits its
+            # turn on the cursor; any other gets its own short stream instead of throwing it off.
+            return await self._read_once(path, offset, size)
+        self._ahead = offset + size
         async with self._lock:
-            return await self._read_cursor(offset, size)
+            return await self._read_cursor(path, offset, size)
 
-    async def _read_once(self, offset: int, size: int) -> bytes:
-        stream = self._drive.open_read(self._path, start=offset, end=offset + size)
+    async def _read_once(self, path: str, offset: int, size: int) -> bytes:
+        stream = self._drive.open_read(path, start=offset, end=offset + size)
         try:
             return b"".join([bytes(chunk) async for chunk in stream])
         finally:
             if hasattr(stream, "aclose"):
                 await stream.aclose()
 
-    async def _read_cursor(self, offset: int, size: int) -> bytes | memoryview:
-        if self._stream is None or offset != self._pos:
+    async def _read_cursor(self, path: str, offset: int, size: int) -> bytes | memoryview:
+        if self._stream is None or offset != self._pos or path != self._path:
             await self.close()
-            self._stream = aiter(self._drive.open_read(self._path, start=offset))
-            self._pos = offset
+            self._stream = aiter(self._drive.open_read(path, start=offset))
+            self._path, self._pos = path, offset
         parts: list[memoryview] = []
         want = size
         while want > 0:
