@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_INFLIGHT = 64  # our requests outstanding on one peer
 MAX_QUEUED = 2048  # a peer's requests waiting for our answer before we drop it
 SERVE_BATCH = 16  # requests answered per worker-thread hop
+VERIFY_BATCH = 16  # received block proofs verified per worker-thread hop
 REQUEST_TIMEOUT = 30.0  # seconds a peer may take to answer one of our requests
 WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
@@ -637,74 +638,83 @@ class Peer:
         self.arrived.wake()
 
     async def store_loop(self) -> None:
-        """Verify and store received proofs, in order."""
+        """Verify and store received proofs, in order; block proofs several per thread hop."""
         while not self.closed:
             if not self.received:
                 await self.arrived.wait()
                 continue
-            item, msg = self.received.popleft()
+            batch = [self.received.popleft()]
+            # Proofs without an upgrade all verify against the same head: batch them.
+            while (
+                batch[0][1].upgrade is None
+                and self.received
+                and self.received[0][1].upgrade is None
+                and len(batch) < VERIFY_BATCH
+            ):
+                batch.append(self.received.popleft())
             try:
-                # The block stays marked in flight until stored, or other tasks would ask again.
-                await self._store(msg)
+                # Blocks stay marked in flight until stored, or other tasks would ask again.
+                await self._store([msg for _, msg in batch])
             finally:
-                self._done(item)
+                for item, _ in batch:
+                    self._done(item)
                 self.state.changed.wake()
 
-    async def _store(self, msg: m.Data) -> None:
-        """Verify a proof against our signed head, then store it (nothing is stored if it fails)."""
+    async def _store(self, msgs: list[m.Data]) -> None:
+        """Verify proofs against our signed head, then store them (nothing if one fails).
+
+        Only a lone proof may carry an upgrade (store_loop batches the others).
+        """
         core = self.core
+        state = self.state
         length, fork, key = core.length, core.fork, core.key
-        if msg.upgrade is not None and msg.upgrade.start != length and msg.fork == fork:
+        first = msgs[0]
+        if first.upgrade is not None and first.upgrade.start != length and first.fork == fork:
             return  # stale: our length moved meanwhile; the fetch loop asks again
         manifest = core.manifest
         learnt = None
-        if manifest is None and msg.manifest is not None:
+        if manifest is None and first.manifest is not None:
             try:
-                learnt = decode_manifest(msg.manifest)
+                learnt = decode_manifest(first.manifest)
             except DecodingError as err:
                 raise VerificationError(f"peer sent a bad manifest: {err}") from None
             if manifest_hash(learnt) != key:
                 raise VerificationError("peer sent a manifest that does not hash to the core key")
             manifest = learnt
-        if msg.upgrade is not None and manifest is None:
+        if first.upgrade is not None and manifest is None:
             raise VerificationError("upgrade without a manifest to check its signature")
-        roots = await self.state.current_roots()
-        state = self.state
+        roots = await state.current_roots()
+        if (core.length, core.fork) != (length, fork):
+            return  # changed while reading roots; ask again
 
         def stored_node(index: int) -> TreeNode | None:
             # Worker thread: dict.get is atomic; a cache of another fork is not asked.
             node = state.known.get(index) if state.known_fork == fork else None
             return node or core.read_nodes_sync([index]).get(index)
 
-        if (core.length, core.fork) != (length, fork):
-            return  # changed while reading roots; ask again
-
         def check(root_hash: bytes, new_length: int, new_fork: int, signature: bytes) -> bool:
             return verify_head(manifest, key, root_hash, new_length, new_fork, signature)
 
-        def verify() -> VerifiedProof:
-            return verify_proof(
-                msg,
-                length=length,
-                fork=fork,
-                roots=roots,
-                stored_node=stored_node,
-                check_signature=check,
-            )
+        def verify_all() -> list[VerifiedProof]:
+            return [
+                verify_proof(msg, length=length, fork=fork, roots=roots, stored_node=stored_node, check_signature=check)
+                for msg in msgs
+            ]
 
-        verified = await trio.to_thread.run_sync(verify)
-        if core.fork != fork or (verified.upgrade is not None and core.length != length):
-            return  # another peer moved the head meanwhile: this proof is for the old one
+        proofs = await trio.to_thread.run_sync(verify_all)
+        if core.fork != fork or (first.upgrade is not None and core.length != length):
+            return  # another peer moved the head meanwhile: these proofs are for the old one
         if learnt is not None:
-            verified = replace(verified, manifest=learnt)
-        await core.apply_proof(verified)
-        self.state.remember(verified)
-        if verified.block_index is not None:
-            self.state.stored(verified.block_index)
-            if len(self.state.inflight) <= 1:
-                # Caught up for now: tell peers what we can serve (seeders rely on it).
-                for peer in list(self.state.peers):
-                    await peer.announce_ranges()
+            proofs[0] = replace(proofs[0], manifest=learnt)
+        for verified in proofs:
+            await core.apply_proof(verified)
+            state.remember(verified)
+            if verified.block_index is not None:
+                state.stored(verified.block_index)
+        if len(state.inflight) <= len(msgs):
+            # Caught up for now: tell peers what we can serve (seeders rely on it).
+            for peer in list(state.peers):
+                await peer.announce_ranges()
 
     def _done(self, item: _Inflight) -> None:
         if item.kind == "upgrade":
