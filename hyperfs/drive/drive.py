@@ -9,7 +9,6 @@ resolved lazily from the head), so they cost a dict step per path component.
 
 from __future__ import annotations
 
-import inspect
 import stat as stat_mod
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +19,8 @@ from typing import Any
 import trio
 from google.protobuf.message import DecodeError
 
+from hyperfs.core.corestore import Corestore
+from hyperfs.core.hypercore import Hypercore
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
 from hyperfs.drive.paths import normalize
@@ -130,11 +131,8 @@ def _implicit_dir() -> Stat:
     return Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE, nlink=2)
 
 
-async def _open_core(store: Any, **how: Any) -> Any:
-    """`store.get(**how)`, ready (the getter may be sync or async)."""
-    core = store.get(**how)
-    if inspect.isawaitable(core):
-        core = await core
+async def _open_core(store: Corestore, **how: Any) -> Hypercore:
+    core = await store.get(**how)
     await core.ready()
     return core
 
@@ -142,7 +140,9 @@ async def _open_core(store: Any, **how: Any) -> Any:
 class Drive:
     """A Hyperdrive. Create with `await Drive.create(store, name=…)` or `await Drive.open(store, key)`."""
 
-    def __init__(self, store: Any, metadata: Any, content: Any, checkout: int | None = None) -> None:
+    def __init__(
+        self, store: Corestore, metadata: Hypercore, content: Hypercore, checkout: int | None = None
+    ) -> None:
         self.store = store
         self.metadata = metadata
         self.content = content
@@ -158,7 +158,7 @@ class Drive:
     # --- opening ----------------------------------------------------------------------------------
 
     @classmethod
-    async def create(cls, store: Any, name: str = "default") -> Drive:
+    async def create(cls, store: Corestore, name: str = "default") -> Drive:
         """The store's drive called `name`: made (metadata and content cores, Index) on first use."""
         metadata = await _open_core(store, name=f"hyperdrive/{name}/metadata")
         if metadata.length == 0:
@@ -169,13 +169,13 @@ class Drive:
         return await cls._from_index(store, metadata)
 
     @classmethod
-    async def open(cls, store: Any, key: bytes) -> Drive:
+    async def open(cls, store: Corestore, key: bytes) -> Drive:
         """The drive whose metadata core has public key `key` (writable if the store holds its keys)."""
         metadata = await _open_core(store, key=key)
         return await cls._from_index(store, metadata)
 
     @classmethod
-    async def _from_index(cls, store: Any, metadata: Any) -> Drive:
+    async def _from_index(cls, store: Corestore, metadata: Hypercore) -> Drive:
         wait = metadata.replicator is not None
         try:
             block = await metadata.get(0, wait=wait)
@@ -416,8 +416,7 @@ class Drive:
     async def flush(self) -> None:
         """Append what waits and make the store durable (fsync of the write-ahead log)."""
         await self.flush_pending()
-        store = self.metadata.state.storage.store
-        await trio.to_thread.run_sync(store.flush)
+        await trio.to_thread.run_sync(self.store.flush)
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Drive]:
