@@ -4,14 +4,16 @@
 
 Every writer is its own process (as the JS ones are), filled before timing starts. A hyperfs
 reader is timed from dialing to the last block stored and verified; a JS reader (`peer.js clone`)
-from process start to its result line, node start-up included; the anchor JS->JS is measured
-the same way in the same run. Prints one line per pair with MB/s and the ratio to JS->JS.
+from process start to its exit, node start-up included; the anchor JS->JS is measured the same
+way in the same run. Prints one line per pair: MB/s, the reader's CPU seconds (threads
+included) and the ratio to JS->JS. On a busy machine the CPU figures are the steadier ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,16 +53,17 @@ def serve(storage: str, blocks: int, size: int) -> None:
     trio.run(main)
 
 
-def hyperfs_read(storage: str, key: str, port: int, blocks: int) -> float:
-    """Seconds for a hyperfs reader to download every block from 127.0.0.1:port."""
+def hyperfs_read(storage: str, key: str, port: int, blocks: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) for a hyperfs reader to download every block from 127.0.0.1:port."""
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         core = Hypercore(storage, key=bytes.fromhex(key))
         await core.ready()
         replicator = Replicator()
         replicator.add(core)
         async with trio.open_nursery() as nursery:
             started = time.perf_counter()
+            cpu = time.process_time()
 
             async def dial() -> None:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -68,7 +71,7 @@ def hyperfs_read(storage: str, key: str, port: int, blocks: int) -> float:
 
             nursery.start_soon(dial)
             await core.download(0, blocks)
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - started, time.process_time() - cpu
             nursery.cancel_scope.cancel()
         await core.close()
         return elapsed
@@ -76,18 +79,20 @@ def hyperfs_read(storage: str, key: str, port: int, blocks: int) -> float:
     return trio.run(main)
 
 
-def js_read(storage: str, key: str, port: int, blocks: int) -> float:
-    """Seconds for `peer.js clone` to download every block (process start to result)."""
+def js_read(storage: str, key: str, port: int, blocks: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) for `peer.js clone` to download every block (process start to exit)."""
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         ["node", str(PEER_JS), "clone", "--storage", storage, "--key", key, "--connect", f"127.0.0.1:{port}",
          "--length", str(blocks), "--timeout", "600000", "--quiet"],
         capture_output=True, text=True, check=False,
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"JS clone failed: {result.stderr.strip()[-500:]}")
-    return elapsed
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -122,11 +127,14 @@ def main() -> None:
         finally:
             writer.terminate()
             writer.wait()
-    anchor = total_mb / figures["JS->JS (anchor)"]
+    anchor = total_mb / figures["JS->JS (anchor)"][0]
     print(f"replicate {total_mb:.0f} MB in {args.block_size // 1024} KiB blocks over loopback")
-    for name, seconds in figures.items():
+    for name, (seconds, cpu) in figures.items():
         rate = total_mb / seconds
-        print(f"  {name:18} {rate:8.1f} MB/s  ({seconds:6.2f} s)  ratio to JS->JS {rate / anchor:5.2f}x")
+        print(
+            f"  {name:18} {rate:8.1f} MB/s  ({seconds:6.2f} s, reader CPU {cpu:5.2f} s)"
+            f"  ratio to JS->JS {rate / anchor:5.2f}x"
+        )
 
 
 def _require_peer_or_exit() -> None:
