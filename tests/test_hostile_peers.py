@@ -27,7 +27,7 @@ from hyperfs.core.protocol.replicator import Connection, Replicator
 from hyperfs.core.protocol.secret_stream import SecretStream
 from tests.test_replicator import blocks, connected, open_core, run, serving
 
-Tamper = Callable[[m.Data], m.Data]
+Tamper = Callable[[m.Data], m.Data | None]
 
 
 async def bent_writer(
@@ -43,7 +43,9 @@ async def bent_writer(
         data = await trio.to_thread.run_sync(generate_proof, core, req, head.length, head.fork, head.signature)
         if req.manifest:
             data.manifest = encode_manifest(core.manifest)
-        await channel.send(m.Data.TYPE, m.encode(tamper(data)))
+        answer = tamper(data)
+        if answer is not None:  # None: never answer
+            await channel.send(m.Data.TYPE, m.encode(answer))
 
     async def on_open(channel: Channel, handshake: memoryview) -> None:
         await channel.send(m.Sync.TYPE, m.encode(m.Sync(length=core.length, has_manifest=True)))
@@ -111,7 +113,7 @@ def _case(tmp_path: Path, behave_for: Callable[[Hypercore], Callable[[SecretStre
         writer = await open_core(tmp_path / "w")
         await writer.append(blocks(12))
         reader = await open_core(tmp_path / "r", writer.key)
-        rr = Replicator()
+        rr = Replicator(request_timeout=2.0)
         rr.add(reader)
         async with hostile_server(behave_for(writer)) as port, connected(rr, port) as done:
             download = trio.CancelScope()
@@ -212,3 +214,7 @@ def test_a_flood_of_announced_runs_drops_the_peer(tmp_path: Path) -> None:
     # every other block: 16 runs a word, far more than a peer may make us remember
     flood = m.Bitfield(0, [0x55555555] * 0x10000)
     _case(tmp_path, _bent(lambda d: d, announce=flood), "runs of blocks")
+
+
+def test_a_peer_that_never_answers_times_out(tmp_path: Path) -> None:
+    _case(tmp_path, _bent(lambda d: d if d.block is None else None), "RequestTimeoutError", keeps_upgrade=True)

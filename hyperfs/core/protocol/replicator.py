@@ -234,8 +234,14 @@ class Replicator:
     discovery key) lets remote opens attach cores we hold but have not added (Corestore).
     """
 
-    def __init__(self, lookup: Callable[[bytes], Awaitable[Any | None]] | None = None) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[bytes], Awaitable[Any | None]] | None = None,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.lookup = lookup
+        self.request_timeout = request_timeout
         self.cores: dict[bytes, CoreReplication] = {}
         self.connections: list[Connection] = []
         self._bytes_sent_closed = 0
@@ -830,13 +836,14 @@ class Peer:
         return sent
 
     async def watchdog(self) -> None:
-        """Drop the peer when one of our requests goes unanswered for REQUEST_TIMEOUT seconds."""
+        """Drop the peer when one of our requests goes unanswered for `request_timeout` seconds."""
+        timeout = self.conn.replicator.request_timeout
         while not self.closed:
-            await trio.sleep(1.0)
+            await trio.sleep(min(1.0, timeout / 4))
             now = trio.current_time()
             for item in list(self.inflight.values()):
-                if now - item.sent > REQUEST_TIMEOUT:
-                    raise RequestTimeoutError(f"peer did not answer request {item.request.id} within {REQUEST_TIMEOUT}s")
+                if now - item.sent > timeout:
+                    raise RequestTimeoutError(f"peer did not answer request {item.request.id} within {timeout}s")
 
 
 async def store_replicator(store: Any) -> Replicator:
