@@ -106,3 +106,15 @@ def test_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_default_drive(tmp_path: Path) -> None:
+    """Without a drive name, import and export use the store's default drive (the one
+    `hyperfs mount` shows)."""
+    store, src, dest = tmp_path / "store", tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "f").write_text("default\n")
+    hyperfs(store, "import", str(src), "--quiet")
+    hyperfs(store, "export", str(dest), "--quiet")
+    assert (dest / "f").read_text() == "default\n"
+    assert hyperfs(store, "keys").stdout.startswith("default\t")

@@ -62,10 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("version", type=int)
     p = add("import", cmd_import, "copy a local folder into a drive (resumable)")
     p.add_argument("src", type=Path)
-    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE)
+    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = add("export", cmd_export, "copy a drive into a local folder (resumable)")
-    p.add_argument("args", nargs="+", metavar="[DRIVE] DEST")
+    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
+    p.add_argument("dest", type=Path)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add("keys", cmd_keys, "list the drives in the store with their keys")
 
@@ -353,11 +354,8 @@ async def _drive_walk(drive: Drive) -> list[tuple[str, Stat]]:
 
 
 async def cmd_export(store: Any, args: argparse.Namespace) -> int:
-    if len(args.args) > 2:
-        raise LocalFileError("export takes [DRIVE] DEST")
-    name, dest = (DEFAULT_DRIVE, args.args[0]) if len(args.args) == 1 else args.args
-    drive = await _open(store, args.store, name)
-    dest = Path(dest)
+    drive = await _open(store, args.store, args.drive)
+    dest = args.dest
     entries = await _drive_walk(drive)
     total = sum(st.size for _, st in entries if st.is_file())
     skipped: list[str] = []
