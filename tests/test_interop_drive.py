@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hyperfs.core.corestore import Corestore
+from hyperfs.core.crypto import discovery_key
 from hyperfs.drive.drive import Drive
 from tests.interop import js_peer, require_peer
 from tests.test_replicator import run
@@ -149,3 +151,32 @@ def test_clone_from_nowhere_fails_with_one_line(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert result.stderr.startswith("hyperfs: ") and message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_clone_finds_the_sharer_on_the_lan(tmp_path: Path) -> None:
+    pytest.importorskip("zeroconf", reason="system resource missing: the zeroconf package (mDNS)")
+    key, _ = make_drive(tmp_path / "a")
+    with sharing(tmp_path / "a"):
+        out = hyperfs(tmp_path / "b", "clone", key.hex()).stdout  # no --peer: mDNS
+        assert "cloned hyper://" in out
+    check_export(tmp_path / "b", key, tmp_path / "out")
+
+
+def test_mdns_announces_the_discovery_key_only(tmp_path: Path) -> None:
+    zeroconf = pytest.importorskip("zeroconf", reason="system resource missing: the zeroconf package (mDNS)")
+    key, content_key = make_drive(tmp_path / "a")
+    with sharing(tmp_path / "a"):
+        zc = zeroconf.Zeroconf(interfaces=["127.0.0.1"], ip_version=zeroconf.IPVersion.V4Only)
+        try:
+            names: list[str] = []
+            zeroconf.ServiceBrowser(zc, "_hyperfs._tcp.local.", handlers=[lambda **kw: names.append(kw["name"])])
+            deadline = time.monotonic() + 10
+            while not names and time.monotonic() < deadline:
+                time.sleep(0.1)
+            info = zc.get_service_info("_hyperfs._tcp.local.", names[0], 3000)
+        finally:
+            zc.close()
+    assert info is not None
+    assert info.properties == {b"dk": discovery_key(key).hex().encode()}
+    text = repr(info) + repr(info.properties) + names[0]
+    assert key.hex() not in text and content_key.hex() not in text

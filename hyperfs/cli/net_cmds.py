@@ -7,6 +7,9 @@ Nothing listens unless asked (`--listen HOST:PORT`, loopback by default), and on
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +19,7 @@ import trio
 from tqdm import tqdm
 
 from hyperfs.cli.drive_cmds import _open, _run
+from hyperfs.core.crypto import discovery_key
 from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
 from hyperfs.drive.drive import Drive
@@ -34,14 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("share", cmd_share, "serve a drive's two cores to peers (stays in the foreground)")
     p.add_argument("drive", nargs="?", default="default")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
+    p.add_argument("--no-mdns", dest="mdns", action="store_false", help="do not announce it on the LAN")
     p = add("clone", cmd_clone, "copy a drive from a peer into the local store (resumable, verified)")
     p.add_argument("key")
-    p.add_argument("--peer", required=True, metavar="HOST:PORT")
+    p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
     p.add_argument("--sparse", action="store_true", help="fetch only the index now; files as they are read")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = add("seed", cmd_seed, "keep a full verified copy of a drive, following its updates, and serve it on")
     p.add_argument("key")
-    p.add_argument("--peer", required=True, metavar="HOST:PORT")
+    p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
     p.add_argument("--listen", default=None, metavar="HOST:PORT", help="also serve it here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -96,12 +101,12 @@ async def dial(store: Any, address: str, *, forever: bool = False) -> None:
         await trio.sleep(REDIAL_DELAY)
 
 
-async def listen(store: Any, address: str, on_ready: Callable[[str], None]) -> None:
+async def listen(store: Any, address: str, on_ready: Callable[[str, int], Awaitable[None]]) -> None:
     """Replicate the store with every peer connecting to `address` (Noise responder) until cancelled."""
     host, port = parse_address(address)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-    on_ready(f"{bound_host}:{bound_port}")
+    await on_ready(bound_host, bound_port)
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -123,19 +128,18 @@ async def _status(replicator: Replicator) -> None:
         await trio.sleep(1.0)
 
 
-def _announce(drive: Drive) -> Callable[[str], None]:
-    def ready(address: str) -> None:
-        print(f"sharing hyper://{encode_id(drive.key)}  (key {drive.key.hex()})", flush=True)
-        print(f"listening on {address}", flush=True)
-
-    return ready
-
-
 async def cmd_share(store: Any, args: argparse.Namespace) -> int:
     drive = await _open(store, args.store, args.drive)
     replicator = await store_replicator(store)  # the drive's two cores are open: both are shared
     async with _nursery() as nursery:
-        nursery.start_soon(listen, store, args.listen, _announce(drive))
+
+        async def ready(host: str, port: int) -> None:
+            print(f"sharing hyper://{encode_id(drive.key)}  (key {drive.key.hex()})", flush=True)
+            print(f"listening on {host}:{port}", flush=True)
+            if args.mdns:
+                nursery.start_soon(mdns_announce, drive.discovery_key, host, port)
+
+        nursery.start_soon(listen, store, args.listen, ready)
         nursery.start_soon(_status, replicator)
     return 0
 
@@ -157,9 +161,17 @@ async def _clone(store: Any, args: argparse.Namespace) -> Drive:
     return drive
 
 
+async def _peer(args: argparse.Namespace) -> str:
+    """--peer, else the first LAN peer announcing the drive's discovery key."""
+    if args.peer:
+        return args.peer
+    return await mdns_find(discovery_key(decode_key(args.key)), MDNS_TIMEOUT)
+
+
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
+    peer = await _peer(args)
     async with _nursery() as nursery:
-        nursery.start_soon(lambda: dial(store, args.peer, forever=True))
+        nursery.start_soon(lambda: dial(store, peer, forever=True))
         drive = await _clone(store, args)
         print(
             f"cloned hyper://{encode_id(drive.key)}: version {drive.version}, "
@@ -172,12 +184,17 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
+    peer = await _peer(args)
     async with _nursery() as nursery:
-        nursery.start_soon(lambda: dial(store, args.peer, forever=True))
+        nursery.start_soon(lambda: dial(store, peer, forever=True))
         drive = await _clone(store, args)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
         if args.listen:
-            nursery.start_soon(listen, store, args.listen, lambda a: print(f"serving on {a}", flush=True))
+
+            async def ready(host: str, port: int) -> None:
+                print(f"serving on {host}:{port}", flush=True)
+
+            nursery.start_soon(listen, store, args.listen, ready)
         replicator = await store_replicator(store)
         for core in (drive.metadata, drive.content):
             nursery.start_soon(_follow, replicator, core)
@@ -191,3 +208,75 @@ async def _follow(replicator: Replicator, core: Any) -> None:
         await replicator.download(core, 0, have)
         if core.length == have:
             await core.wait_append()
+
+# --- LAN discovery (mDNS) ---------------------------------------------------------------------------
+
+MDNS_TYPE = "_hyperfs._tcp.local."
+MDNS_TIMEOUT = 10.0  # seconds a clone looks for a LAN peer before giving up
+
+
+def _zeroconf(host: str) -> Any:
+    from zeroconf import InterfaceChoice, IPVersion, Zeroconf
+
+    # mDNS only where we listen: loopback stays loopback, one address stays that interface.
+    interfaces = InterfaceChoice.All if host in ("", "0.0.0.0") else [host]
+    return Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+
+
+def _lan_addresses() -> list[str]:
+    import ifaddr
+
+    return [ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)]
+
+
+async def mdns_announce(dkey: bytes, host: str, port: int) -> None:
+    """Announce host:port for `dkey` on mDNS until cancelled: the discovery key only, never the key."""
+    try:
+        from zeroconf import ServiceInfo
+    except ImportError:
+        print("hyperfs: not announcing on the LAN: the zeroconf package is not installed", file=sys.stderr)
+        return
+
+    zc = await trio.to_thread.run_sync(_zeroconf, host)
+    addresses = [socket.inet_aton(a) for a in (_lan_addresses() if host in ("", "0.0.0.0") else [host])]
+    info = ServiceInfo(
+        MDNS_TYPE, f"hyperfs-{os.urandom(6).hex()}.{MDNS_TYPE}", addresses=addresses, port=port,
+        properties={"dk": dkey.hex()},
+    )
+    try:
+        await trio.to_thread.run_sync(zc.register_service, info)
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: (zc.unregister_service(info), zc.close()))
+
+
+async def mdns_find(dkey: bytes, timeout: float) -> str:
+    """HOST:PORT of the first LAN peer announcing `dkey` (PeerUnreachableError after `timeout`)."""
+    try:
+        from zeroconf import ServiceBrowser, ServiceStateChange
+    except ImportError:
+        raise PeerUnreachableError("no --peer given, and LAN discovery needs the zeroconf package") from None
+
+    token = trio.lowlevel.current_trio_token()
+    send, receive = trio.open_memory_channel[str](math.inf)
+    zc = await trio.to_thread.run_sync(_zeroconf, "")
+
+    def on_change(zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        # zeroconf's thread: resolve the service, hand a match to trio.
+        if state_change is not ServiceStateChange.Added:
+            return
+        info = zeroconf.get_service_info(service_type, name, 3000)
+        if info is None or info.properties.get(b"dk") != dkey.hex().encode():
+            return
+        for address in info.parsed_addresses():
+            trio.from_thread.run_sync(send.send_nowait, f"{address}:{info.port}", trio_token=token)
+
+    browser = ServiceBrowser(zc, MDNS_TYPE, handlers=[on_change])
+    try:
+        with trio.move_on_after(timeout):
+            return await receive.receive()
+        raise PeerUnreachableError(f"no peer on the LAN shares {dkey.hex()[:16]}... (give one with --peer)")
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: (browser.cancel(), zc.close()))
