@@ -24,6 +24,7 @@ class OpenFile:
     committed: int = 0
     unlinked: bool = False
     stat: Any = None  # the drive's Stat from when it was unlinked
+    pending: dict[str, int] = field(default_factory=dict)  # mode/uid/gid/mtime for the next Node
     mtime_ns: int = 0  # when the buffer last changed
     lock: trio.Lock = field(default_factory=trio.Lock)
 

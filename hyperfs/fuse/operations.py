@@ -7,7 +7,6 @@ new content run plus one `Node` when the file is flushed, released or fsynced.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import itertools
 import os
@@ -97,10 +96,15 @@ class DriveOperations(pyfuse3.Operations):
         mtime_ns = (st.mtime or 0) * MS
         ctime_ns = (st.ctime or st.mtime or 0) * MS
         open_file = self._files.get(ino)
-        if open_file is not None and open_file.buffer is not None:
-            size = open_file.buffer.size
-            if open_file.dirty:
+        if open_file is not None:
+            if open_file.buffer is not None:
+                size = open_file.buffer.size
+            if open_file.dirty or "mtime" in open_file.pending:
                 mtime_ns = ctime_ns = open_file.mtime_ns
+            if "mode" in open_file.pending:
+                attrs.st_mode = stat_mod.S_IFMT(st.mode) | open_file.pending["mode"]
+            attrs.st_uid = open_file.pending.get("uid", attrs.st_uid)
+            attrs.st_gid = open_file.pending.get("gid", attrs.st_gid)
         if stat_mod.S_ISLNK(st.mode):
             size = len(os.fsencode(st.linkname or ""))
         attrs.st_size = size
@@ -165,28 +169,24 @@ class DriveOperations(pyfuse3.Operations):
                 self._changed(open_file)
                 if not any(h.writable for h in self._handles_of(open_file)):
                     await self._commit(open_file)
-        mtime_ms = attr.st_mtime_ns // MS if fields.update_mtime else None
+        changes = _attr_changes(attr, fields)
         if open_file is not None and (open_file.unlinked or open_file.dirty):
-            if mtime_ms is not None:
-                # Goes out with the content (the kernel sends this on close with writeback).
+            # Kept for the Node the content goes out with: one append, not one per change
+            # (tar and cp send chown, chmod and utimens for every file they write).
+            open_file.pending.update(changes)
+            if "mtime" in changes:
                 open_file.mtime_ns = attr.st_mtime_ns
-            if open_file.unlinked:
-                open_file.stat = _changed_stat(open_file.stat, attr, fields)
-                return self._attrs(inode, open_file.stat)
-            if fields.update_mode or fields.update_uid or fields.update_gid:
-                # Pending content first, so the Node it writes does not undo this change.
-                await self._commit(open_file)
-            mtime_ms = None
+            return await self.getattr(inode, ctx)
         path = self.inodes.path(inode)
-        if fields.update_mode:
-            await self.drive.chmod(path, stat_mod.S_IMODE(attr.st_mode))
-        if fields.update_uid or fields.update_gid:
+        if changes and path != "/":  # the format has no entry for the root: nothing to keep
             st = await self._stat(path)
-            uid = attr.st_uid if fields.update_uid else st.uid
-            gid = attr.st_gid if fields.update_gid else st.gid
-            await self.drive.chown(path, uid, gid)
-        if mtime_ms is not None:  # the format keeps no atime: an atime alone changes nothing
-            await self.drive.utimes(path, None, mtime_ms)
+            if changes.get("mode", stat_mod.S_IMODE(st.mode)) != stat_mod.S_IMODE(st.mode):
+                await self.drive.chmod(path, changes["mode"])
+            uid, gid = changes.get("uid", st.uid), changes.get("gid", st.gid)
+            if (uid, gid) != (st.uid, st.gid):
+                await self.drive.chown(path, uid, gid)
+            if changes.get("mtime", st.mtime) != st.mtime:
+                await self.drive.utimes(path, None, changes["mtime"])
         return await self.getattr(inode, ctx)
 
     @fuse_errors
@@ -438,8 +438,10 @@ class DriveOperations(pyfuse3.Operations):
             if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
                 return
             generation = open_file.generation
+            pending = dict(open_file.pending)
+            pending.pop("mtime", None)
             writer = await self.drive.open_write(
-                self.inodes.path(open_file.ino), mtime=open_file.mtime_ns // MS
+                self.inodes.path(open_file.ino), mtime=open_file.mtime_ns // MS, **pending
             )
             try:
                 for chunk in open_file.buffer.chunks():
@@ -449,6 +451,7 @@ class DriveOperations(pyfuse3.Operations):
                 raise
             await writer.close()
             open_file.committed = generation
+            open_file.pending.clear()
 
     # --- extended attributes and the file system ------------------------------------------------
 
@@ -499,18 +502,19 @@ class DriveOperations(pyfuse3.Operations):
         return data
 
 
-def _changed_stat(st: Any, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> Any:
-    """`st` with what a setattr changes (for an unlinked open file, which lives in memory)."""
+def _attr_changes(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> dict[str, int]:
+    """What a setattr sets, as drive values: permission bits, owner, mtime in ms (the format
+    keeps no atime, so an atime alone changes nothing)."""
     changes: dict[str, int] = {}
     if fields.update_mode:
-        changes["mode"] = stat_mod.S_IFMT(st.mode) | stat_mod.S_IMODE(attr.st_mode)
+        changes["mode"] = stat_mod.S_IMODE(attr.st_mode)
     if fields.update_uid:
         changes["uid"] = attr.st_uid
     if fields.update_gid:
         changes["gid"] = attr.st_gid
     if fields.update_mtime:
         changes["mtime"] = attr.st_mtime_ns // MS
-    return dataclasses.replace(st, **changes)
+    return changes
 
 
 class _RootStat:
