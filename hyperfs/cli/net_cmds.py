@@ -79,11 +79,11 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def dial(store: Any, address: str, *, forever: bool = False) -> None:
-    """Connect to a peer as Noise initiator and replicate the store until the connection ends.
+async def dial(store: Any, address: str) -> None:
+    """Replicate the store with the peer at `address` (Noise initiator) until cancelled.
 
-    A first connection that fails is an error. Later, with `forever`, a dropped or refused
-    connection is retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
+    A first connection that fails is an error; later, a dropped or refused connection is
+    retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
     """
     host, port = parse_address(address)
     connected = False
@@ -96,8 +96,6 @@ async def dial(store: Any, address: str, *, forever: bool = False) -> None:
         except (OSError, HyperfsError) as err:
             if not connected:
                 raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
-        if not forever:
-            return
         await trio.sleep(REDIAL_DELAY)
 
 
@@ -171,7 +169,7 @@ async def _peer(args: argparse.Namespace) -> str:
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
     peer = await _peer(args)
     async with _nursery() as nursery:
-        nursery.start_soon(lambda: dial(store, peer, forever=True))
+        nursery.start_soon(dial, store, peer)
         drive = await _clone(store, args)
         print(
             f"cloned hyper://{encode_id(drive.key)}: version {drive.version}, "
@@ -186,7 +184,7 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
 async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
     peer = await _peer(args)
     async with _nursery() as nursery:
-        nursery.start_soon(lambda: dial(store, peer, forever=True))
+        nursery.start_soon(dial, store, peer)
         drive = await _clone(store, args)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
         if args.listen:
