@@ -84,6 +84,9 @@ def test_ranges() -> None:
     assert 4 in r and 5 not in r and 25 in r and 30 not in r
     r.add(3, 27)
     assert (r.starts, r.ends) == ([0], [30])
+    assert list(r.clip(5, 25)) == [(5, 25)]
+    r.remove(10, 20)
+    assert list(r.clip(5, 25)) == [(5, 10), (20, 25)] and list(r.clip(10, 20)) == []
     r.remove(0, 30)
     assert 0 not in r and (r.starts, r.ends) == ([], [])
 

@@ -129,6 +129,13 @@ class Ranges:
         i = bisect.bisect_right(self.starts, index) - 1
         return i >= 0 and index < self.ends[i]
 
+    def clip(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs inside [start, end), in order."""
+        i = bisect.bisect_right(self.ends, start)
+        while i < len(self.starts) and self.starts[i] < end:
+            yield max(start, self.starts[i]), min(end, self.ends[i])
+            i += 1
+
 
 @dataclass
 class Download:
@@ -159,20 +166,22 @@ class CoreReplication:
 
     # --- what to fetch ---------------------------------------------------------------------------
 
-    def candidates(self) -> Iterator[int]:
-        """Missing blocks below our length that someone wants, wanted ones first."""
+    def candidates(self, remote_has: Ranges) -> Iterator[int]:
+        """Missing blocks below our length that someone wants and `remote_has`, wanted ones first."""
         core = self.core
         length = core.length
         for index in sorted(self.wanted):
-            if index < length and index not in self.inflight and not core.has_local(index):
+            if index < length and index in remote_has and index not in self.inflight and not core.has_local(index):
                 yield index
         for dl in self.downloads:
             end = min(dl.end, length)
             while dl.cursor < end and core.has_local(dl.cursor):
                 dl.cursor += 1
-            for index in range(dl.cursor, end):
-                if index not in self.inflight and not core.has_local(index):
-                    yield index
+            # Only what the remote announced: a big download from a sparse peer stays cheap.
+            for start, stop in remote_has.clip(dl.cursor, end):
+                for index in range(start, stop):
+                    if index not in self.inflight and not core.has_local(index):
+                        yield index
 
     def stored(self, index: int) -> None:
         self.wanted.discard(index)
@@ -823,11 +832,9 @@ class Peer:
         if self.remote_fork != self.core.fork or len(self.inflight) >= MAX_INFLIGHT:
             return False
         sent = False
-        for index in state.candidates():
+        for index in state.candidates(self.remote_has):
             if len(self.inflight) >= MAX_INFLIGHT:
                 break
-            if index not in self.remote_has:
-                continue
             block = m.IndexNodes(index, state.missing_nodes(index))
             req = m.Request(id=self._next_id(), fork=self.core.fork, block=block)
             state.inflight.add(index)
