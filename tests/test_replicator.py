@@ -239,3 +239,25 @@ def test_a_reader_serves_what_it_downloaded(tmp_path: Path) -> None:
             assert [await reader.get(i) for i in range(20)] == blocks(20)
 
     run(body)
+
+
+def test_a_sparse_seeder_answers_wants_with_what_it_has(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(30))
+        seeder = await open_core(tmp_path / "s", writer.key)
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rs, rr = Replicator(), Replicator(), Replicator()
+        rw.add(writer)
+        rs.add(seeder)
+        rr.add(reader)
+        async with serving(rw) as (port, _):
+            async with connected(rs, port):
+                await seeder.download(10, 20)
+        assert seeder.contiguous_length == 0  # nothing to announce with a `range` from 0
+        async with serving(rs) as (port, _), connected(rr, port):
+            await reader.download(10, 20)
+            assert [await reader.get(i) for i in range(10, 20)] == blocks(30)[10:20]
+            assert not reader.has_local(9) and not reader.has_local(20)
+
+    run(body)
