@@ -23,6 +23,7 @@ class OpenFile:
     generation: int = 0
     committed: int = 0
     unlinked: bool = False
+    fresh: bool = False  # created here, no Node in the drive yet
     stat: Any = None  # the drive's Stat from when it was unlinked
     pending: dict[str, int] = field(default_factory=dict)  # mode/uid/gid/mtime for the next Node
     mtime_ns: int = 0  # when the buffer last changed

@@ -27,7 +27,8 @@ from hyperfs.errors import (
     NotSupportedError,
 )
 from hyperfs.fuse.errors import fuse_errors, log
-from hyperfs.fuse.inodes import InodeTable, join
+from hyperfs.drive.drive import Stat
+from hyperfs.fuse.inodes import InodeTable, join, split
 from hyperfs.fuse.open_file import Handle, OpenFile
 from hyperfs.fuse.reader import ContentReader
 from hyperfs.fuse.write_buffer import WriteBuffer
@@ -119,9 +120,31 @@ class DriveOperations(pyfuse3.Operations):
         try:
             return await self.drive.lstat(path)
         except FileNotFoundInDrive:
-            if path == "/":
-                return _ROOT_STAT
-            raise
+            open_file = self._fresh(path)
+            if open_file is None:
+                raise
+            return Stat(mode=stat_mod.S_IFREG, mtime=open_file.mtime_ns // MS)
+
+    def _fresh(self, path: str) -> OpenFile | None:
+        """The open file created at `path` whose first Node is not written yet, if any."""
+        ino = self.inodes.known(path)
+        open_file = self._files.get(ino) if ino is not None else None
+        return open_file if open_file is not None and open_file.fresh else None
+
+    def _fresh_under(self, folder: str) -> list[str]:
+        """Paths of files created and still unwritten anywhere under `folder`."""
+        prefix = folder.rstrip("/") + "/"
+        return [
+            path
+            for f in self._files.values()
+            if f.fresh and not f.unlinked and (path := self.inodes.path(f.ino)).startswith(prefix)
+        ]
+
+    async def _materialize(self, path: str) -> None:
+        """Write the first Node of a created file at `path` now (a name operation needs it)."""
+        open_file = self._fresh(path)
+        if open_file is not None:
+            await self._commit(open_file)
 
     async def _entry(self, path: str) -> pyfuse3.EntryAttributes:
         st = await self._stat(path)
@@ -208,6 +231,8 @@ class DriveOperations(pyfuse3.Operations):
     async def rmdir(self, parent_inode, name, ctx):
         self._writable()
         path = self._child(parent_inode, name)
+        if self._fresh_under(path):
+            raise DirectoryNotEmptyError(f"{path} is not empty")
         await self.drive.rmdir(path)
         self.inodes.detach(path)
 
@@ -218,6 +243,7 @@ class DriveOperations(pyfuse3.Operations):
         st = await self._stat(path)
         if stat_mod.S_ISDIR(st.mode):
             raise IsADirectoryInDrive(f"{path} is a folder")
+        await self._materialize(path)
         await self._keep_if_open(path, st)
         await self.drive.unlink(path)
         self.inodes.detach(path)
@@ -254,6 +280,8 @@ class DriveOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         old = self._child(parent_inode_old, name_old)
         new = self._child(parent_inode_new, name_new)
+        await self._materialize(old)
+        await self._materialize(new)
         src = await self._stat(old)
         try:
             dst = await self._stat(new)
@@ -293,7 +321,8 @@ class DriveOperations(pyfuse3.Operations):
         # removed meanwhile neither repeat nor make others vanish.
         names = self._dirs.get(fh)
         if names is None:
-            names = self._dirs[fh] = sorted(await self.drive.readdir(path))
+            fresh = {split(p)[1] for p in self._fresh_under(path) if split(p)[0] == path}
+            names = self._dirs[fh] = sorted(fresh.union(await self.drive.readdir(path)))
         for index in range(start_id, len(names)):
             child = join(path, names[index])
             try:
@@ -343,10 +372,16 @@ class DriveOperations(pyfuse3.Operations):
         try:
             await self._stat(path)
         except FileNotFoundInDrive:
-            await self.drive.write_file(path, b"", mode=stat_mod.S_IMODE(mode))
-        else:
-            if flags & os.O_EXCL:
-                raise FileExistsInDrive(f"{path} exists")
+            await self._stat(self.inodes.path(parent_inode))  # ENOENT/ENOTDIR for the folder
+            # The file is written once, when its content is: until then it lives here.
+            ino = self.inodes.ino(path)
+            info = await self._open(ino, flags | os.O_TRUNC)
+            open_file = self._files[ino]
+            open_file.fresh = True
+            open_file.pending.update(mode=stat_mod.S_IMODE(mode), uid=ctx.uid, gid=ctx.gid)
+            return info, await self._entry(path)
+        if flags & os.O_EXCL:
+            raise FileExistsInDrive(f"{path} exists")
         ino = self.inodes.ino(path)
         info = await self._open(ino, flags)
         return info, await self._entry(path)
@@ -452,6 +487,7 @@ class DriveOperations(pyfuse3.Operations):
             await writer.close()
             open_file.committed = generation
             open_file.pending.clear()
+            open_file.fresh = False
 
     # --- extended attributes and the file system ------------------------------------------------
 
@@ -475,6 +511,7 @@ class DriveOperations(pyfuse3.Operations):
             # POSIX ACLs and other kernel-interpreted names: refusing them makes `cp -a` and
             # friends fall back to chmod, which the drive stores.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        await self._materialize(self.inodes.path(inode))
         await self.drive.set_metadata(self.inodes.path(inode), os.fsdecode(name), bytes(value))
 
     @fuse_errors
@@ -515,15 +552,3 @@ def _attr_changes(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) 
     if fields.update_mtime:
         changes["mtime"] = attr.st_mtime_ns // MS
     return changes
-
-
-class _RootStat:
-    """The root of a drive that has no entry for "/" (a fresh drive): an empty folder."""
-
-    mode = stat_mod.S_IFDIR | 0o755
-    uid = gid = size = mtime = ctime = nlink = 0
-    linkname = ""
-    metadata: dict[str, bytes] = {}
-
-
-_ROOT_STAT = _RootStat()
