@@ -206,3 +206,31 @@ def _peer_cmd(*args: str) -> list[str]:
 
 def _json(stdout: bytes) -> dict:
     return json.loads(next(line for line in stdout.decode().splitlines() if line.startswith("{")))
+
+
+def test_hyperfs_writer_truncates_under_a_js_reader(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await write_interop(writer, 0, 10)
+        rw = Replicator()
+        rw.add(writer)
+        async with serving(rw) as (port, _):
+            async with trio.open_nursery() as nursery:
+
+                async def fork_later() -> None:
+                    await trio.sleep(1.5)  # the JS reader has the 10 blocks of fork 0 by now
+                    await writer.truncate(6)
+                    await writer.append([b"fork block %d\n" % i for i in range(6, 12)])
+
+                nursery.start_soon(fork_later)
+                result = await trio.run_process(
+                    _peer_cmd("clone", "--storage", str(tmp_path / "js"), "--key", writer.key.hex(),
+                              "--connect", f"127.0.0.1:{port}", "--length", "12", "--timeout", "30000"),
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )
+            assert result.returncode == 0, result.stderr.decode()[-2000:]
+            clone = _json(result.stdout)
+            assert clone["fork"] == writer.fork == 1
+            _expect_clone(clone, (await writer.tree_hash()).hex(), [await writer.get(i) for i in range(12)])
+
+    run(body)
