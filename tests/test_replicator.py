@@ -261,3 +261,22 @@ def test_a_sparse_seeder_answers_wants_with_what_it_has(tmp_path: Path) -> None:
             assert not reader.has_local(9) and not reader.has_local(20)
 
     run(body)
+
+
+def test_closing_the_core_ends_replication_quietly(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(5))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rw, rr = Replicator(), Replicator()
+        rw.add(writer)
+        rr.add(reader)
+        async with serving(rw) as (port, _), connected(rr, port) as done:
+            await reader.get(4)
+            await reader.close()
+            await writer.append(blocks(1, 5))  # the reader's peer must notice its core is gone
+            while not done:
+                await trio.sleep(0.01)
+            assert done[0].error is None
+
+    run(body)

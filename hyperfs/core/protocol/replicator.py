@@ -46,6 +46,7 @@ from hyperfs.errors import (
     ProofRequestError,
     ProtocolError,
     RequestTimeoutError,
+    SessionClosedError,
     VerificationError,
 )
 
@@ -366,6 +367,8 @@ class Connection:
     async def _run_mux(self) -> None:
         try:
             await self.mux.run()
+        except SessionClosedError:
+            pass  # our core or store closed under a handler: a quiet end
         except (HyperfsError, trio.BrokenResourceError) as err:
             self._failed(err)
         finally:
@@ -433,6 +436,10 @@ class Connection:
             await fn(*args)
         except PeerClosedError:
             return  # the connection is ending; whoever ended it has said why
+        except SessionClosedError:
+            await self.mux.close()  # our core or store closed: nothing left to replicate
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
         except (ProtocolError, VerificationError, DecodingError, RequestTimeoutError) as err:
             await self.fail(err)
 
@@ -451,6 +458,7 @@ class Peer:
     def __init__(self, conn: Connection, state: CoreReplication) -> None:
         self.conn = conn
         self.state = state
+        self.discovery_key: bytes = state.core.discovery_key
         self.channel: Channel | None = None
         self.synced = False
         self.remote_fork = 0
@@ -532,7 +540,7 @@ class Peer:
         self.closed = True
         if self in self.state.peers:
             self.state.peers.remove(self)
-        self.conn.peers.pop(self.core.discovery_key, None)
+        self.conn.peers.pop(self.discovery_key, None)
         for item in [*self.inflight.values(), *(item for item, _ in self.received)]:
             self.state.inflight.discard(item.index)
         self.inflight.clear()
