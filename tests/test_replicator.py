@@ -69,6 +69,17 @@ async def connected(target: Replicator | Corestore, port: int) -> AsyncIterator[
         nursery.cancel_scope.cancel()
 
 
+async def writer_and_reader(tmp_path: Path, n: int) -> tuple[Hypercore, Hypercore, Replicator, Replicator]:
+    """A writer with `blocks(n)`, an empty reader of its key, and a Replicator for each."""
+    writer = await open_core(tmp_path / "w")
+    await writer.append(blocks(n))
+    reader = await open_core(tmp_path / "r", writer.key)
+    rw, rr = Replicator(), Replicator()
+    rw.add(writer)
+    rr.add(reader)
+    return writer, reader, rw, rr
+
+
 def blocks(n: int, start: int = 0) -> list[bytes]:
     return [b"block %d " % i * (i % 7 + 1) for i in range(start, start + n)]
 
@@ -93,12 +104,7 @@ def test_ranges() -> None:
 
 def _writer_reader(tmp_path: Path, writer_listens: bool) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(40))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rr = Replicator(), Replicator()
-        rw.add(writer)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 40)
         server, client = (rw, rr) if writer_listens else (rr, rw)
         async with serving(server) as (port, _), connected(client, port):
             assert await reader.update()
@@ -125,12 +131,7 @@ def test_reader_listens_writer_dials(tmp_path: Path) -> None:
 
 def test_sparse_get_fetches_only_what_is_read(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(100))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rr = Replicator(), Replicator()
-        rw.add(writer)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 100)
         async with serving(rw) as (port, _), connected(rr, port):
             assert await reader.get(63) == blocks(100)[63]
             assert await reader.get(2) == blocks(100)[2]
@@ -141,12 +142,7 @@ def test_sparse_get_fetches_only_what_is_read(tmp_path: Path) -> None:
 
 def test_download_reports_progress_and_resumes(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(64))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rr = Replicator(), Replicator()
-        rw.add(writer)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 64)
         seen: list[tuple[int, int]] = []
         async with serving(rw) as (port, _), connected(rr, port):
             await reader.get(5)
@@ -201,12 +197,7 @@ def test_unknown_core_is_rejected_and_the_rest_replicates(tmp_path: Path) -> Non
 
 def test_truncation_reaches_the_reader_as_a_new_fork(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(10))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rr = Replicator(), Replicator()
-        rw.add(writer)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 10)
         async with serving(rw) as (port, _), connected(rr, port):
             await reader.download(0, None)
             await writer.truncate(6)
@@ -265,12 +256,7 @@ def test_a_sparse_seeder_answers_wants_with_what_it_has(tmp_path: Path) -> None:
 
 def test_closing_the_core_ends_replication_quietly(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(5))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rr = Replicator(), Replicator()
-        rw.add(writer)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 5)
         async with serving(rw) as (port, _), connected(rr, port) as done:
             await reader.get(4)
             await reader.close()
