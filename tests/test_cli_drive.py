@@ -118,3 +118,5 @@ def test_default_drive(tmp_path: Path) -> None:
     hyperfs(store, "export", str(dest), "--quiet")
     assert (dest / "f").read_text() == "default\n"
     assert hyperfs(store, "keys").stdout.startswith("default\t")
+    hyperfs(store, "import", str(src), "fresh", "--quiet")  # a new name makes a new drive
+    assert [line.split()[0] for line in hyperfs(store, "keys").stdout.splitlines()] == ["default", "fresh"]

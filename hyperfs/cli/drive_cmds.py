@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("diff", cmd_diff, "what changed in a drive since VERSION")
     p.add_argument("drive")
     p.add_argument("version", type=int)
-    p = add("import", cmd_import, "copy a local folder into a drive (resumable)")
+    p = add("import", cmd_import, "copy a local folder into a drive, made if the name is new (resumable)")
     p.add_argument("src", type=Path)
     p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -111,13 +111,16 @@ async def _local(store: Any, store_dir: Path, name: str) -> Drive:
     return drive
 
 
-async def _open(store: Any, store_dir: Path, text: str) -> Drive:
-    """The drive `text` names: a local name, else a z32 id, hex key or hyper:// URL."""
+async def _open(store: Any, store_dir: Path, text: str, create: bool = False) -> Drive:
+    """The drive `text` names: a local name, else a z32 id, hex key or hyper:// URL; with
+    `create`, a name that is neither becomes a new local drive."""
     if text == DEFAULT_DRIVE or text in _registry(store_dir):
         return await _local(store, store_dir, text)
     try:
         key = decode_key(text)
     except InvalidKeyError:
+        if create:
+            return await _local(store, store_dir, text)
         raise UnknownDriveError(f"no drive called {text!r} in {store_dir}, and it is no key") from None
     return await Drive.open(store, key)
 
@@ -276,7 +279,7 @@ async def cmd_import(store: Any, args: argparse.Namespace) -> int:
     src: Path = args.src
     if not src.is_dir():
         raise LocalFileError(f"{src} is not a folder")
-    drive = await _open(store, args.store, args.drive)
+    drive = await _open(store, args.store, args.drive, create=True)
     skipped: list[str] = []
     entries = await trio.to_thread.run_sync(_walk, src, skipped)
     total = sum(st.st_size for _, st, _ in entries if stat_mod.S_ISREG(st.st_mode))
