@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +91,10 @@ def run(*cmd: str, cwd: Path | None = None) -> str:
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{cmd}: {done.stderr}"
     return done.stdout
+
+
+def errno_of(fn: Callable[[], object]) -> int:
+    """The errno of the OSError `fn()` must raise."""
+    with pytest.raises(OSError) as err:
+        fn()
+    return err.value.errno

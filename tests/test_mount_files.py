@@ -10,16 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
-from tests.mounting import is_mounted, mount, mounted  # noqa: F401 - `mount` is a fixture
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as err:
-        fn()
-    return err.value.errno
+from tests.mounting import errno_of, is_mounted, mount, mounted  # noqa: F401 - `mount` is a fixture
 
 
 def test_random_reads_writes_truncates_renames_match_a_local_file(tmp_path, mount):

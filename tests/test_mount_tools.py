@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import trio
 
 from hyperfs.cli.mount_cmds import open_drive
 
-from tests.mounting import mount, mounted, run  # noqa: F401 - `mount` is a fixture
+from tests.mounting import PYTHON, errno_of, hyperfs, mount, mounted, run  # noqa: F401 - `mount` is a fixture
 
 
 def make_tree(root: Path, seed: int = 7) -> Path:
@@ -153,3 +154,29 @@ def drive_version(store: Path, key: str) -> int:
             return drive.version
 
     return trio.run(version)
+
+
+def test_a_drive_without_its_secret_key_mounts_read_only(tmp_path):
+    """A drive cloned from a peer (its keys stay with the writer) mounts with EROFS for writes."""
+    writer_store, reader_store, mnt = tmp_path / "writer", tmp_path / "reader", tmp_path / "mnt"
+    src = make_tree(tmp_path / "src")
+    with mounted(writer_store, mnt) as m:
+        run("cp", "-a", str(src), str(mnt / "tree"))
+        m.unmount()
+    share = subprocess.Popen(
+        [PYTHON, "-m", "hyperfs", "--store", str(writer_store), "share", "--no-mdns"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = next(line.split()[-1] for line in share.stdout if line.startswith("listening on"))
+        hyperfs(reader_store, "clone", m.key, "--peer", address, "--quiet")
+    finally:
+        share.terminate()
+        share.wait(timeout=60)
+    with mounted(reader_store, mnt, m.key) as ro:
+        assert ro.key == m.key
+        run("diff", "-r", "--no-dereference", str(src), str(mnt / "tree"))
+        assert errno_of(lambda: (mnt / "tree" / "one").write_text("no")) == errno.EROFS
+        assert errno_of(lambda: (mnt / "new").mkdir()) == errno.EROFS
+        assert errno_of(lambda: os.setxattr(mnt / "tree" / "one", "user.x", b"1")) == errno.EROFS

@@ -45,10 +45,6 @@ class InodeTable:
         """The inode of `path` if one was handed out, else None (never numbers it)."""
         return self._ino.get(path)
 
-    def paths(self) -> list[str]:
-        """Every live path that has an inode."""
-        return list(self._ino)
-
     def path(self, ino: int) -> str:
         """The path of `ino`; FileNotFoundInDrive once it was unlinked or never existed."""
         path = self._path.get(ino)

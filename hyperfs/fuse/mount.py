@@ -14,7 +14,7 @@ import pyfuse3
 import trio
 
 from hyperfs.fuse.errors import log
-from hyperfs.fuse.inodes import split
+from hyperfs.fuse.inodes import join, split
 from hyperfs.fuse.operations import DriveOperations
 
 # Live mounts (the drive grows from elsewhere) are told of changes; the timeout only bounds what
@@ -102,25 +102,30 @@ async def follow(ops: DriveOperations) -> None:
     """Tell the kernel what changed each time the drive grows underneath the mount."""
     version = ops.drive.version
     while True:
-        await ops.drive.wait_version(version)
-        version = ops.drive.version
-        await invalidate_known(ops)
+        new_version = await ops.drive.wait_version(version)
+        changes = await ops.drive.diff(version)
+        version = new_version
+        for path in sorted({"/" + change.name.strip("/") for change in changes}):
+            await invalidate(ops, path)
 
 
-async def invalidate_known(ops: DriveOperations) -> None:
-    """Drop the kernel's cached attributes, data and entries of every path the mount handed out."""
-    for path in ops.inodes.paths():
-        ino = ops.inodes.known(path)
-        try:
-            # Blocking write to /dev/fuse: off the loop, which may have to answer the kernel.
-            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino)
-        except OSError:
-            pass  # the kernel had forgotten it already
-        if path != "/":
-            parent, name = split(path)
-            parent_ino = ops.inodes.known(parent)
-            if parent_ino is not None:
-                pyfuse3.invalidate_entry_async(parent_ino, name.encode("utf-8"), ignore_enoent=True)
+async def invalidate(ops: DriveOperations, path: str) -> None:
+    """Drop what the kernel caches for `path`: its entry in each folder on the way (a new file
+    may sit under folders the kernel knows as absent), its attributes and data, its folder's."""
+    parent = "/"
+    for name in path.strip("/").split("/"):
+        parent_ino = ops.inodes.known(parent)
+        if parent_ino is None:
+            break
+        pyfuse3.invalidate_entry_async(parent_ino, name.encode("utf-8"), ignore_enoent=True)
+        parent = join(parent, name)
+    for known in (ops.inodes.known(path), ops.inodes.known(split(path)[0])):
+        if known is not None:
+            try:
+                # A blocking write to /dev/fuse: off the loop, which may have to answer the kernel.
+                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, known)
+            except OSError:
+                pass  # the kernel had forgotten it already
 
 
 def configure_logging(verbose: bool) -> None:
