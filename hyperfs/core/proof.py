@@ -5,8 +5,8 @@ A port of hypercore 11 `lib/merkle-tree.js` (`generateProof`, `blockAndSeekProof
 Generation first plans which tree nodes a proof needs (pure index math), then reads them in one
 call through a sync reader (`read_nodes_sync`, `read_block_sync`: the replicator runs it in a
 worker thread). Verification is pure given the local roots, a sync node lookup and a signature
-check; it returns a `VerifiedProof` that `Hypercore.apply_proof` stores. Seek proofs are not
-implemented (we never ask for them and answer seek requests with noData).
+check; it returns a `VerifiedProof` that `Hypercore.apply_proof` stores. A seek needs node
+sizes to find its sub-tree, so planning reads those few nodes through the same reader.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hyperfs.core import flat_tree as ft
 from hyperfs.core.crypto import leaf_hash, parent_node, tree_hash
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.manifest import Manifest
-from hyperfs.core.protocol.messages import Data, DataBlock, DataHash, DataUpgrade, Request
+from hyperfs.core.protocol.messages import Data, DataBlock, DataHash, DataSeek, DataUpgrade, Request
 from hyperfs.errors import ProofRequestError, VerificationError
 
 # A proof climbs at most one level per bit of a 64-bit index; more means hostile input.
@@ -79,33 +79,66 @@ def _contains(i: int, x: int) -> bool:
 
 
 class _Plan:
-    """Node indexes of a proof, in wire order, before any storage read."""
+    """Node indexes of a proof, in wire order, before the nodes themselves are read."""
 
-    __slots__ = ("node", "upgrade", "additional")
+    __slots__ = ("node", "seek", "upgrade", "additional")
 
     def __init__(self) -> None:
         self.node: list[int] | None = None
+        self.seek: list[int] | None = None
         self.upgrade: list[int] | None = None
         self.additional: list[int] | None = None
 
 
-def _block_path(index: int, root: int, with_value: bool) -> list[int]:
-    # Bottom-up siblings from `index` to `root`; a hash proof starts with the node itself.
-    out = [] if with_value else [index]
+class _Target:
+    """What a request proves below its sub-tree: a block or hash node, and/or a seek root."""
+
+    __slots__ = ("index", "has_value", "seek_root")
+
+    def __init__(self, index: int | None, has_value: bool, seek_root: int | None) -> None:
+        self.index = index
+        self.has_value = has_value
+        self.seek_root = seek_root
+
+
+def _climb(start: int, root: int) -> list[int]:
+    """Bottom-up siblings from `start` up to `root`."""
+    out = []
     for _ in range(_MAX_DEPTH):
-        if index == root:
+        if start == root:
             return out
-        out.append(ft.sibling(index))
-        index = ft.parent(index)
-    raise ProofRequestError(f"node {index} is not under {root}")
+        out.append(ft.sibling(start))
+        start = ft.parent(start)
+    raise ProofRequestError(f"node {start} is not under {root}")
 
 
-def _upgrade_nodes(plan: _Plan, node: tuple[int, bool] | None, sub_tree: int, start: int, end: int) -> list[int]:
+def _prove_target(plan: _Plan, target: _Target, root: int) -> None:
+    """`blockAndSeekProof`: the block/hash path up to `root`, with the seek path spliced in where
+    the seek root hangs off it (or only the seek path when there is no block/hash)."""
+    seek_root = target.seek_root
+    if target.index is None:
+        assert seek_root is not None
+        plan.seek = [seek_root, *_climb(seek_root, root)]
+        return
+    out = [] if target.has_value else [target.index]
+    for s in _climb(target.index, root):
+        if seek_root is not None and s != seek_root and _contains(s, seek_root):
+            plan.seek = [seek_root, *_climb(seek_root, s)]
+        else:
+            out.append(s)
+    plan.node = out
+
+
+def _upgrade_nodes(plan: _Plan, target: _Target | None, sub_tree: int, start: int, end: int) -> list[int]:
     """Nodes proving the roots of `end` to a peer holding the tree `start` (leaf-space indexes).
 
-    With `node` = (index, has_value), the first node that would contain `sub_tree` is replaced by
-    the block's path (put in `plan.node`), as merkle-tree.js does to avoid sending it twice.
+    The first node that would contain `sub_tree` is replaced by the target's proof (into
+    `plan.node`/`plan.seek`), as merkle-tree.js does to avoid sending it twice.
     """
+
+    def substitutes(index: int) -> bool:
+        return target is not None and plan.node is None and plan.seek is None and _contains(index, sub_tree)
+
     out: list[int] | None = [] if start == 0 else None
     for root in ft.full_roots(end):
         if ft.right_span(root) + 1 < start:  # the peer already has it
@@ -113,20 +146,18 @@ def _upgrade_nodes(plan: _Plan, node: tuple[int, bool] | None, sub_tree: int, st
         if out is None and _contains(root, start - 2):
             # The peer's trailing roots merge into `root`: send the right siblings on the way up.
             out = []
-            target = i = start - 2
-            while i != root:
-                s = ft.sibling(i)
-                if s > target:
-                    if node is not None and plan.node is None and _contains(s, sub_tree):
-                        plan.node = _block_path(node[0], s, node[1])
+            target_leaf = start - 2
+            for s in _climb(target_leaf, root):
+                if s > target_leaf:
+                    if substitutes(s):
+                        _prove_target(plan, target, s)  # type: ignore[arg-type]
                     else:
                         out.append(s)
-                i = ft.parent(i)
             continue
         if out is None:
             out = []
-        if node is not None and plan.node is None and _contains(root, sub_tree):
-            plan.node = _block_path(node[0], root, node[1])
+        if substitutes(root):
+            _prove_target(plan, target, root)  # type: ignore[arg-type]
             continue
         out.append(root)
     return out or []
@@ -142,36 +173,132 @@ def _nodes_to_root(index: int, nodes: int, head: int) -> int:
     return index
 
 
-def plan_proof(request: Request, length: int) -> _Plan:
-    """The node indexes answering `request` from a tree of `length` blocks (ProofRequestError if none can)."""
+class _Seeker:
+    """Finds the tree node a byte offset falls in (`seekFromHead`, `seekUntrustedTree`)."""
+
+    def __init__(self, source: ProofSource, length: int, padding: int) -> None:
+        self.source = source
+        self.length = length
+        self.padding = padding
+
+    def node(self, index: int) -> TreeNode | None:
+        return self.source.read_nodes_sync([index]).get(index)
+
+    def size(self, node: TreeNode) -> int:
+        return node.size - self.padding * ft.count_leaves(node.index)
+
+    def required(self, index: int) -> TreeNode:
+        node = self.node(index)
+        if node is None:
+            raise ProofRequestError(f"tree node {index} is not stored")
+        return node
+
+    def from_head(self, head: int, offset: int) -> int:
+        for root in ft.full_roots(head):
+            size = self.size(self.required(root))
+            if offset == size:
+                return root
+            if offset > size:
+                offset -= size
+                continue
+            return self.trusted(root, offset)
+        return head
+
+    def trusted(self, root: int, offset: int) -> int:
+        """The node at `offset` inside `root`, trusting that it is in there."""
+        if not offset:
+            return root
+        i = root
+        for _ in range(_MAX_DEPTH):
+            if not i & 1:
+                return i
+            i = ft.left_child(i)
+            left = self.node(i)
+            if left is None:
+                return ft.parent(i)
+            size = self.size(left)
+            if size == offset:
+                return i
+            if size < offset:
+                offset -= size
+                i = ft.sibling(i)
+        raise ProofRequestError("seek does not end")
+
+    def untrusted(self, root: int, offset: int) -> int:
+        start = self.byte_offset(root) - (self.padding * ft.left_span(root) // 2 if self.padding else 0)
+        if start > offset:
+            raise ProofRequestError("invalid seek")
+        if start == offset:
+            return root
+        offset -= start
+        if self.size(self.required(root)) <= offset:
+            raise ProofRequestError("invalid seek")
+        return self.trusted(root, offset)
+
+    def byte_offset(self, index: int) -> int:
+        """Bytes before node `index` (its leftmost leaf) in the tree of `length` blocks."""
+        if index == 2 * self.length:
+            return sum(self.required(r).size for r in ft.full_roots(index))
+        if index & 1:
+            index = ft.left_span(index)
+        head = offset = 0
+        for root in ft.full_roots(2 * self.length):
+            head += 2 * (root - head + 1)
+            if index >= head:
+                offset += self.required(root).size
+                continue
+            i = root
+            for _ in range(_MAX_DEPTH):
+                if i == index:
+                    return offset
+                if index < i:
+                    i = ft.left_child(i)
+                else:
+                    i = ft.left_child(i)
+                    offset += self.required(i).size
+                    i = ft.sibling(i)
+            break
+        raise ProofRequestError(f"no byte offset for node {index}")
+
+
+def plan_proof(request: Request, length: int, source: ProofSource) -> _Plan:
+    """The node indexes answering `request` from a tree of `length` blocks (ProofRequestError if
+    none can). Reads tree nodes only to resolve a seek."""
     head = 2 * length
     up = request.upgrade
     start = 2 * up.start if up else 0
     end = start + 2 * up.length if up else head
-    if request.seek is not None:
-        raise ProofRequestError("seek proofs are not supported")
+    seek = request.seek
     if request.block is not None:
-        node: tuple[int, bool] | None = (2 * request.block.index, True)
-        nodes, last_index = request.block.nodes, request.block.index
+        index: int | None = 2 * request.block.index
+        has_value, nodes, last_index = True, request.block.nodes, request.block.index
     elif request.hash is not None:
-        node = (request.hash.index, False)
-        nodes, last_index = request.hash.nodes, ft.right_span(request.hash.index) // 2
+        index = request.hash.index
+        has_value, nodes, last_index = False, request.hash.nodes, ft.right_span(request.hash.index) // 2
     else:
-        node, nodes, last_index = None, 0, 0
+        index, has_value, nodes, last_index = None, False, 0, 0
     if head == 0 or (up and not start < end <= head):
         raise ProofRequestError("invalid upgrade")
+    if seek is not None and up is not None and index is not None and index >= start:
+        raise ProofRequestError("cannot both do a seek and block/hash request when upgrading")
     plan = _Plan()
     sub_tree = head
-    if node is not None and (up is None or last_index < up.start):
-        sub_tree = _nodes_to_root(node[0], nodes, end)
-        plan.node = _block_path(node[0], sub_tree, node[1])
-    elif node is not None:
-        sub_tree = node[0]
+    seeker = _Seeker(source, length, seek.padding) if seek is not None else None
+    if index is not None and (up is None or last_index < up.start):
+        sub_tree = _nodes_to_root(index, nodes, end)
+        seek_root = seeker.untrusted(sub_tree, seek.bytes) if seeker and seek else None
+        _prove_target(plan, _Target(index, has_value, seek_root), sub_tree)
+        target = None
+    elif up is not None and (index is not None or seeker is not None):
+        sub_tree = seeker.from_head(end, seek.bytes) if seeker and seek else index  # type: ignore[assignment]
+        target = _Target(index, has_value, sub_tree if seeker else None)
+    else:
+        target = None
     if up is not None:
-        plan.upgrade = _upgrade_nodes(plan, node, sub_tree, start, end)
+        plan.upgrade = _upgrade_nodes(plan, target, sub_tree, start, end)
         if head > end:
             plan.additional = _upgrade_nodes(plan, None, head, end, head)
-    if node is not None and plan.node is None:
+    if index is not None and plan.node is None:
         raise ProofRequestError("invalid block request")
     return plan
 
@@ -183,8 +310,8 @@ def generate_proof(
 
     Raises ProofRequestError when the request cannot be answered (the peer gets noData).
     """
-    plan = plan_proof(request, length)
-    wanted = [*(plan.node or ()), *(plan.upgrade or ()), *(plan.additional or ())]
+    plan = plan_proof(request, length, source)
+    wanted = [*(plan.node or ()), *(plan.seek or ()), *(plan.upgrade or ()), *(plan.additional or ())]
     stored = source.read_nodes_sync(wanted) if wanted else {}
     missing = [i for i in wanted if i not in stored]
     if missing:
@@ -201,6 +328,8 @@ def generate_proof(
         data.block = DataBlock(request.block.index, value, nodes(plan.node))
     elif request.hash is not None:
         data.hash = DataHash(request.hash.index, nodes(plan.node))
+    if request.seek is not None and plan.seek is not None:
+        data.seek = DataSeek(request.seek.bytes, nodes(plan.seek))
     if request.upgrade is not None:
         data.upgrade = DataUpgrade(
             request.upgrade.start, request.upgrade.length, nodes(plan.upgrade), nodes(plan.additional), signature
@@ -237,17 +366,8 @@ class _Queue:
         return node
 
 
-def _verify_tree(data: Data, proven: dict[int, TreeNode]) -> TreeNode | None:
-    """Hash a block/hash proof up to its (untrusted) sub-root."""
-    if data.block is not None:
-        value = data.block.value
-        cur = TreeNode(2 * data.block.index, len(value), leaf_hash(value))
-        queue = _Queue(data.block.nodes)
-    elif data.hash is not None:
-        queue = _Queue(data.hash.nodes)
-        cur = queue.take(data.hash.index)
-    else:
-        return None
+def _hash_up(cur: TreeNode, queue: _Queue, proven: dict[int, TreeNode]) -> TreeNode:
+    """Combine `cur` with the queued siblings up to the (untrusted) sub-root."""
     if len(queue) > _MAX_DEPTH:
         raise VerificationError("proof climbs more levels than a tree has")
     proven[cur.index] = cur
@@ -257,6 +377,23 @@ def _verify_tree(data: Data, proven: dict[int, TreeNode]) -> TreeNode | None:
         proven[sib.index] = sib
         proven[cur.index] = cur
     return cur
+
+
+def _verify_tree(data: Data, proven: dict[int, TreeNode]) -> TreeNode | None:
+    """Hash a seek and a block/hash proof up to their (untrusted) sub-root (`verifyTree`)."""
+    seek_root = None
+    if data.seek is not None and data.seek.nodes:
+        queue = _Queue(data.seek.nodes)
+        seek_root = _hash_up(queue.take(data.seek.nodes[0].index), queue, proven)
+    if data.block is not None:
+        value = data.block.value
+        # The seek's sub-root hangs off the block's path: it may be taken anywhere on the way.
+        return _hash_up(TreeNode(2 * data.block.index, len(value), leaf_hash(value)),
+                        _Queue(data.block.nodes, seek_root), proven)
+    if data.hash is not None:
+        queue = _Queue(data.hash.nodes, seek_root)
+        return _hash_up(queue.take(data.hash.index), queue, proven)
+    return seek_root
 
 
 class _Roots:
@@ -345,8 +482,6 @@ def verify_proof(
     `stored_node(index)` looks up a node we already trust (sync); `check_signature` verifies the
     upgrade's signature container for the new head. Nothing is stored here.
     """
-    if data.seek is not None:
-        raise VerificationError("unexpected seek proof")
     proven: dict[int, TreeNode] = {}
     sub = _verify_tree(data, proven)
     upgrade = None
