@@ -411,7 +411,8 @@ class Connection:
         peer.channel = channel
         self.peers[dkey] = peer
         capability = caps.replicate_capability(self.stream.is_initiator, core.key, self.stream.handshake_hash)
-        # seeks=False: JS then asks hash proofs instead of seek proofs, which we do not build.
+        # seeks=False: JS readers then ask plain hash proofs. We can build seek proofs, but no JS
+        # reader has been seen taking one from us yet.
         await channel.open(m.Handshake(capability, seeks=False).encode())
         return peer
 
@@ -652,8 +653,8 @@ class Peer:
         req = item.request
         if (msg.block is None) != (req.block is None) or (msg.block and msg.block.index != req.block.index):
             raise ProtocolError(f"data does not answer request {msg.request}")
-        if msg.upgrade is not None and req.upgrade is None:
-            raise ProtocolError("data carries an upgrade we did not ask for")
+        if (msg.upgrade is not None and req.upgrade is None) or (msg.seek is not None and req.seek is None):
+            raise ProtocolError("data carries an upgrade or seek we did not ask for")
         del self.inflight[msg.request]
         # Verify and store in `store_loop`, so receiving goes on meanwhile. The queue is bounded
         # by MAX_INFLIGHT: every entry answers one of our requests.
