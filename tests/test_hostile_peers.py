@@ -218,3 +218,7 @@ def test_a_flood_of_announced_runs_drops_the_peer(tmp_path: Path) -> None:
 
 def test_a_peer_that_never_answers_times_out(tmp_path: Path) -> None:
     _case(tmp_path, _bent(lambda d: d if d.block is None else None), "RequestTimeoutError", keeps_upgrade=True)
+
+
+def test_an_answer_to_a_request_never_made(tmp_path: Path) -> None:
+    _case(tmp_path, _bent(lambda d: replace(d, request=d.request + 1000)), "which we did not send")
