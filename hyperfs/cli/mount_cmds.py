@@ -57,6 +57,8 @@ def pid_file(mountpoint: Path) -> Path:
 def cmd_mount(args: argparse.Namespace) -> int:
     if not args.mountpoint.is_dir():
         raise MountError(f"{args.mountpoint} is not a folder")
+    if os.path.ismount(args.mountpoint):
+        raise MountError(f"{args.mountpoint} is already a mount point")
     if args.foreground or args.ready_fd is not None:
         return _serve(args)
     return _detach(args)

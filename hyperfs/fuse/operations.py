@@ -322,9 +322,13 @@ class DriveOperations(pyfuse3.Operations):
         names = self._dirs.get(fh)
         if names is None:
             fresh = {split(p)[1] for p in self._fresh_under(path) if split(p)[0] == path}
-            names = self._dirs[fh] = sorted(fresh.union(await self.drive.readdir(path)))
+            names = [".", ".."] + sorted(fresh.union(await self.drive.readdir(path)))
+            self._dirs[fh] = names
         for index in range(start_id, len(names)):
-            child = join(path, names[index])
+            # "." and ".." as on a local file system (the kernel counts no lookup for them).
+            child = {".": path, "..": split(path)[0] if path != "/" else "/"}.get(
+                names[index], join(path, names[index])
+            )
             try:
                 attrs = await self._entry(child)
             except FileNotFoundInDrive:
