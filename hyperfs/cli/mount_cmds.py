@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mount.add_argument("drive", nargs="?", help="drive key (default: the store's default drive)")
     mount.add_argument("--foreground", action="store_true", help="serve in this process")
     mount.add_argument("--checkout", type=int, metavar="VERSION", help="mount an old version, read-only")
+    mount.add_argument(
+        "--peer", metavar="HOST:PORT", help="replicate with this peer while mounted (files fetched as read, updates shown live)"
+    )
     mount.add_argument("--verbose", action="store_true", help="debug logging")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     mount.set_defaults(func=cmd_mount)
@@ -71,6 +74,8 @@ def _detach(args: argparse.Namespace) -> int:
         argv.append(args.drive)
     if args.checkout is not None:
         argv += ["--checkout", str(args.checkout)]
+    if args.peer:
+        argv += ["--peer", args.peer]
     argv += ["--ready-fd", str(write_end)]
     log_path = pid_file(args.mountpoint).with_suffix(".log")
     with open(log_path, "ab") as log_file:
@@ -115,7 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(args: argparse.Namespace) -> None:
     from hyperfs.fuse.mount import serve
 
-    async with open_drive(args.store, args.drive, args.checkout) as drive:
+    async with open_drive(args.store, args.drive, args.checkout, args.peer) as drive:
         read_only = args.checkout is not None or not drive.writable
 
         def ready() -> None:
@@ -150,21 +155,34 @@ def _report(args: argparse.Namespace, line: str) -> None:
 
 
 @asynccontextmanager
-async def open_drive(store_dir: Path, name: str | None, checkout: int | None) -> AsyncIterator[Any]:
+async def open_drive(
+    store_dir: Path, name: str | None, checkout: int | None, peer: str | None = None
+) -> AsyncIterator[Any]:
     """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
-    commands), else the store's default drive (made on first use); at `checkout` when given."""
+    commands), else the store's default drive (made on first use); at `checkout` when given;
+    replicating with `peer` (HOST:PORT) for as long as it is open, when given."""
     from hyperfs.cli.drive_cmds import DEFAULT_DRIVE, _open
+    from hyperfs.cli.net_cmds import dial
     from hyperfs.core.corestore import Corestore
+    from hyperfs.core.protocol.replicator import store_replicator
 
     store_dir.mkdir(parents=True, exist_ok=True)
     store = Corestore(str(store_dir))
     await store.ready()
     try:
-        drive = await _open(store, store_dir, name or DEFAULT_DRIVE)
-        try:
-            yield drive if checkout is None else await drive.checkout(checkout)
-        finally:
-            await drive.close()
+        async with trio.open_nursery() as nursery:
+            replicator = await store_replicator(store) if peer else None
+            if peer:
+                nursery.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
+            drive = await _open(store, store_dir, name or DEFAULT_DRIVE)
+            if replicator is not None:
+                # The whole metadata log, as hyperdrive 9 replicates it: every lookup is local.
+                await replicator.download(drive.metadata, 0, drive.metadata.length)
+            try:
+                yield drive if checkout is None else await drive.checkout(checkout)
+            finally:
+                await drive.close()
+                nursery.cancel_scope.cancel()
     finally:
         await store.close()
 

@@ -19,7 +19,7 @@ from hyperfs.fuse.operations import DriveOperations
 
 # Live mounts (the drive grows from elsewhere) are told of changes; the timeout only bounds what
 # a missed notice could cost.
-LIVE_CACHE_TIMEOUT = 1.0
+LIVE_CACHE_TIMEOUT = 30.0
 CACHE_TIMEOUT = 300.0
 
 

@@ -1,0 +1,91 @@
+"""A read-only mount that follows its writer over the wire: the folder shows what the writer
+adds, changes and removes, without waiting for the kernel's cache timeouts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from hyperfs.fuse.mount import LIVE_CACHE_TIMEOUT
+from tests.mounting import PYTHON, errno_of, mounted
+
+# The writer: its own store, the default drive, shared on a loopback port; it obeys stdin lines
+# "put PATH TEXT" / "rm PATH" and answers "ok" once the change is in its drive.
+WRITER = """
+import sys, trio
+from hyperfs.cli.net_cmds import listen
+from hyperfs.core.corestore import Corestore
+from hyperfs.core.protocol.replicator import store_replicator
+from hyperfs.drive.drive import Drive
+
+async def main():
+    store = Corestore(sys.argv[1])
+    await store.ready()
+    drive = await Drive.create(store, name="default")
+    await drive.write_file("/first.txt", b"one")
+    await store_replicator(store)
+    async with trio.open_nursery() as nursery:
+        async def ready(host, port):
+            print(drive.key.hex(), f"{host}:{port}", flush=True)
+        nursery.start_soon(listen, store, "127.0.0.1:0", ready)
+        lines = trio.wrap_file(sys.stdin)
+        async for line in lines:
+            op, path, *text = line.split()
+            if op == "put":
+                await drive.write_file(path, " ".join(text).encode())
+            else:
+                await drive.unlink(path)
+            print("ok", flush=True)
+        nursery.cancel_scope.cancel()
+    await store.close()
+
+trio.run(main)
+"""
+
+WAIT = LIVE_CACHE_TIMEOUT * 2 / 3  # less than the cache timeout: only an invalidation shows it
+
+
+def eventually(check) -> None:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        assert time.monotonic() < deadline, "the mount did not show the writer's change"
+        time.sleep(0.1)
+
+
+def test_read_only_mount_follows_its_writer(tmp_path: Path):
+    writer = subprocess.Popen(
+        [PYTHON, "-c", WRITER, str(tmp_path / "writer")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def do(line: str) -> None:
+        writer.stdin.write(line + "\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "ok"
+
+    try:
+        key, address = writer.stdout.readline().split()
+        mnt = tmp_path / "mnt"
+        with mounted(tmp_path / "reader", mnt, key, "--peer", address):
+            first = mnt / "first.txt"
+            assert first.read_text() == "one"
+            assert not (mnt / "later.txt").exists()  # the kernel now caches "absent"
+            assert errno_of(lambda: first.write_text("no")) == 30  # EROFS
+            do("put /later.txt two")
+            eventually(lambda: (mnt / "later.txt").exists())
+            assert (mnt / "later.txt").read_text() == "two"
+            do("put /first.txt changed")
+            eventually(lambda: first.stat().st_size == len("changed"))
+            assert first.read_text() == "changed"
+            do("put /deep/er/file.txt three")
+            eventually(lambda: "deep" in os.listdir(mnt))
+            assert (mnt / "deep" / "er" / "file.txt").read_text() == "three"
+            do("rm /later.txt")
+            eventually(lambda: not (mnt / "later.txt").exists())
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=60)
