@@ -222,3 +222,30 @@ def test_a_peer_that_never_answers_times_out(tmp_path: Path) -> None:
 
 def test_an_answer_to_a_request_never_made(tmp_path: Path) -> None:
     _case(tmp_path, _bent(lambda d: replace(d, request=d.request + 1000)), "which we did not send")
+
+
+def test_one_download_survives_a_hostile_peer(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append(blocks(200))
+        reader = await open_core(tmp_path / "r", writer.key)
+        rr = Replicator()
+        rr.add(reader)
+        rw = Replicator()
+        rw.add(writer)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def download() -> None:
+                await reader.download(0, 200)
+                done.set()
+
+            async with hostile_server(_bent(tamper_block)(writer)) as bad, connected(rr, bad) as dropped:
+                nursery.start_soon(download)
+                await _until_dropped(dropped)  # bad proofs: dropped in the middle of the download
+            assert "VerificationError" in (dropped[0].error or "") and not done.is_set()
+            async with serving(rw) as (good, _), connected(rr, good):
+                await done.wait()  # the same download finishes from the honest peer
+        assert [await reader.get(i) for i in range(200)] == blocks(200)
+
+    run(body)
