@@ -25,7 +25,7 @@ from hyperfs.core.protocol.framing import frame_header
 from hyperfs.core.protocol.protomux import Channel, Mux
 from hyperfs.core.protocol.replicator import Connection, Replicator
 from hyperfs.core.protocol.secret_stream import SecretStream
-from tests.test_replicator import blocks, connected, open_core, run, serving
+from tests.test_replicator import blocks, connected, run, serving, writer_and_reader
 
 Tamper = Callable[[m.Data], m.Data | None]
 
@@ -110,9 +110,7 @@ async def _until_dropped(connections: list[Connection]) -> Connection:
 def _case(tmp_path: Path, behave_for: Callable[[Hypercore], Callable[[SecretStream], Awaitable[None]]], error: str,
           keeps_upgrade: bool = False) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(12))
-        reader = await open_core(tmp_path / "r", writer.key)
+        writer, reader, rw, _ = await writer_and_reader(tmp_path, 12)
         rr = Replicator(request_timeout=2.0)
         rr.add(reader)
         async with hostile_server(behave_for(writer)) as port, connected(rr, port) as done:
@@ -131,8 +129,6 @@ def _case(tmp_path: Path, behave_for: Callable[[Hypercore], Callable[[SecretStre
         assert not any(reader.has_local(i) for i in range(12))
         assert reader.length == (12 if keeps_upgrade else 0)
         # and the reader still works with an honest peer
-        rw = Replicator()
-        rw.add(writer)
         async with serving(rw) as (port, _), connected(rr, port):
             await reader.download(0, 12)
             assert [await reader.get(i) for i in range(12)] == blocks(12)
@@ -197,11 +193,7 @@ def test_garbage_after_the_handshake(tmp_path: Path, behave: Callable[[SecretStr
 
 def test_blocks_announced_by_bitfield_are_fetched(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(40))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rr = Replicator()
-        rr.add(reader)
+        writer, reader, _, rr = await writer_and_reader(tmp_path, 40)
         bitfield = m.Bitfield(0, [0xFFFFFFFF, 0xFF])  # blocks 0..39
         async with hostile_server(_bent(lambda d: d, announce=bitfield)(writer)) as port, connected(rr, port):
             await reader.download(0, 40)
@@ -226,13 +218,7 @@ def test_an_answer_to_a_request_never_made(tmp_path: Path) -> None:
 
 def test_one_download_survives_a_hostile_peer(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(200))
-        reader = await open_core(tmp_path / "r", writer.key)
-        rr = Replicator()
-        rr.add(reader)
-        rw = Replicator()
-        rw.add(writer)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 200)
         async with trio.open_nursery() as nursery:
             done = trio.Event()
 
