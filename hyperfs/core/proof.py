@@ -137,7 +137,7 @@ def _upgrade_nodes(plan: _Plan, target: _Target | None, sub_tree: int, start: in
     """
 
     def substitutes(index: int) -> bool:
-        return target is not None and plan.node is None and plan.seek is None and _contains(index, sub_tree)
+        return plan.node is None and plan.seek is None and _contains(index, sub_tree)
 
     out: list[int] | None = [] if start == 0 else None
     for root in ft.full_roots(end):
@@ -149,15 +149,15 @@ def _upgrade_nodes(plan: _Plan, target: _Target | None, sub_tree: int, start: in
             target_leaf = start - 2
             for s in _climb(target_leaf, root):
                 if s > target_leaf:
-                    if substitutes(s):
-                        _prove_target(plan, target, s)  # type: ignore[arg-type]
+                    if target is not None and substitutes(s):
+                        _prove_target(plan, target, s)
                     else:
                         out.append(s)
             continue
         if out is None:
             out = []
-        if substitutes(root):
-            _prove_target(plan, target, root)  # type: ignore[arg-type]
+        if target is not None and substitutes(root):
+            _prove_target(plan, target, root)
             continue
         out.append(root)
     return out or []
@@ -283,17 +283,18 @@ def plan_proof(request: Request, length: int, source: ProofSource) -> _Plan:
         raise ProofRequestError("cannot both do a seek and block/hash request when upgrading")
     plan = _Plan()
     sub_tree = head
+    target = None  # what the upgrade walk proves in place of the node containing it
     seeker = _Seeker(source, length, seek.padding) if seek is not None else None
     if index is not None and (up is None or last_index < up.start):
         sub_tree = _nodes_to_root(index, nodes, end)
         seek_root = seeker.untrusted(sub_tree, seek.bytes) if seeker and seek else None
         _prove_target(plan, _Target(index, has_value, seek_root), sub_tree)
-        target = None
-    elif up is not None and (index is not None or seeker is not None):
-        sub_tree = seeker.from_head(end, seek.bytes) if seeker and seek else index  # type: ignore[assignment]
-        target = _Target(index, has_value, sub_tree if seeker else None)
-    else:
-        target = None
+    elif up is not None and seeker is not None and seek is not None:
+        sub_tree = seeker.from_head(end, seek.bytes)
+        target = _Target(index, has_value, sub_tree)
+    elif up is not None and index is not None:
+        sub_tree = index
+        target = _Target(index, has_value, None)
     if up is not None:
         plan.upgrade = _upgrade_nodes(plan, target, sub_tree, start, end)
         if head > end:
