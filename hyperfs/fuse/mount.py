@@ -21,6 +21,7 @@ from hyperfs.fuse.operations import DriveOperations
 # a missed notice could cost.
 LIVE_CACHE_TIMEOUT = 30.0
 CACHE_TIMEOUT = 300.0
+READAHEAD_KB = 1024  # = max_write: the largest request libfuse takes
 
 
 def mount_options(read_only: bool) -> set[str]:
@@ -66,9 +67,21 @@ async def serve(
 async def _announce_ready(mountpoint: str, on_ready: Callable[[], None] | None) -> None:
     # A stat of the mount point is answered by our own loop: once it returns, the kernel has
     # finished FUSE_INIT and the folder is usable.
-    await trio.to_thread.run_sync(os.stat, mountpoint)
+    st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    raise_readahead(st.st_dev)
     if on_ready is not None:
         on_ready()
+
+
+def raise_readahead(dev: int) -> None:
+    """Let the kernel read ahead READAHEAD_KB on this mount (its default, 128 KiB, caps each
+    FUSE read at that size; larger reads cost fewer requests). Only root may; others keep it."""
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(str(READAHEAD_KB))
+    except OSError as err:
+        log.debug("read-ahead stays as it is: %s", err)
 
 
 async def _stop_on_signal(ops: DriveOperations, mountpoint: str) -> None:
