@@ -281,3 +281,14 @@ def test_mount_refuses_a_missing_folder(tmp_path):
     done = hyperfs(tmp_path / "store", "mount", str(tmp_path / "absent"), check=False)
     assert done.returncode == 1 and "not a folder" in done.stderr
     assert not pid_file(tmp_path / "absent").exists()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for args, message in [
+        (["nosuchname"], "no drive called 'nosuchname'"),
+        (["ab" * 32], "not in this store"),
+        (["--checkout", "99"], "version 99 is outside"),
+    ]:
+        done = hyperfs(tmp_path / "store", "mount", str(mnt), *args, check=False)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1  # one line, no traceback
+        assert not is_mounted(mnt)

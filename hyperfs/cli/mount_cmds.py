@@ -162,7 +162,7 @@ async def open_drive(
     commands), else the store's default drive (made on first use); at `checkout` when given;
     replicating with `peer` (HOST:PORT) for as long as it is open, when given."""
     from hyperfs.cli.drive_cmds import DEFAULT_DRIVE, _open
-    from hyperfs.cli.net_cmds import dial
+    from hyperfs.cli.net_cmds import _nursery, dial
     from hyperfs.core.corestore import Corestore
     from hyperfs.core.protocol.replicator import store_replicator
 
@@ -170,7 +170,7 @@ async def open_drive(
     store = Corestore(str(store_dir))
     await store.ready()
     try:
-        async with trio.open_nursery() as nursery:
+        async with _nursery() as nursery:  # a lone HyperfsError comes out as itself
             replicator = await store_replicator(store) if peer else None
             if peer:
                 nursery.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
