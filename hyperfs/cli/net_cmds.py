@@ -146,7 +146,7 @@ async def _clone(store: Any, args: argparse.Namespace) -> Drive:
     """Open the drive `args.key` from peers and, unless sparse, download both of its cores."""
     replicator = await store_replicator(store)  # before opening: the index block is awaited
     drive = await Drive.open(store, decode_key(args.key))
-    if not getattr(args, "sparse", False):
+    if not getattr(args, "sparse", False):  # seed has no --sparse
         for name, core in (("metadata", drive.metadata), ("content", drive.content)):
             with tqdm(desc=name, unit="block", disable=args.quiet, file=sys.stderr) as bar:
 

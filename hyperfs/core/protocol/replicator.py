@@ -519,7 +519,7 @@ class Peer:
         async with _corked(mux):
             await self.send_sync()
             await self.announce_ranges()
-            if not getattr(self.core, "writable", False):
+            if not self.core.writable:
                 await self.send(m.Want(0, WANT_BATCH))
         self.conn.start_soon(self.serve)
         self.conn.start_soon(self.fetch)
@@ -563,7 +563,7 @@ class Peer:
                 remote_length=remote_length,
                 can_upgrade=can_upgrade,
                 uploading=True,
-                downloading=not getattr(core, "writable", False),
+                downloading=not core.writable,
                 has_manifest=core.manifest is not None,
             )
         )
