@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import trio
 
 from hyperfs.core.hypercore import Hypercore
 from hyperfs.core.protocol.replicator import Replicator
-from tests.interop import PEER_JS, interop_block, js_peer, read_json_line, require_peer
+from tests.interop import INTEROP_DIR, PEER_JS, interop_block, js_peer, read_json_line, require_peer
 from tests.test_replicator import connected, open_core, run, serving
 
 pytestmark = pytest.mark.timeout(120)
@@ -232,5 +233,53 @@ def test_hyperfs_writer_truncates_under_a_js_reader(tmp_path: Path) -> None:
             clone = _json(result.stdout)
             assert clone["fork"] == writer.fork == 1
             _expect_clone(clone, (await writer.tree_hash()).hex(), [await writer.get(i) for i in range(12)])
+
+    run(body)
+
+
+SEEK_READER_JS = r"""
+const b4a = require('b4a')
+const Corestore = require('corestore')
+const net = require('net')
+const fs = require('fs'), os = require('os'), path = require('path')
+async function main () {
+  const [key, port, offsets] = process.argv.slice(2)
+  const store = new Corestore(fs.mkdtempSync(path.join(os.tmpdir(), 'seekread-')))
+  const core = store.get({ key: b4a.from(key, 'hex') })
+  await core.ready()
+  const sock = net.connect(Number(port), '127.0.0.1')
+  sock.pipe(store.replicate(true)).pipe(sock)
+  await core.update({ wait: true })
+  const seeks = []
+  for (const bytes of JSON.parse(offsets)) seeks.push(await core.seek(bytes))
+  console.log(JSON.stringify({ length: core.length, seeks }))
+  sock.destroy()
+  await store.close()
+}
+main().catch((e) => { console.error(e); process.exit(1) })
+"""
+
+
+def test_js_reader_seeks_in_a_sparse_hyperfs_core(tmp_path: Path) -> None:
+    """JS `core.seek()` on a core it holds no block of: it asks us for seek proofs."""
+
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append([interop_block(i, 1000 + 37 * i) for i in range(40)])
+        offsets = [0, 999, 1000, 5000, 20000, 40000, 60000]
+        expected = [list(await writer.seek(o)) for o in offsets]
+        script = tmp_path / "seekread.js"
+        script.write_text(SEEK_READER_JS)
+        rw = Replicator()
+        rw.add(writer)
+        async with serving(rw) as (port, done):
+            result = await trio.run_process(
+                ["node", str(script), writer.key.hex(), str(port), json.dumps(offsets)],
+                capture_stdout=True, capture_stderr=True, check=False,
+                env={**os.environ, "NODE_PATH": str(INTEROP_DIR / "node_modules")},
+            )
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert _json(result.stdout) == {"length": 40, "seeks": expected}
+        assert all(conn.error is None for conn in done)
 
     run(body)

@@ -411,9 +411,7 @@ class Connection:
         peer.channel = channel
         self.peers[dkey] = peer
         capability = caps.replicate_capability(self.stream.is_initiator, core.key, self.stream.handshake_hash)
-        # seeks=False: JS readers then ask plain hash proofs. We can build seek proofs, but no JS
-        # reader has been seen taking one from us yet.
-        await channel.open(m.Handshake(capability, seeks=False).encode())
+        await channel.open(m.Handshake(capability).encode())  # seeks: we answer seek proofs
         return peer
 
     async def _on_remote_open(self, dkey: bytes | None) -> None:
