@@ -41,7 +41,15 @@ async function run (seed, steps) {
     const list = await new Promise(resolve => tr.list(p, (e, l) => resolve(e ? null : l)))
     reads[p] = { get: got, list }
   }
-  return { ops, reads }
+  // what diff gives from the middle of the sequence (and from the empty tree) to the end
+  const diffs = {}
+  for (const from of [-1, Math.floor(feed.length / 2)]) {
+    diffs[from] = await new Promise((resolve, reject) => {
+      const out = []
+      tr.checkout(from).diff(tr).on('data', d => out.push({ type: d.type, name: d.name, version: d.version })).on('end', () => resolve(out)).on('error', reject)
+    })
+  }
+  return { ops, reads, diffs }
 }
 
 ;(async () => {

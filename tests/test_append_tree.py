@@ -47,7 +47,7 @@ def test_drive_vector_blocks_byte_for_byte() -> None:
 @pytest.mark.parametrize("index", range(len(RANDOM["sequences"])))
 def test_random_sequences_match_js(index: int) -> None:
     """Random puts/dels (paths sharing prefixes, files that are also folders, dels of absent
-    names): the same blocks as JS, and the same get/list answers afterwards."""
+    names): the same blocks as JS, and the same get/list/diff answers afterwards."""
     seq = RANDOM["sequences"][index]
     log: list[bytes] = []
     tree = _tree(log, offset=0)
@@ -65,6 +65,9 @@ def test_random_sequences_match_js(index: int) -> None:
             node = t.get(split(path))
             assert (node.value.decode() if node else None) == want["get"], path
             assert t.list(split(path)) == want["list"], path
+    for head, want in seq["diffs"].items():  # JS checks out at a head seq: our length is seq + 1
+        got = [{"type": c.type, "name": c.name, "version": c.version} for c in tree.checkout(int(head) + 1).diff(tree)]
+        assert got == want, head
 
 
 def test_paths_roundtrip_of_vectors() -> None:
