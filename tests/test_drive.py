@@ -113,6 +113,9 @@ async def test_files_folders_errors(tmp_path: Path) -> None:
         await drive.rmdir("/d")
         assert not await drive.exists("/d")
         assert (await drive.lstat("/")).is_dir()
+        await drive.write_file("/implicit/f", b"", mtime=1234)
+        st = await drive.lstat("/implicit")  # a folder without a node of its own
+        assert st.is_dir() and st.mtime == 1234
 
 
 @trio_test

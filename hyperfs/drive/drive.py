@@ -126,9 +126,14 @@ class Stat:
         )
 
 
-def _implicit_dir() -> Stat:
-    """What a folder that only exists through the files in it looks like (as hyperdrive 9)."""
-    return Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE, nlink=2)
+def _implicit_dir(tree: AppendTree, names: Names) -> Stat:
+    """What a folder that only exists through the files in it looks like: hyperdrive 9's
+    default folder, with the times of the newest entry below it (not 1970)."""
+    st = Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE, nlink=2)
+    newest = next(reversed(tree.listing(names).entries.values()), None)
+    if newest is not None and (value := tree.node(newest).value) is not None:
+        st.mtime = st.ctime = Stat.decode(value, newest).mtime
+    return st
 
 
 async def _open_core(store: Corestore, **how: Any) -> Hypercore:
@@ -237,14 +242,14 @@ class Drive:
         return self.tree
 
     async def _lstat_names(self, names: Names) -> Stat:
-        if not names:
-            return _implicit_dir()
         tree = await self._refresh()
+        if not names:
+            return _implicit_dir(tree, names)
         node = tree.get(names)
         if node is not None:
             return Stat.decode(node.value, node.seq)
         if tree.list(names):
-            return _implicit_dir()
+            return _implicit_dir(tree, names)
         raise FileNotFoundInDrive(f"{join(names)}: no such file or folder")
 
     # --- reading ----------------------------------------------------------------------------------
