@@ -129,12 +129,17 @@ def test_our_corked_open_and_sync_equal_js_bytes() -> None:
     run(test)
 
 
+def test_decode_frames_ignores_unknown_control_messages() -> None:
+    assert decode_frames(b"\x00\x07\x01") == []
+    assert decode_frames(b"\x00\x00\x00\x01\x09\x02\x03\x05") == [
+        Frame(0, 3, memoryview(b"\x05"))
+    ]
+
+
 def test_decode_frames_rejects_malformed() -> None:
     for bad in [
-        b"\x00\x07",  # unknown control message
         b"\x00\x00\x01\x05\x01",  # truncated batch
         b"\x00\x00\x00\x03\x00\x00\x01",  # a batch inside a batch
-        b"\x00\x00\x00\x01\x09",  # a control message 9 inside a batch
         b"\xfd\x01",  # truncated channel id
         b"\x01",  # no type
     ]:
@@ -332,7 +337,6 @@ def test_big_messages_unbatched_and_batched() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b"\x00\x07\x01",  # unknown control message
         b"\x00\x01\x05\x04test\x00",  # open with id 5 as the first channel
         b"\x00\x01\x00\x04test\x00",  # open with id 0
         b"\x00\x02\x09",  # reject of a channel we never opened

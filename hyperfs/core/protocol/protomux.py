@@ -54,8 +54,9 @@ class Frame(NamedTuple):
 def decode_frames(message: bytes | bytearray | memoryview) -> list[Frame]:
     """The Protomux messages in one decrypted message: one, or the contents of a batch.
 
-    Raises ProtocolError for bytes that do not parse, a batch inside a batch, or a control type
-    other than batch/open/reject/close.
+    Control messages other than batch/open/reject/close are left out, as protomux ignores them
+    (wire.md §3.2), so a newer peer's additions do not cost the connection. Raises ProtocolError
+    for bytes that do not parse or a batch inside a batch.
     """
     view = memoryview(message)
     try:
@@ -82,10 +83,7 @@ def decode_frames(message: bytes | bytearray | memoryview) -> list[Frame]:
                 dec.pos = stop
     except DecodingError as err:
         raise ProtocolError(f"peer sent a malformed Protomux message: {err}") from None
-    for frame in frames:
-        if frame.channel == 0 and frame.type not in (OPEN, REJECT, CLOSE):
-            raise ProtocolError(f"peer sent unknown Protomux control message {frame.type}")
-    return frames
+    return [f for f in frames if f.channel != 0 or f.type in (OPEN, REJECT, CLOSE)]
 
 
 def _key(protocol: str, id: bytes | None) -> tuple[str, bytes]:
