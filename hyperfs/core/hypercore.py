@@ -355,6 +355,10 @@ class CoreState:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 channels.remove(channel)
 
+    def waiting_indexes(self) -> list[int]:
+        """Blocks that `get()` calls are waiting for (a replicator attached late asks for them)."""
+        return list(self._waiters)
+
     def waiter(self, index: int) -> trio.Event:
         event = trio.Event()
         self._waiters.setdefault(index, []).append(event)

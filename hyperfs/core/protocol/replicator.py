@@ -22,8 +22,7 @@ import bisect
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,16 +60,6 @@ WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
 MAX_REMOTE_RUNS = 1 << 16  # separate runs of blocks a peer may announce (bounds our memory)
 MAX_KNOWN_NODES = 1 << 16  # trusted tree nodes cached per core (about 6 MiB)
-
-
-@asynccontextmanager
-async def _corked(mux: Mux) -> AsyncIterator[None]:
-    """Everything sent inside goes out as one Protomux batch."""
-    mux.cork()
-    try:
-        yield
-    finally:
-        await mux.uncork()
 
 
 class _Signal:
@@ -268,7 +257,7 @@ class Replicator:
             state = self.cores[core.discovery_key] = CoreReplication(self, core)
             core.replicator = self
             # get() calls that started waiting before we were attached never called want().
-            state.wanted.update(core.state._waiters)
+            state.wanted.update(core.state.waiting_indexes())
             for conn in self.connections:
                 conn.attach_soon(state)
         elif state.core.closed and not core.closed:
@@ -360,7 +349,7 @@ class Connection:
 
     async def _attach_all(self) -> None:
         # All our opens in one batch, as Corestore does.
-        async with _corked(self.mux):
+        async with self.mux.corked():
             for state in list(self.replicator.cores.values()):
                 await self.attach(state)
 
@@ -514,7 +503,7 @@ class Peer:
             raise ProtocolError("remote sent a wrong replication capability")
         self.state.peers.append(self)
         mux = self.conn.mux
-        async with _corked(mux):
+        async with mux.corked():
             await self.send_sync()
             await self.announce_ranges()
             if not self.core.writable:
@@ -576,7 +565,7 @@ class Peer:
         """After our length changed: `range` then `sync`, as JS does on append."""
         if self.closed or self.channel is None or not self.channel.opened:
             return
-        async with _corked(self.conn.mux):
+        async with self.conn.mux.corked():
             await self.announce_ranges()
             await self.send_sync()
 
@@ -622,7 +611,7 @@ class Peer:
     async def on_want(self, msg: m.Want) -> None:
         end = msg.start + msg.length
         sent = 0
-        async with _corked(self.conn.mux):
+        async with self.conn.mux.corked():
             for start, stop in self.core.local_ranges(msg.start):
                 if start >= end or sent >= MAX_ANNOUNCE:
                     break
@@ -758,7 +747,7 @@ class Peer:
             if self.core.fork != head.fork:
                 # Truncated while we read: the nodes may be from the new tree, so answer nothing.
                 answers = [m.NoData(req.id, m.NOT_AVAILABLE) for req in batch]
-            async with _corked(self.conn.mux):
+            async with self.conn.mux.corked():
                 for answer in answers:
                     await self.send(answer)
 
@@ -801,7 +790,7 @@ class Peer:
         while not self.closed:
             changed = state.changed.wait
             sent = False
-            async with _corked(self.conn.mux):
+            async with self.conn.mux.corked():
                 if self._should_upgrade():
                     self.upgrading = True
                     core = self.core
