@@ -12,7 +12,6 @@ import argparse
 import cProfile
 import json
 import pstats
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import trio
 
+from anchors import ensure_anchor
 from hyperfs.core import Hypercore
 
 ROOT = Path(__file__).resolve().parents[1]
-ANCHOR_SRC = ROOT.parent / "shared" / "anchors" / "core11"
 ANCHOR = ROOT / ".cache" / "core11"
 
 # name, block size, total bytes, batch
@@ -33,18 +32,6 @@ WORKLOADS = [
     ("4KiB x1", 4096, 8 << 20, 1),
     ("4KiB x64", 4096, 64 << 20, 64),
 ]
-
-
-def ensure_anchor() -> None:
-    """Copy the JS anchor into .cache and install its packages, once."""
-    if (ANCHOR / "node_modules" / "hypercore").is_dir():
-        return
-    ANCHOR.mkdir(parents=True, exist_ok=True)
-    for item in ANCHOR_SRC.iterdir():
-        target = ANCHOR / item.name
-        shutil.copyfile(item, target)
-        target.chmod(0o644)
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=ANCHOR, check=True)
 
 
 def run_js(block_size: int, total: int, batch: int) -> dict[str, dict[str, str]]:
@@ -84,7 +71,7 @@ def main() -> None:
     parser.add_argument("--no-js", action="store_true", help="only our figures")
     args = parser.parse_args()
     if not args.no_js:
-        ensure_anchor()
+        ensure_anchor("core11", "hypercore")
     print(f"{'workload':<22}{'ours':>14}{'JS':>14}{'ratio':>8}")
     for name, block_size, total, batch in WORKLOADS:
         if args.profile and args.profile != name:

@@ -5,8 +5,7 @@
    Ours also stats again after reopening the store (the lookup cache rebuilt from the log).
 2. N files in one folder (N = 2,000 and 8,000): one writeFile each, then readdir; metadata bytes.
 
-Anchor: ../shared/anchors/drive9/{import,flat}.js, run from .cache/drive9 (npm install done):
-    cp -r ../shared/anchors/drive9 .cache/drive9 && (cd .cache/drive9 && npm install)
+Anchor: ../shared/anchors/drive9/{import,flat}.js, installed into .cache/drive9 on first use.
 Run: .venv/bin/python scripts/bench_drive.py [--flat 2000,8000] [--skip-anchor]
 """
 
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import trio
 
+from anchors import ensure_anchor
 from hyperfs.drive.drive import Drive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,8 +145,8 @@ def main() -> None:
     parser.add_argument("--flat", default="2000,8000", help="comma-separated N for the one-folder test")
     parser.add_argument("--skip-anchor", action="store_true", help="only our side")
     args = parser.parse_args()
-    if not args.skip_anchor and not (ANCHOR / "node_modules" / "hyperdrive").is_dir():
-        raise SystemExit(f"no anchor at {ANCHOR}: see this script's docstring")
+    if not args.skip_anchor:
+        ensure_anchor("drive9", "hyperdrive")
 
     with tempfile.TemporaryDirectory(prefix="bench_drive_") as tmp_name:
         tmp = Path(tmp_name)
