@@ -181,8 +181,9 @@ async def random_frame(secret: SecretStream) -> None:
 
 
 async def random_message(secret: SecretStream) -> None:
-    # well encrypted, but the plaintext is garbage for Protomux
-    await secret.send(b"\x00\x07" + os.urandom(60))
+    # well encrypted, but the plaintext is garbage for Protomux: a batch whose first message
+    # claims more bytes than follow (an unknown control type would be ignored, as JS does)
+    await secret.send(b"\x00\x00\x00\x7f" + os.urandom(60))
     await trio.sleep(5)
 
 

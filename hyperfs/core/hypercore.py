@@ -235,8 +235,7 @@ class CoreState:
         signature = self._sign(th, length, fork)
         for node in nodes:
             tx.put_tree_node(node)
-        for index, page in self._bitfield_pages(start, length, True):
-            tx.put_bitfield_page(index, page)
+        self._put_bitfield(tx, [(start, length, True)])
         tx.set_head(schema.Head(fork, length, th, signature))
         tx.flush()
         return _Change(fork, length, roots, signature)
@@ -245,16 +244,19 @@ class CoreState:
         assert self.manifest is not None and self.key_pair is not None
         return sign_head(self.manifest, self.key, self.key_pair.secret_key, th, length, fork)
 
-    def _bitfield_pages(self, start: int, end: int, value: bool) -> list[tuple[int, bytes]]:
-        """The pages as they will be once [start, end) is set; the live bitfield is not touched."""
+    def _put_bitfield(self, tx: Any, runs: Sequence[tuple[int, int, bool]]) -> None:
+        """Write the bitfield pages as they will be once the [start, end) runs are set to their
+        values, in order; the live bitfield is not touched."""
         preview = Bitfield()
-        first, last = start // BITS_PER_PAGE, (max(end, start + 1) - 1) // BITS_PER_PAGE
-        for p in range(first, last + 1):
-            page = self.bitfield.page(p)
-            if page is not None:
-                preview.load_page(p, page)
-        preview.set_range(start, end, value)
-        return preview.take_dirty()
+        for start, end, value in runs:
+            first, last = start // BITS_PER_PAGE, (max(end, start + 1) - 1) // BITS_PER_PAGE
+            for p in range(first, last + 1):
+                page = self.bitfield.page(p)
+                if page is not None and preview.page(p) is None:
+                    preview.load_page(p, page)
+            preview.set_range(start, end, value)
+        for index, page in preview.take_dirty():
+            tx.put_bitfield_page(index, page)
 
     def truncate_sync(self, length: int, fork: int) -> _Change:
         """Cut the core to `length` under a new fork id, re-signed, in one write batch."""
@@ -264,52 +266,64 @@ class CoreState:
         signature = self._sign(tree_hash(roots), length, fork) if self.writable else None
         tx = self.storage.write()
         self._delete_after(tx, length, old)
+        self._put_bitfield(tx, [(length, max(old, length), False)])
         tx.set_head(schema.Head(fork, length, tree_hash(roots), signature))
         tx.flush()
         return _Change(fork, length, roots, signature, truncated_to=length)
 
     def _delete_after(self, tx: Any, length: int, old: int) -> None:
+        """Delete the blocks and tree nodes past `length` (the caller clears their bits)."""
         tx.delete_block_range(length, max(old, length))
         start, end, extra = merkle.truncated_nodes(old, length)
         if end > start:
             tx.delete_tree_node_range(start, end)
         for index in extra:
             tx.delete_tree_node(index)
-        for index, page in self._bitfield_pages(length, max(old, length), False):
-            tx.put_bitfield_page(index, page)
 
     def clear_sync(self, start: int, end: int) -> None:
         tx = self.storage.write()
         tx.delete_block_range(start, end)
-        for index, page in self._bitfield_pages(start, end, False):
-            tx.put_bitfield_page(index, page)
+        self._put_bitfield(tx, [(start, end, False)])
         tx.flush()
 
-    def apply_proof_sync(self, verified: VerifiedProof) -> _Change | None:
-        """Store a verified proof's block and nodes, and its upgrade (truncating on a new fork)."""
+    def apply_proofs_sync(self, proofs: Sequence[VerifiedProof]) -> list[tuple[VerifiedProof, _Change | None]]:
+        """Store verified proofs, in order, in one write batch: blocks, nodes, upgrades (truncating
+        on a new fork). A proof without an upgrade made for another fork than the one it would
+        land on is stale and skipped. Returns the stored proofs with the head change each made."""
         tx = self.storage.write()
-        change = None
-        manifest = verified.manifest
-        if manifest is not None and self.manifest is None:
-            auth = self.storage.read().get_auth()
-            if auth is not None:
-                tx.set_auth(replace(auth, manifest=manifest_to_record(manifest)))
-        upgrade = verified.upgrade
-        if upgrade is not None and (upgrade.fork != self.fork or upgrade.length > self.length):
-            truncated_to = None
-            if upgrade.fork != self.fork and upgrade.start < self.length:
-                self._delete_after(tx, upgrade.start, self.length)
-                truncated_to = upgrade.start
-            tx.set_head(schema.Head(upgrade.fork, upgrade.length, upgrade.tree_hash, upgrade.signature))
-            change = _Change(upgrade.fork, upgrade.length, list(upgrade.roots), upgrade.signature, truncated_to)
-        for node in verified.nodes:
-            tx.put_tree_node(node)
-        if verified.block_index is not None and verified.value is not None:
-            tx.put_block(verified.block_index, verified.value)
-            for index, page in self._bitfield_pages(verified.block_index, verified.block_index + 1, True):
-                tx.put_bitfield_page(index, page)
-        tx.flush()
-        return change
+        fork, length = self.fork, self.length
+        runs: list[tuple[int, int, bool]] = []
+        applied: list[tuple[VerifiedProof, _Change | None]] = []
+        learnt = self.manifest is not None
+        for verified in proofs:
+            upgrade = verified.upgrade
+            change = None
+            if upgrade is not None and (upgrade.fork != fork or upgrade.length > length):
+                truncated_to = None
+                if upgrade.fork != fork and upgrade.start < length:
+                    self._delete_after(tx, upgrade.start, length)
+                    runs.append((upgrade.start, length, False))
+                    truncated_to = upgrade.start
+                tx.set_head(schema.Head(upgrade.fork, upgrade.length, upgrade.tree_hash, upgrade.signature))
+                change = _Change(upgrade.fork, upgrade.length, list(upgrade.roots), upgrade.signature, truncated_to)
+                fork, length = upgrade.fork, upgrade.length
+            elif verified.fork != fork:
+                continue
+            if verified.manifest is not None and not learnt:
+                auth = self.storage.read().get_auth()
+                if auth is not None:
+                    tx.set_auth(replace(auth, manifest=manifest_to_record(verified.manifest)))
+                learnt = True
+            for node in verified.nodes:
+                tx.put_tree_node(node)
+            if verified.block_index is not None and verified.value is not None:
+                tx.put_block(verified.block_index, verified.value)
+                runs.append((verified.block_index, verified.block_index + 1, True))
+            applied.append((verified, change))
+        if applied:
+            self._put_bitfield(tx, runs)
+            tx.flush()
+        return applied
 
     # --- in-memory state (trio thread only) -------------------------------------------------------
 
@@ -332,6 +346,20 @@ class CoreState:
             self._notify(self._append_channels, (self.length, self.byte_length - self.padding * self.length))
             self._appended.set()
             self._appended = trio.Event()
+
+    def proofs_stored(self, applied: Sequence[tuple[VerifiedProof, _Change | None]]) -> None:
+        """Move the in-memory state past committed proofs (`apply_proofs_sync`) and wake waiters."""
+        for verified, change in applied:
+            if self.manifest is None and verified.manifest is not None:
+                self.manifest = verified.manifest
+            index = verified.block_index
+            stored = (index, index + 1) if index is not None and verified.value is not None else None
+            if change is not None:
+                self.apply_change(change, stored)
+            elif stored is not None:
+                self.mark_stored(*stored)
+        # Every block below contiguous_length is stored, so the scan may start there.
+        self.contiguous_length = min(self.bitfield.first_unset(self.contiguous_length), self.length)
 
     def mark_stored(self, start: int, end: int) -> None:
         self.bitfield.set_range(start, end, True)
@@ -931,21 +959,20 @@ class Hypercore:
         """The stored bytes of block `index` (with encryption padding), or None (blocking)."""
         return self._storage().read().get_block(index)
 
-    async def apply_proof(self, verified: VerifiedProof) -> None:
-        """Store what a verified proof carries and wake who waits for it."""
+    async def apply_proofs(self, proofs: Sequence[VerifiedProof]) -> list[VerifiedProof]:
+        """Store verified proofs in order, in one storage write, and wake who waits for them.
+
+        Returns the proofs stored: a block proof made for a fork the core has left is skipped."""
         state = self.state
         async with state.lock:
-            change = await trio.to_thread.run_sync(state.apply_proof_sync, verified)
-            if state.manifest is None and verified.manifest is not None:
-                state.manifest = verified.manifest
-            stored = None
-            if verified.block_index is not None and verified.value is not None:
-                stored = (verified.block_index, verified.block_index + 1)
-            if change is not None:
-                state.apply_change(change, stored)
-            elif stored is not None:
-                state.mark_stored(*stored)
-                state.contiguous_length = min(state.bitfield.first_unset(0), state.length)
+            self._check_open()
+            applied = await trio.to_thread.run_sync(state.apply_proofs_sync, proofs)
+            state.proofs_stored(applied)
+        return [verified for verified, _ in applied]
+
+    async def apply_proof(self, verified: VerifiedProof) -> bool:
+        """Store what one verified proof carries (`apply_proofs`); False if it was stale."""
+        return bool(await self.apply_proofs([verified]))
 
     # --- checking ---------------------------------------------------------------------------------
 

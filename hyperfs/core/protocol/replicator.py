@@ -10,7 +10,7 @@ request exactly once with a proof (`data`) or `noData`; asks for upgrades when t
 ahead, and for the blocks that `get()`/`download()` want, pipelined with at most
 `MAX_INFLIGHT` requests per peer; pushes `range` + `sync` to every peer on local appends.
 
-Safety: a received block is stored (`core.apply_proof`) only after `proof.verify_proof` checked
+Safety: a received block is stored (`core.apply_proofs`) only after `proof.verify_proof` checked
 it against a signed root. A wrong capability, a bad proof or signature, an answer we did not ask
 for, a malformed message or a request timeout drops the whole connection with a logged reason
 and stores nothing from it; other connections keep working.
@@ -717,8 +717,7 @@ class Peer:
             return  # another peer moved the head meanwhile: these proofs are for the old one
         if learnt is not None:
             proofs[0] = replace(proofs[0], manifest=learnt)
-        for verified in proofs:
-            await core.apply_proof(verified)
+        for verified in await core.apply_proofs(proofs):
             state.remember(verified)
             if verified.block_index is not None:
                 state.stored(verified.block_index)
