@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import zeroconf
 
 from hyperfs.core.corestore import Corestore
 from hyperfs.core.crypto import discovery_key
@@ -154,7 +155,6 @@ def test_clone_from_nowhere_fails_with_one_line(tmp_path: Path) -> None:
 
 
 def test_clone_finds_the_sharer_on_the_lan(tmp_path: Path) -> None:
-    pytest.importorskip("zeroconf", reason="system resource missing: the zeroconf package (mDNS)")
     key, _ = make_drive(tmp_path / "a")
     with sharing(tmp_path / "a"):
         out = hyperfs(tmp_path / "b", "clone", key.hex()).stdout  # no --peer: mDNS
@@ -163,7 +163,6 @@ def test_clone_finds_the_sharer_on_the_lan(tmp_path: Path) -> None:
 
 
 def test_mdns_announces_the_discovery_key_only(tmp_path: Path) -> None:
-    zeroconf = pytest.importorskip("zeroconf", reason="system resource missing: the zeroconf package (mDNS)")
     key, content_key = make_drive(tmp_path / "a")
     with sharing(tmp_path / "a"):
         zc = zeroconf.Zeroconf(interfaces=["127.0.0.1"], ip_version=zeroconf.IPVersion.V4Only)
