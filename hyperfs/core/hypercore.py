@@ -295,12 +295,16 @@ class CoreState:
         runs: list[tuple[int, int, bool]] = []
         applied: list[tuple[VerifiedProof, _Change | None]] = []
         learnt = self.manifest is not None
+        # Proofs of nearby blocks share most of their upper nodes: write each node once. Within
+        # a fork a node index always holds the same node, so only a truncation splits the batch.
+        nodes: dict[int, TreeNode] = {}
         for verified in proofs:
             upgrade = verified.upgrade
             change = None
             if upgrade is not None and (upgrade.fork != fork or upgrade.length > length):
                 truncated_to = None
                 if upgrade.fork != fork and upgrade.start < length:
+                    self._put_nodes(tx, nodes)
                     self._delete_after(tx, upgrade.start, length)
                     runs.append((upgrade.start, length, False))
                     truncated_to = upgrade.start
@@ -314,16 +318,22 @@ class CoreState:
                 if auth is not None:
                     tx.set_auth(replace(auth, manifest=manifest_to_record(verified.manifest)))
                 learnt = True
-            for node in verified.nodes:
-                tx.put_tree_node(node)
+            nodes.update((node.index, node) for node in verified.nodes)
             if verified.block_index is not None and verified.value is not None:
                 tx.put_block(verified.block_index, verified.value)
                 runs.append((verified.block_index, verified.block_index + 1, True))
             applied.append((verified, change))
         if applied:
+            self._put_nodes(tx, nodes)
             self._put_bitfield(tx, runs)
             tx.flush()
         return applied
+
+    @staticmethod
+    def _put_nodes(tx: Any, nodes: dict[int, TreeNode]) -> None:
+        for node in nodes.values():
+            tx.put_tree_node(node)
+        nodes.clear()
 
     # --- in-memory state (trio thread only) -------------------------------------------------------
 

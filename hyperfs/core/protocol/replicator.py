@@ -440,6 +440,27 @@ class _Inflight:
     request: m.Request
 
 
+class _BatchSource:
+    """A core's stored tree nodes and blocks for one batch of answers (a `proof.ProofSource`):
+    each node is read once per batch, as proofs of nearby blocks share most of theirs."""
+
+    __slots__ = ("core", "nodes")
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.nodes: dict[int, TreeNode] = {}
+
+    def read_nodes_sync(self, indexes: list[int]) -> dict[int, TreeNode]:
+        nodes = self.nodes
+        missing = [i for i in indexes if i not in nodes]
+        if missing:
+            nodes.update(self.core.read_nodes_sync(missing))
+        return {i: nodes[i] for i in indexes if i in nodes}
+
+    def read_block_sync(self, index: int) -> bytes | None:
+        return self.core.read_block_sync(index)
+
+
 class Peer:
     """One core on one connection: the hypercore channel's state machine (wire.md §4.6)."""
 
@@ -751,9 +772,10 @@ class Peer:
                     await self.send(answer)
 
     def _answer_all(self, requests: list[m.Request], head: Any) -> list[m.Message]:
-        return [self._answer(req, head) for req in requests]
+        source = _BatchSource(self.core)
+        return [self._answer(req, head, source) for req in requests]
 
-    def _answer(self, req: m.Request, head: Any) -> m.Message:
+    def _answer(self, req: m.Request, head: Any, source: _BatchSource) -> m.Message:
         core = self.core
         if req.fork != head.fork:
             return m.NoData(req.id, m.NOT_AVAILABLE)
@@ -764,7 +786,7 @@ class Peer:
                 return m.Data(request=req.id, fork=head.fork, manifest=encode_manifest(core.manifest))
             return m.NoData(req.id, m.NOT_AVAILABLE)
         try:
-            data = generate_proof(core, req, head.length, head.fork, head.signature)
+            data = generate_proof(source, req, head.length, head.fork, head.signature)
         except ProofRequestError:
             return m.NoData(req.id, m.INVALID_REQUEST)
         if req.manifest and core.manifest is not None:
