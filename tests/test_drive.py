@@ -249,3 +249,45 @@ async def test_very_deep_paths(tmp_path: Path) -> None:
         fresh = await Drive.open(store, drive.key)
         assert await fresh.read_file("/e" + deep[2:] + "/f") == b"bottom"
         assert await fresh.readdir("/") == ["e"]
+
+
+@trio_test
+async def test_folder_nlink_counts_subfolders(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        assert (await drive.lstat("/")).nlink == 2
+        await drive.mkdir("/a")
+        await drive.mkdir("/a/empty")
+        await drive.write_file("/a/implicit/f", b"x")  # a folder only through its file
+        await drive.write_file("/a/file", b"y")
+        await drive.symlink("empty", "/a/link")
+        assert (await drive.lstat("/")).nlink == 3
+        assert (await drive.lstat("/a")).nlink == 4
+        assert (await drive.lstat("/a/empty")).nlink == 2
+        assert (await drive.lstat("/a/implicit")).nlink == 2
+        assert (await drive.lstat("/a/file")).nlink == 1
+        await drive.rmdir("/a/empty")
+        await drive.rename("/a/implicit", "/moved")
+        assert (await drive.lstat("/a")).nlink == 2
+        assert (await drive.lstat("/")).nlink == 4
+
+
+@trio_test
+async def test_drive_opened_from_a_peer_lists_without_a_clone(tmp_path: Path) -> None:
+    from hyperfs.core.protocol.replicator import store_replicator
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        for i in range(20):
+            await source.write_file(f"/d{i % 3}/f{i}", b"%d" % i)
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(await store_replicator(reader), port):
+                drive = await Drive.open(reader, source.key)
+                assert not drive.writable
+                assert sorted(await drive.readdir("/")) == ["d0", "d1", "d2"]
+                assert sorted(await drive.readdir("/d1")) == sorted(f"f{i}" for i in range(1, 20, 3))
+                assert await drive.read_file("/d2/f17") == b"17"
+                await source.write_file("/later", b"new")
+                await drive.wait_version(drive.version)
+                assert await drive.read_file("/later") == b"new"

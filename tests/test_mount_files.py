@@ -174,6 +174,8 @@ def test_inodes_links_and_blocks(mount):
     assert len({p.stat().st_ino for p in [m, m / "d", m / "d" / "e", m / "d" / "g"]}) == 4
     st = (m / "d" / "g").stat()
     assert st.st_nlink == 1
+    (m / "d" / "h" / "i").mkdir(parents=True)
+    assert [(m / p).stat().st_nlink for p in ("", "d", "d/e", "d/h")] == [3, 4, 2, 3]  # as ext4
     assert st.st_blocks * 512 >= st.st_size
     du = subprocess.run(["du", "-sk", str(m / "d" / "g")], capture_output=True, text=True)
     assert int(du.stdout.split()[0]) >= 10

@@ -129,7 +129,7 @@ class Stat:
 def _implicit_dir(tree: AppendTree, names: Names) -> Stat:
     """What a folder that only exists through the files in it looks like: hyperdrive 9's
     default folder, with the times of the newest entry below it (not 1970)."""
-    st = Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE, nlink=2)
+    st = Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE)
     newest = next(reversed(tree.listing(names).entries.values()), None)
     if newest is not None and (value := tree.node(newest).value) is not None:
         st.mtime = st.ctime = Stat.decode(value, newest).mtime
@@ -157,6 +157,7 @@ class Drive:
         self._pending_bytes = 0
         self._pending_nodes: list[bytes] = []
         self._batching = 0
+        self._subfolders: dict[Names, tuple[Any, int]] = {}
         length = metadata.length if checkout is None else checkout
         self.tree = AppendTree(self._read_node_block, length, 1, writable=checkout is None and metadata.writable)
 
@@ -194,6 +195,7 @@ class Drive:
         if index.type != "hyperdrive" or len(index.content) != 32:
             raise DecodingError(f"core {metadata.id} is not a hyperdrive (block 0 is no Index)")
         content = await _open_core(store, key=index.content)
+        await _complete_metadata(metadata, metadata.length)
         return cls(store, metadata, content)
 
     # --- properties -------------------------------------------------------------------------------
@@ -235,22 +237,44 @@ class Drive:
             return self.tree
         length = self.metadata.length
         if length != self.tree.length:
-            if not await self.metadata.has(0, length):
-                await self.metadata.download(0, length)
+            await _complete_metadata(self.metadata, length)
             nodes = self.tree.nodes if length > self.tree.length else None
             self.tree = AppendTree(self._read_node_block, length, 1, nodes, writable=self.writable)
         return self.tree
 
     async def _lstat_names(self, names: Names) -> Stat:
         tree = await self._refresh()
-        if not names:
-            return _implicit_dir(tree, names)
-        node = tree.get(names)
+        node = tree.get(names) if names else None
         if node is not None:
-            return Stat.decode(node.value, node.seq)
-        if tree.list(names):
-            return _implicit_dir(tree, names)
-        raise FileNotFoundInDrive(f"{join(names)}: no such file or folder")
+            st = Stat.decode(node.value, node.seq)
+        elif not names or tree.list(names):
+            st = _implicit_dir(tree, names)
+        else:
+            raise FileNotFoundInDrive(f"{join(names)}: no such file or folder")
+        if st.is_dir():
+            st.nlink = 2 + self._subfolder_count(tree, names)
+        return st
+
+    def _subfolder_count(self, tree: AppendTree, names: Names) -> int:
+        """How many folders folder `names` holds (its `..` links, as ext4 counts them), from its
+        listing: a child whose newest entry lies below it is a folder, one whose newest entry is
+        its own node is one if that node says so. Counted once per listing (a change makes a new one)."""
+        listing = tree.listing(names)
+        cached = self._subfolders.get(names)
+        if cached is not None and cached[0] is listing:
+            return cached[1]
+        depth = len(names) + 1
+        count = 0
+        for key, seq in listing.entries.items():
+            if key is None:
+                continue
+            node = tree.node(seq)
+            if len(node.names) > depth:
+                count += 1
+            elif node.value is not None and Stat.decode(node.value, seq).is_dir():
+                count += 1
+        self._subfolders[names] = (listing, count)
+        return count
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -710,6 +734,13 @@ class FileWriter:
             await self.close()
         else:
             self.abort()
+
+
+async def _complete_metadata(metadata: Hypercore, length: int) -> None:
+    """Fetch the metadata log's first `length` blocks when a peer can bring them (hyperdrive 9
+    replicates metadata whole), so every lookup in the tree is a local read."""
+    if metadata.replicator is not None and not metadata.writable and not await metadata.has(0, length):
+        await metadata.download(0, length)
 
 
 def _resolve_dots(path: str) -> Names:
