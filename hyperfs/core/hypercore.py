@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -969,16 +969,23 @@ class Hypercore:
         """The stored bytes of block `index` (with encryption padding), or None (blocking)."""
         return self._storage().read().get_block(index)
 
-    async def apply_proofs(self, proofs: Sequence[VerifiedProof]) -> list[VerifiedProof]:
-        """Store verified proofs in order, in one storage write, and wake who waits for them.
+    async def verify_and_apply(self, verify: Callable[[], Sequence[VerifiedProof]]) -> list[VerifiedProof]:
+        """Run `verify` (blocking: it checks proofs against the head and raises on a bad one),
+        then store the proofs it returns in order, in one storage write, and wake who waits for
+        them. Both run in one worker-thread hop under the core's lock, so the head `verify`
+        sees is the head the proofs are stored on.
 
         Returns the proofs stored: a block proof made for a fork the core has left is skipped."""
         state = self.state
         async with state.lock:
             self._check_open()
-            applied = await trio.to_thread.run_sync(state.apply_proofs_sync, proofs)
+            applied = await trio.to_thread.run_sync(lambda: state.apply_proofs_sync(verify()))
             state.proofs_stored(applied)
         return [verified for verified, _ in applied]
+
+    async def apply_proofs(self, proofs: Sequence[VerifiedProof]) -> list[VerifiedProof]:
+        """Store proofs verified already (`verify_and_apply`)."""
+        return await self.verify_and_apply(lambda: proofs)
 
     async def apply_proof(self, verified: VerifiedProof) -> bool:
         """Store what one verified proof carries (`apply_proofs`); False if it was stale."""

@@ -10,7 +10,7 @@ request exactly once with a proof (`data`) or `noData`; asks for upgrades when t
 ahead, and for the blocks that `get()`/`download()` want, pipelined with at most
 `MAX_INFLIGHT` requests per peer; pushes `range` + `sync` to every peer on local appends.
 
-Safety: a received block is stored (`core.apply_proofs`) only after `proof.verify_proof` checked
+Safety: a received block is stored (`core.verify_and_apply`) only after `proof.verify_proof` checked
 it against a signed root. A wrong capability, a bad proof or signature, an answer we did not ask
 for, a malformed message or a request timeout drops the whole connection with a logged reason
 and stores nothing from it; other connections keep working.
@@ -728,17 +728,18 @@ class Peer:
             return verify_head(manifest, key, root_hash, new_length, new_fork, signature)
 
         def verify_all() -> list[VerifiedProof]:
-            return [
+            # Runs under the core's lock, so the head cannot move between this check and the store.
+            if core.fork != fork or (first.upgrade is not None and core.length != length):
+                return []  # another peer moved the head meanwhile: these proofs are for the old one
+            proofs = [
                 verify_proof(msg, length=length, fork=fork, roots=roots, stored_node=stored_node, check_signature=check)
                 for msg in msgs
             ]
+            if learnt is not None:
+                proofs[0] = replace(proofs[0], manifest=learnt)
+            return proofs
 
-        proofs = await trio.to_thread.run_sync(verify_all)
-        if core.fork != fork or (first.upgrade is not None and core.length != length):
-            return  # another peer moved the head meanwhile: these proofs are for the old one
-        if learnt is not None:
-            proofs[0] = replace(proofs[0], manifest=learnt)
-        for verified in await core.apply_proofs(proofs):
+        for verified in await core.verify_and_apply(verify_all):
             state.remember(verified)
             if verified.block_index is not None:
                 state.stored(verified.block_index)
