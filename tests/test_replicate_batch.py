@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from hyperfs.core import Corestore, Hypercore
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.proof import VerifiedProof, generate_proof, verify_proof
 from hyperfs.core.protocol.messages import IndexNodes, Request, UpgradeRequest
+from hyperfs.errors import VerificationError
 from tests.drive_store import trio_test
 
 
@@ -69,3 +71,21 @@ async def test_a_batch_with_an_upgrade_then_a_fork_with_a_stale_block(tmp_path: 
         reader = await rs.get(key=key)
         assert (reader.fork, reader.length) == (1, 8)
         assert list(reader.local_ranges()) == [(5, 6)] and await reader.get(5) == b"b5"
+
+
+@trio_test
+async def test_a_batch_that_fails_verification_stores_nothing(tmp_path: Path) -> None:
+    async with Corestore(str(tmp_path / "w")) as ws, Corestore(str(tmp_path / "r")) as rs:
+        writer = await ws.get("log")
+        await writer.append([b"a%d" % i for i in range(4)])
+        reader = await rs.get(key=writer.key, manifest=writer.manifest)
+        good = _proof(writer, reader, 0, length=0, fork=0, roots=[], known={}, upgrade=True)
+
+        def bad() -> list[VerifiedProof]:
+            raise VerificationError("a proof in the batch does not verify")
+
+        with pytest.raises(VerificationError):
+            await reader.verify_and_apply(bad)
+        assert reader.length == 0 and not reader.has_local(0)
+        assert await reader.verify_and_apply(lambda: [good]) == [good]  # the lock was released
+        assert reader.length == 4 and await reader.get(0) == b"a0"
