@@ -193,3 +193,9 @@ class PeerUnreachableError(HyperfsError):
     """A peer address that refuses or fails the connection (wrong address, nothing listening)."""
 
     errno = _errno.EHOSTUNREACH
+
+
+class StoreInUseError(HyperfsError):
+    """A store folder another hyperfs process holds open (a mount, a share, a seed)."""
+
+    errno = _errno.EBUSY

@@ -1,7 +1,7 @@
 """The drive commands: create, info, ls, cat, stat, log, diff, import, export, keys.
 
-A drive is named by a local name (kept in `drives.json` in the store folder, with its key), its
-z-base-32 id, its hex key or `hyper://<id>`. Import and export are resumable: a file whose size
+A drive is named as `hyperfs.cli.common` says: a local name, z-base-32 id, hex key or
+`hyper://<id>`. Import and export are resumable: a file whose size
 and mtime already match on the other side is skipped, so running the command again after an
 interruption finishes the job.
 """
@@ -11,39 +11,31 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import json
 import os
 import stat as stat_mod
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
 from tqdm import tqdm
 
-from hyperfs.core.z32 import decode_key, encode_id
+from hyperfs.cli.common import DEFAULT_DRIVE, command_adder, local_drive, open_named_drive, registry
+from hyperfs.core.z32 import encode_id
 from hyperfs.drive.append_tree import join
 from hyperfs.drive.drive import Drive, Stat
 from hyperfs.errors import (
     FileNotFoundInDrive,
     HyperfsError,
-    InvalidKeyError,
     LocalFileError,
-    UnknownDriveError,
 )
 
-DEFAULT_DRIVE = "default"  # the drive `hyperfs mount` uses without a key
-REGISTRY = "drives.json"
 READ_CHUNK = 1 << 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    def add(name: str, func: Callable[..., Awaitable[int]], help: str) -> argparse.ArgumentParser:
-        parser = subparsers.add_parser(name, help=help, description=help)
-        parser.set_defaults(func=lambda args: trio.run(_run, func, args))
-        return parser
-
+    add = command_adder(subparsers)
     add("create", cmd_create, "create a drive with a local name").add_argument("name")
     add("info", cmd_info, "keys, version and sizes of a drive").add_argument("drive")
     p = add("ls", cmd_ls, "list a folder of a drive")
@@ -71,77 +63,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("keys", cmd_keys, "list the drives in the store with their keys")
 
 
-async def _run(func: Callable[..., Awaitable[int]], args: argparse.Namespace) -> int:
-    from hyperfs.core.corestore import Corestore
-
-    args.store.mkdir(parents=True, exist_ok=True)
-    store = Corestore(str(args.store))
-    await store.ready()
-    try:
-        return await func(store, args)
-    finally:
-        await store.close()
-
-
-# --- naming drives ------------------------------------------------------------------------------
-
-
-def _registry(store_dir: Path) -> dict[str, str]:
-    try:
-        return json.loads((store_dir / REGISTRY).read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as err:
-        raise LocalFileError(f"cannot read {store_dir / REGISTRY}: {err}") from None
-
-
-def _remember(store_dir: Path, name: str, key: bytes) -> None:
-    names = _registry(store_dir)
-    if names.get(name) != key.hex():
-        names[name] = key.hex()
-        tmp = store_dir / (REGISTRY + ".tmp")
-        tmp.write_text(json.dumps(names, indent=1, sort_keys=True))
-        os.replace(tmp, store_dir / REGISTRY)
-
-
-async def _local(store: Any, store_dir: Path, name: str) -> Drive:
-    """The store's drive called `name`, made if new, and remembered under that name."""
-    drive = await Drive.create(store, name=name)
-    _remember(store_dir, name, drive.key)
-    return drive
-
-
-async def _open(store: Any, store_dir: Path, text: str, create: bool = False) -> Drive:
-    """The drive `text` names: a local name, else a z32 id, hex key or hyper:// URL; with
-    `create`, a name that is neither becomes a new local drive."""
-    if text == DEFAULT_DRIVE or text in _registry(store_dir):
-        return await _local(store, store_dir, text)
-    try:
-        key = decode_key(text)
-    except InvalidKeyError:
-        if create:
-            return await _local(store, store_dir, text)
-        raise UnknownDriveError(f"no drive called {text!r} in {store_dir}, and it is no key") from None
-    return await Drive.open(store, key)
-
-
 # --- commands -----------------------------------------------------------------------------------
 
 
 async def cmd_create(store: Any, args: argparse.Namespace) -> int:
-    drive = await _local(store, args.store, args.name)
+    drive = await local_drive(store, args.store, args.name)
     print(f"{args.name}\t{drive.id}\t{drive.key.hex()}")
     return 0
 
 
 async def cmd_keys(store: Any, args: argparse.Namespace) -> int:
-    for name, key in sorted(_registry(args.store).items()):
+    for name, key in sorted(registry(args.store).items()):
         print(f"{name}\t{encode_id(bytes.fromhex(key))}\t{key}")
     return 0
 
 
 async def cmd_info(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     rows = [
         ("id", drive.id),
         ("key", drive.key.hex()),
@@ -172,7 +110,7 @@ def _time_text(ms: int) -> str:
 
 
 async def cmd_ls(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     folder = args.path
     st = await drive.lstat(folder)
     names = sorted(await drive.readdir(folder)) if st.is_dir() else [None]
@@ -186,7 +124,7 @@ async def cmd_ls(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_cat(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     out = sys.stdout.buffer
     async for chunk in drive.open_read(args.path):
         out.write(chunk)
@@ -195,7 +133,7 @@ async def cmd_cat(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_stat(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     st = await drive.lstat(args.path)
     print(f"path:    {args.path}")
     print(f"type:    {'folder' if st.is_dir() else 'symlink' if st.is_symlink() else 'file'}")
@@ -212,7 +150,7 @@ async def cmd_stat(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_log(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     for change in await drive.history():
         size = Stat.decode(change.value).size if change.value else 0
         print(f"{change.version}\t{change.type}\t{change.name}\t{size}")
@@ -220,7 +158,7 @@ async def cmd_log(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_diff(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     for change in await drive.diff(args.version):
         print(f"{'+' if change.type == 'put' else '-'} {change.name}\t(version {change.version})")
     return 0
@@ -279,7 +217,7 @@ async def cmd_import(store: Any, args: argparse.Namespace) -> int:
     src: Path = args.src
     if not src.is_dir():
         raise LocalFileError(f"{src} is not a folder")
-    drive = await _open(store, args.store, args.drive, create=True)
+    drive = await open_named_drive(store, args.store, args.drive, create=True)
     skipped: list[str] = []
     entries = await trio.to_thread.run_sync(_walk, src, skipped)
     total = sum(st.st_size for _, st, _ in entries if stat_mod.S_ISREG(st.st_mode))
@@ -357,8 +295,10 @@ async def _drive_walk(drive: Drive) -> list[tuple[str, Stat]]:
 
 
 async def cmd_export(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
     dest = args.dest
+    if os.path.lexists(dest) and not dest.is_dir():
+        raise LocalFileError(f"{dest} is not a folder")
+    drive = await open_named_drive(store, args.store, args.drive)
     entries = await _drive_walk(drive)
     total = sum(st.size for _, st in entries if st.is_file())
     skipped: list[str] = []

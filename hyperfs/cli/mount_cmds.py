@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,15 +23,17 @@ from typing import Any
 
 import trio
 
+from hyperfs.cli.common import DEFAULT_DRIVE, describe, dial, nursery, open_named_drive, open_store
 from hyperfs.errors import HyperfsError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    mount = subparsers.add_parser("mount", help="mount a drive as a folder")
+    about = "mount a drive on an empty folder (returns once it is usable, printing the drive's key)"
+    mount = subparsers.add_parser("mount", help="mount a drive as a folder", description=about)
     mount.add_argument("mountpoint", type=Path)
-    mount.add_argument("drive", nargs="?", help="drive key (default: the store's default drive)")
+    mount.add_argument("drive", nargs="?", help=f"drive name, id, key or hyper:// URL (default: {DEFAULT_DRIVE}, made on first use)")
     mount.add_argument("--foreground", action="store_true", help="serve in this process")
     mount.add_argument("--checkout", type=int, metavar="VERSION", help="mount an old version, read-only")
     mount.add_argument(
@@ -39,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mount.add_argument("--verbose", action="store_true", help="debug logging")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     mount.set_defaults(func=cmd_mount)
-    unmount = subparsers.add_parser("unmount", help="unmount a mounted drive")
+    about = "unmount a drive mounted with `hyperfs mount`, once its writes are stored"
+    unmount = subparsers.add_parser("unmount", help="unmount a mounted drive", description=about)
     unmount.add_argument("mountpoint", type=Path)
     unmount.set_defaults(func=cmd_unmount)
 
@@ -58,18 +62,33 @@ def pid_file(mountpoint: Path) -> Path:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    if not args.mountpoint.is_dir():
-        raise MountError(f"{args.mountpoint} is not a folder")
-    if os.path.ismount(args.mountpoint):
-        raise MountError(f"{args.mountpoint} is already a mount point")
+    check_mountpoint(args.mountpoint)
     if args.foreground or args.ready_fd is not None:
         return _serve(args)
     return _detach(args)
 
 
+def check_mountpoint(path: Path) -> None:
+    """MountError unless `path` is an existing, empty folder that is not a mount point yet."""
+    if not os.path.lexists(path):
+        raise MountError(f"{path} does not exist (make it first: mkdir -p {path})")
+    if not path.is_dir():
+        raise MountError(f"{path} is not a folder")
+    if os.path.ismount(path):
+        raise MountError(f"{path} is already a mount point")
+    try:
+        with os.scandir(path) as entries:
+            busy = next(entries, None) is not None
+    except OSError as err:
+        raise MountError(f"cannot mount on {path}: {err.strerror}") from None
+    if busy:
+        # Mounting would hide its files while mounted; refuse rather than surprise.
+        raise MountError(f"{path} is not empty (mount on an empty folder, or import it: hyperfs import {path})")
+
+
 def _detach(args: argparse.Namespace) -> int:
     read_end, write_end = os.pipe()
-    argv = [sys.executable, "-m", "hyperfs", "--store", str(args.store), "mount", str(args.mountpoint)]
+    argv = [sys.executable, "-m", "hyperfs", "--store", os.path.abspath(args.store), "mount", os.path.abspath(args.mountpoint)]
     if args.drive:
         argv.append(args.drive)
     if args.checkout is not None:
@@ -120,7 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(args: argparse.Namespace) -> None:
     from hyperfs.fuse.mount import serve
 
-    async with open_drive(args.store, args.drive, args.checkout, args.peer) as drive:
+    async with open_drive(args.store, args.drive, args.checkout, args.peer, describe(args)) as drive:
         read_only = args.checkout is not None or not drive.writable
 
         def ready() -> None:
@@ -156,35 +175,27 @@ def _report(args: argparse.Namespace, line: str) -> None:
 
 @asynccontextmanager
 async def open_drive(
-    store_dir: Path, name: str | None, checkout: int | None, peer: str | None = None
+    store_dir: Path, name: str | None, checkout: int | None, peer: str | None = None, holder: str = "hyperfs mount"
 ) -> AsyncIterator[Any]:
     """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
     commands), else the store's default drive (made on first use); at `checkout` when given;
-    replicating with `peer` (HOST:PORT) for as long as it is open, when given."""
-    from hyperfs.cli.drive_cmds import DEFAULT_DRIVE, _open
-    from hyperfs.cli.net_cmds import _nursery, dial
-    from hyperfs.core.corestore import Corestore
+    replicating with `peer` (HOST:PORT) for as long as it is open, when given. The store is held
+    as `holder` meanwhile (see `hyperfs.cli.common.open_store`)."""
     from hyperfs.core.protocol.replicator import store_replicator
 
-    store_dir.mkdir(parents=True, exist_ok=True)
-    store = Corestore(str(store_dir))
-    await store.ready()
-    try:
-        async with _nursery() as nursery:  # a lone HyperfsError comes out as itself
-            replicator = await store_replicator(store) if peer else None
-            if peer:
-                nursery.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
-            drive = await _open(store, store_dir, name or DEFAULT_DRIVE)
-            if replicator is not None:
-                # The whole metadata log, as hyperdrive 9 replicates it: every lookup is local.
-                await replicator.download(drive.metadata, 0, drive.metadata.length)
-            try:
-                yield drive if checkout is None else await drive.checkout(checkout)
-            finally:
-                await drive.close()
-                nursery.cancel_scope.cancel()
-    finally:
-        await store.close()
+    async with open_store(store_dir, holder) as store, nursery() as tasks:
+        replicator = await store_replicator(store) if peer else None
+        if peer:
+            tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
+        drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
+        if replicator is not None:
+            # The whole metadata log, as hyperdrive 9 replicates it: every lookup is local.
+            await replicator.download(drive.metadata, 0, drive.metadata.length)
+        try:
+            yield drive if checkout is None else await drive.checkout(checkout)
+        finally:
+            await drive.close()
+            tasks.cancel_scope.cancel()
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
@@ -194,12 +205,26 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         pid = int(pids.read_text())
     except (OSError, ValueError):
         pid = None
+    if not is_mounted(mountpoint):
+        raise MountError(f"{args.mountpoint} is not mounted")
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
     if pid is not None:
         wait_for_exit(pid, UNMOUNT_WAIT)
     return 0
+
+
+def is_mounted(path: str) -> bool:
+    """Whether something is mounted on `path` (an absolute, resolved path), per /proc/self/mounts
+    (which, unlike os.path.ismount, also lists a FUSE mount whose process has died)."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            points = [line.split()[1] for line in mounts]
+    except OSError:
+        return os.path.ismount(path)
+    # The kernel escapes space, tab, newline and backslash as octal.
+    return any(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), p) == path for p in points)
 
 
 def wait_for_exit(pid: int, timeout: float) -> None:

@@ -11,32 +11,26 @@ import math
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from tqdm import tqdm
 
-from hyperfs.cli.drive_cmds import _open, _run
+from hyperfs.cli.common import DEFAULT_DRIVE, command_adder, dial, nursery, open_named_drive, parse_address
 from hyperfs.core.crypto import discovery_key
 from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
 from hyperfs.drive.drive import Drive
-from hyperfs.errors import HyperfsError, InvalidArgumentError, PeerUnreachableError
+from hyperfs.errors import HyperfsError, PeerUnreachableError
 
 DEFAULT_LISTEN = "127.0.0.1:0"
-REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    def add(name: str, func: Callable[..., Awaitable[int]], help: str) -> argparse.ArgumentParser:
-        parser = subparsers.add_parser(name, help=help, description=help)
-        parser.set_defaults(func=lambda args: trio.run(_run, func, args))
-        return parser
-
+    add = command_adder(subparsers)
     p = add("share", cmd_share, "serve a drive's two cores to peers (stays in the foreground)")
-    p.add_argument("drive", nargs="?", default="default")
+    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
     p.add_argument("--no-mdns", dest="mdns", action="store_false", help="do not announce it on the LAN")
     p = add("clone", cmd_clone, "copy a drive from a peer into the local store (resumable, verified)")
@@ -49,54 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
     p.add_argument("--listen", default=None, metavar="HOST:PORT", help="also serve it here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-@asynccontextmanager
-async def _nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery whose lone HyperfsError comes out as itself (one line for the user, no group)."""
-    try:
-        async with trio.open_nursery() as nursery:
-            yield nursery
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], HyperfsError):
-            raise leaves[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for err in group.exceptions:
-        out.extend(_leaves(err) if isinstance(err, BaseExceptionGroup) else [err])
-    return out
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """HOST:PORT (IPv6 hosts in brackets) as (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgumentError(f"not a HOST:PORT address: {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-async def dial(store: Any, address: str) -> None:
-    """Replicate the store with the peer at `address` (Noise initiator) until cancelled.
-
-    A first connection that fails is an error; later, a dropped or refused connection is
-    retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
-    """
-    host, port = parse_address(address)
-    connected = False
-    while True:
-        try:
-            conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
-            connected = True
-            if conn.error:
-                print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
-        except (OSError, HyperfsError) as err:
-            if not connected:
-                raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
-        await trio.sleep(REDIAL_DELAY)
 
 
 async def listen(store: Any, address: str, on_ready: Callable[[str, int], Awaitable[None]]) -> None:
@@ -127,18 +73,18 @@ async def _status(replicator: Replicator) -> None:
 
 
 async def cmd_share(store: Any, args: argparse.Namespace) -> int:
-    drive = await _open(store, args.store, args.drive)
+    drive = await open_named_drive(store, args.store, args.drive)
     replicator = await store_replicator(store)  # the drive's two cores are open: both are shared
-    async with _nursery() as nursery:
+    async with nursery() as tasks:
 
         async def ready(host: str, port: int) -> None:
             print(f"sharing hyper://{encode_id(drive.key)}  (key {drive.key.hex()})", flush=True)
             print(f"listening on {host}:{port}", flush=True)
             if args.mdns:
-                nursery.start_soon(mdns_announce, drive.discovery_key, host, port)
+                tasks.start_soon(mdns_announce, drive.discovery_key, host, port)
 
-        nursery.start_soon(listen, store, args.listen, ready)
-        nursery.start_soon(_status, replicator)
+        tasks.start_soon(listen, store, args.listen, ready)
+        tasks.start_soon(_status, replicator)
     return 0
 
 
@@ -168,8 +114,8 @@ async def _peer(args: argparse.Namespace) -> str:
 
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
     peer = await _peer(args)
-    async with _nursery() as nursery:
-        nursery.start_soon(dial, store, peer)
+    async with nursery() as tasks:
+        tasks.start_soon(dial, store, peer)
         drive = await _clone(store, args)
         print(
             f"cloned hyper://{encode_id(drive.key)}: version {drive.version}, "
@@ -177,14 +123,14 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
             + (" (sparse)" if args.sparse else ""),
             flush=True,
         )
-        nursery.cancel_scope.cancel()
+        tasks.cancel_scope.cancel()
     return 0
 
 
 async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
     peer = await _peer(args)
-    async with _nursery() as nursery:
-        nursery.start_soon(dial, store, peer)
+    async with nursery() as tasks:
+        tasks.start_soon(dial, store, peer)
         drive = await _clone(store, args)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
         if args.listen:
@@ -192,10 +138,10 @@ async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
             async def ready(host: str, port: int) -> None:
                 print(f"serving on {host}:{port}", flush=True)
 
-            nursery.start_soon(listen, store, args.listen, ready)
+            tasks.start_soon(listen, store, args.listen, ready)
         replicator = await store_replicator(store)
         for core in (drive.metadata, drive.content):
-            nursery.start_soon(_follow, replicator, core)
+            tasks.start_soon(_follow, replicator, core)
     return 0
 
 

@@ -1,0 +1,225 @@
+"""What the command groups share: the store folder, naming drives, and the trio helpers for peers.
+
+A store folder is used by one `hyperfs` process at a time (RocksDB locks it). Each command takes
+an advisory lock on `hyperfs.lock` in the folder before opening it and writes there who it is, so
+a second command meets one clear line naming the holder instead of RocksDB's lock error. The lock
+is `flock`: the kernel drops it when the holder exits, even when killed.
+
+A drive is named by a local name (kept in `drives.json` in the store folder, with its key), its
+z-base-32 id, its hex key or `hyper://<id>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from hyperfs.core.z32 import decode_key
+from hyperfs.drive.drive import Drive
+from hyperfs.errors import (
+    HyperfsError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    LocalFileError,
+    PeerUnreachableError,
+    StoreInUseError,
+    UnknownDriveError,
+)
+
+DEFAULT_DRIVE = "default"  # the drive `hyperfs mount`, import and export use without a name
+REGISTRY = "drives.json"
+LOCK_FILE = "hyperfs.lock"
+REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
+
+Command = Callable[[Any, argparse.Namespace], Awaitable[int]]
+
+
+# --- commands on a store ------------------------------------------------------------------------
+
+
+def command_adder(subparsers: argparse._SubParsersAction) -> Callable[[str, Command, str], argparse.ArgumentParser]:
+    """`add(name, func, help)`: a subcommand running `await func(store, args)` on the open store."""
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        parser.set_defaults(func=lambda args: trio.run(run_on_store, func, args))
+        return parser
+
+    return add
+
+
+async def run_on_store(func: Command, args: argparse.Namespace) -> int:
+    async with open_store(args.store, describe(args)) as store:
+        return await func(store, args)
+
+
+def describe(args: argparse.Namespace) -> str:
+    """The command as the user would recognise it, e.g. `hyperfs mount /home/me/Drive`."""
+    words = ["hyperfs", args.command]
+    for name in ("mountpoint", "src", "drive", "key", "dest"):
+        value = getattr(args, name, None)
+        if value is not None:
+            words.append(os.path.abspath(value) if isinstance(value, Path) else str(value))
+    return " ".join(words)
+
+
+@asynccontextmanager
+async def open_store(store_dir: Path, holder: str) -> AsyncIterator[Any]:
+    """The Corestore in `store_dir` (made if new), held by this process as `holder` until closed;
+    StoreInUseError when another process holds it."""
+    from hyperfs.core.corestore import Corestore
+
+    with store_lock(store_dir, holder):
+        store = Corestore(str(store_dir))
+        await store.ready()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@contextmanager
+def store_lock(store_dir: Path, holder: str) -> Iterator[None]:
+    """Hold `store_dir` for this process, recording `holder` and our pid for whoever comes next."""
+    try:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise LocalFileError(f"cannot use the store {store_dir}: {err.strerror}", err.errno or 5) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreInUseError(_in_use(store_dir, fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": holder}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _in_use(store_dir: Path, fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0))
+        who = f"`{record['command']}` (pid {int(record['pid'])})"
+        command = str(record["command"])
+    except (OSError, ValueError, KeyError, TypeError):  # the holder has not written it yet
+        who, command = "another hyperfs process", ""
+    if command.startswith("hyperfs mount "):
+        advice = "copy files into the mount, or unmount first"
+    elif command.startswith(("hyperfs share", "hyperfs seed")):
+        advice = "stop it first (Ctrl-C), or use another --store"
+    else:
+        advice = "wait for it to finish, or use another --store"
+    return f"store {store_dir} is in use by {who}; {advice}"
+
+
+# --- naming drives ------------------------------------------------------------------------------
+
+
+def registry(store_dir: Path) -> dict[str, str]:
+    """The store's local drive names and their hex keys."""
+    try:
+        return json.loads((store_dir / REGISTRY).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise LocalFileError(f"cannot read {store_dir / REGISTRY}: {err}") from None
+
+
+def _remember(store_dir: Path, name: str, key: bytes) -> None:
+    names = registry(store_dir)
+    if names.get(name) != key.hex():
+        names[name] = key.hex()
+        tmp = store_dir / (REGISTRY + ".tmp")
+        tmp.write_text(json.dumps(names, indent=1, sort_keys=True))
+        os.replace(tmp, store_dir / REGISTRY)
+
+
+async def local_drive(store: Any, store_dir: Path, name: str) -> Drive:
+    """The store's drive called `name`, made if new, and remembered under that name."""
+    drive = await Drive.create(store, name=name)
+    _remember(store_dir, name, drive.key)
+    return drive
+
+
+def _looks_like_key(text: str) -> bool:
+    """Whether the user meant `text` as a key or id rather than a name (so a typo in one is
+    reported as a bad key, not as an unknown name)."""
+    return "://" in text or len(text) in (52, 64)
+
+
+async def open_named_drive(store: Any, store_dir: Path, text: str, create: bool = False) -> Drive:
+    """The drive `text` names: a local name, else a z32 id, hex key or hyper:// URL; with
+    `create`, a name that is neither becomes a new local drive."""
+    if text == DEFAULT_DRIVE or text in registry(store_dir):
+        return await local_drive(store, store_dir, text)
+    try:
+        key = decode_key(text)
+    except InvalidKeyError:
+        if _looks_like_key(text):
+            raise
+        if create:
+            return await local_drive(store, store_dir, text)
+        raise UnknownDriveError(f"no drive called {text!r} in {store_dir}, and it is not a key (`hyperfs keys` lists them)") from None
+    return await Drive.open(store, key)
+
+
+# --- peers --------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery whose lone HyperfsError comes out as itself (one line for the user, no group)."""
+    try:
+        async with trio.open_nursery() as n:
+            yield n
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], HyperfsError):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for err in group.exceptions:
+        out.extend(_leaves(err) if isinstance(err, BaseExceptionGroup) else [err])
+    return out
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 hosts in brackets) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgumentError(f"not a HOST:PORT address: {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def dial(store: Any, address: str) -> None:
+    """Replicate the store with the peer at `address` (Noise initiator) until cancelled.
+
+    A first connection that fails is an error; later, a dropped or refused connection is
+    retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
+    """
+    host, port = parse_address(address)
+    connected = False
+    while True:
+        try:
+            conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
+            connected = True
+            if conn.error:
+                print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
+        except (OSError, HyperfsError) as err:
+            if not connected:
+                raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
+        await trio.sleep(REDIAL_DELAY)
