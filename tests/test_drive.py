@@ -291,3 +291,32 @@ async def test_drive_opened_from_a_peer_lists_without_a_clone(tmp_path: Path) ->
                 await source.write_file("/later", b"new")
                 await drive.wait_version(drive.version)
                 assert await drive.read_file("/later") == b"new"
+
+
+@trio_test
+async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        one = bytes(range(256)) * 1500  # 6 blocks minus a bit
+        two = b"\xaa" * (BLOCK_SIZE * 3 + 5)
+        first = await drive.open_write("/one")
+        second = await drive.open_write("/two")
+        await first.write(one[:200_000])
+        with trio.fail_after(10):  # an open writer holds no lock between calls
+            await drive.mkdir("/d")
+            await drive.write_file("/d/small", b"s" * 70_000)
+            await second.write(two[:100_000])
+        await first.write(one[200_000:])  # lands after the others': its run moves
+        await second.write(two[100_000:])
+        st_one = await first.close()
+        st_two = await second.close()
+        assert await drive.read_file("/one") == one
+        assert await drive.read_file("/two") == two
+        assert await drive.read_file("/d/small") == b"s" * 70_000
+        for st in (st_one, st_two):
+            assert st.blocks == -(-st.size // BLOCK_SIZE)
+        aborted = await drive.open_write("/gone")
+        await aborted.write(b"z" * BLOCK_SIZE * 2)
+        aborted.abort()
+        await drive.write_file("/after", b"a")
+        assert not await drive.exists("/gone") and await drive.read_file("/after") == b"a"

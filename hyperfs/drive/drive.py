@@ -491,7 +491,6 @@ class Drive:
             raise IsADirectoryInDrive(f"{join(names)} is a folder")
         if old is not None and not old.is_file():
             old = None  # a symlink is replaced by a file
-        await self._lock.acquire()
         offset, byte_offset = self._content_position()
         now = now_ms()
         st = Stat(
@@ -678,29 +677,76 @@ class Drive:
 
 
 class FileWriter:
-    """Streams one file into the content core. Holds the drive's write lock until `close()` or
-    `abort()`, so its content blocks are contiguous."""
+    """Streams one file into the content core: whole blocks are appended in batches as they come,
+    the `Node` on `close()`. The drive stays usable meanwhile (the write lock is held only inside
+    each call). A file's blocks must be one run, so when another writer appended in between, the
+    blocks written so far are read back and appended again after the others' (only then is
+    anything written twice)."""
 
     def __init__(self, drive: Drive, names: Names, st: Stat) -> None:
         self._drive = drive
         self._names = names
         self._stat = st
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the tail that does not fill a block yet
         self._size = 0
         self._blocks = 0
+        self._next = 0  # where this file's next block must land to keep its run contiguous
         self._open = True
 
-    async def write(self, data: bytes) -> None:
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._open:
             raise InvalidArgumentError(f"{join(self._names)}: write after close")
-        self._buffer += data
-        self._size += len(data)
-        while len(self._buffer) >= BLOCK_SIZE:
-            self._drive._queue_content(bytes(self._buffer[:BLOCK_SIZE]))
-            del self._buffer[:BLOCK_SIZE]
-            self._blocks += 1
-        if self._drive._pending_bytes >= FLUSH_BYTES:
-            await self._drive._append_pending()
+        view = memoryview(data).cast("B")
+        self._size += len(view)
+        blocks: list[bytes] = []
+        if self._buffer:
+            take = BLOCK_SIZE - len(self._buffer)
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) < BLOCK_SIZE:
+                return
+            blocks.append(bytes(self._buffer))
+            self._buffer.clear()
+        whole = len(view) - len(view) % BLOCK_SIZE
+        # One copy per block, straight from the caller's buffer.
+        blocks.extend(bytes(view[i : i + BLOCK_SIZE]) for i in range(0, whole, BLOCK_SIZE))
+        self._buffer += view[whole:]
+        if blocks:
+            drive = self._drive
+            async with drive._lock:
+                await self._queue(blocks)
+                if drive._pending_bytes >= FLUSH_BYTES:
+                    await drive._append_pending()
+
+    async def _queue(self, blocks: list[bytes]) -> None:
+        """Queue this file's next blocks right after its earlier ones. Hold the drive's lock."""
+        drive = self._drive
+        position, byte_position = drive._content_position()
+        if not self._blocks:
+            self._stat.offset, self._stat.byte_offset = position, byte_position
+        elif position != self._next:
+            await self._move_run()
+        for block in blocks:
+            drive._queue_content(block)
+        self._blocks += len(blocks)
+        self._next = self._stat.offset + self._blocks
+
+    async def _move_run(self) -> None:
+        """Append this file's blocks so far again at the end of the content core (another writer
+        appended after them), so the file stays one run."""
+        drive = self._drive
+        await drive._append_pending()
+        first = self._stat.offset
+        self._stat.offset, self._stat.byte_offset = drive._content_position()
+        async for block in drive.content.read_stream(first, first + self._blocks):
+            drive._queue_content(block)
+            if drive._pending_bytes >= FLUSH_BYTES:
+                await drive._append_pending()
 
     async def close(self) -> Stat:
         """Append the rest and the file's `Node`; returns its Stat."""
@@ -708,23 +754,19 @@ class FileWriter:
             raise InvalidArgumentError(f"{join(self._names)}: closed twice")
         self._open = False
         drive = self._drive
-        try:
-            if self._buffer:
-                drive._queue_content(bytes(self._buffer))
-                self._blocks += 1
+        async with drive._lock:
+            tail = [bytes(self._buffer)] if self._buffer else []
+            if tail or not self._blocks:
+                await self._queue(tail)
             self._stat.size = self._size
             self._stat.blocks = self._blocks
             drive._queue_put(self._names, self._stat)
             await drive._commit()
-        finally:
-            drive._lock.release()
         return self._stat
 
     def abort(self) -> None:
         """Give up: nothing more is written for this file (blocks already appended stay unused)."""
-        if self._open:
-            self._open = False
-            self._drive._lock.release()
+        self._open = False
 
     async def __aenter__(self) -> FileWriter:
         return self

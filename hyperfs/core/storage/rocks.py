@@ -36,17 +36,19 @@ def _column_options() -> rocksdict.Options:
     # measured here, a 64 KiB get from a blob file costs 4x the CPU of one from an SST (the
     # blob read path and its CRC), while appends cost the same and compaction of a 2 GiB
     # two-core load wrote 2.1x the data instead of 1.3x. Blob values a JS store wrote still read.
-    # Big memtables absorb write bursts (a 16 x 64 KiB append is 1 MiB) without a flush stall.
-    opts.set_write_buffer_size(128 * _MiB)
-    opts.set_max_write_buffer_number(4)
-    opts.set_target_file_size_base(128 * _MiB)
-    opts.set_max_bytes_for_level_base(1024 * _MiB)
+    # Memtables are most of a mount's memory: three of 32 MiB still absorb write bursts (a
+    # 16 x 64 KiB append is 1 MiB) while one flushes, measured as fast as 4 x 128 MiB in
+    # scripts/bench_core.py, and keep a 512 MiB copy into a mount under 200 MB resident.
+    opts.set_write_buffer_size(32 * _MiB)
+    opts.set_max_write_buffer_number(3)
+    opts.set_target_file_size_base(64 * _MiB)
+    opts.set_max_bytes_for_level_base(256 * _MiB)
     opts.set_level_compaction_dynamic_level_bytes(True)
     # Block data is hashes and (often already compressed or encrypted) user bytes.
     opts.set_compression_type(rocksdict.DBCompressionType.none())
     table = rocksdict.BlockBasedOptions()
     table.set_block_size(8192)
-    table.set_block_cache(rocksdict.Cache(64 * _MiB))
+    table.set_block_cache(rocksdict.Cache(32 * _MiB))
     table.set_cache_index_and_filter_blocks(True)
     opts.set_block_based_table_factory(table)
     return opts
