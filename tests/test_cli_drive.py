@@ -5,22 +5,11 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def hyperfs(store: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "hyperfs", "--store", str(store), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if ok:
-        assert done.returncode == 0, done.stderr
-    return done
+from tests.mounting import hyperfs
 
 
 def odd_tree(root: Path) -> None:
@@ -87,7 +76,7 @@ def test_read_commands_and_names(tmp_path: Path) -> None:
     assert "size:    5 bytes" in hyperfs(store, "stat", "mine", "/docs/readme.md").stdout
     assert hyperfs(store, "log", "mine").stdout.splitlines() == ["1\tput\t/docs\t0", "2\tput\t/docs/readme.md\t5"]
     assert "+ /docs/readme.md" in hyperfs(store, "diff", "mine", "2").stdout
-    assert f"version:        3" in hyperfs(store, "info", key).stdout
+    assert "version:        3" in hyperfs(store, "info", key).stdout
 
 
 @pytest.mark.parametrize(
@@ -102,7 +91,7 @@ def test_read_commands_and_names(tmp_path: Path) -> None:
 )
 def test_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     hyperfs(tmp_path, "create", "mine")
-    done = hyperfs(tmp_path, *args, ok=False)
+    done = hyperfs(tmp_path, *args, check=False)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

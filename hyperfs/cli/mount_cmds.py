@@ -71,7 +71,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def check_mountpoint(path: Path) -> None:
     """MountError unless `path` is an existing, empty folder that is not a mount point yet."""
     if not os.path.lexists(path):
-        raise MountError(f"{path} does not exist (make it first: mkdir -p {path})")
+        raise MountError(f"{path} is not a folder (it does not exist; mkdir -p {path} first)")
     if not path.is_dir():
         raise MountError(f"{path} is not a folder")
     if os.path.ismount(path):

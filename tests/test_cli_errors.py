@@ -1,0 +1,132 @@
+"""The `hyperfs` command as a user meets it: every subcommand's --help, every mistake one line,
+and a store held by a mount or a share named in that line. Real commands, real stores, real TCP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hyperfs.cli import build_parser
+from hyperfs.cli.mount_cmds import pid_file
+from tests.mounting import PYTHON, Mount, hyperfs, is_mounted, mount  # noqa: F401 - `mount` is a fixture
+
+KEY = "ab" * 32  # a well-formed key of a drive no store here holds
+
+
+def subcommands() -> list[str]:
+    (action,) = [a for a in build_parser()._actions if a.dest == "command"]
+    return list(action.choices)
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_every_subcommand_explains_itself(tmp_path: Path, command: str) -> None:
+    done = hyperfs(tmp_path, command, "--help")
+    usage, _, rest = done.stdout.partition("\n\n")
+    assert usage.startswith(f"usage: hyperfs {command}")
+    description = rest.splitlines()[0]
+    assert description and not description.startswith(("positional", "options")), done.stdout
+    assert not (tmp_path / "db").exists()  # asking for help opens no store
+
+
+def one_line_error(done: subprocess.CompletedProcess, message: str) -> None:
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+Args = Callable[[Path, int], list[str]]
+MISTAKES: list[tuple[str, Args, str]] = [
+    ("unknown key", lambda t, p: ["ls", KEY], "not in this store"),
+    ("short id", lambda t, p: ["ls", "hyper://abc"], "52-character id"),
+    ("bad z32 id", lambda t, p: ["cat", "l" * 52, "/f"], "invalid z-base-32 character 'l'"),
+    ("bad z32 url", lambda t, p: ["info", "hyper://" + "0" * 52], "invalid z-base-32 character '0'"),
+    ("missing drive", lambda t, p: ["ls", "nobody"], "no drive called 'nobody'"),
+    ("missing drive share", lambda t, p: ["share", "nobody", "--no-mdns"], "no drive called 'nobody'"),
+    ("missing drive export", lambda t, p: ["export", "nobody", str(t / "out")], "no drive called 'nobody'"),
+    ("missing file", lambda t, p: ["cat", "mine", "/missing"], "no such file"),
+    ("missing folder", lambda t, p: ["ls", "mine", "/missing"], "no such file"),
+    ("cat a folder", lambda t, p: ["cat", "mine", "/"], "is a folder"),
+    ("missing local folder", lambda t, p: ["import", str(t / "absent"), "mine"], "not a folder"),
+    ("export onto a file", lambda t, p: ["export", "mine", str(t / "a file")], "is not a folder"),
+    ("unreachable clone", lambda t, p: ["clone", KEY, "--peer", f"127.0.0.1:{p}"], "cannot replicate with"),
+    ("unreachable seed", lambda t, p: ["seed", KEY, "--peer", f"127.0.0.1:{p}"], "cannot replicate with"),
+    ("bad address", lambda t, p: ["clone", KEY, "--peer", "nowhere"], "not a HOST:PORT address"),
+    ("clone a bad key", lambda t, p: ["clone", "nonsense", "--peer", f"127.0.0.1:{p}"], "52-character id"),
+    ("mount on nothing", lambda t, p: ["mount", str(t / "absent")], "does not exist"),
+    ("mount on a file", lambda t, p: ["mount", str(t / "a file")], "is not a folder"),
+    ("mount on a full folder", lambda t, p: ["mount", str(t / "full")], "is not empty"),
+    ("mount a missing drive", lambda t, p: ["mount", str(t / "mnt"), "nobody"], "no drive called 'nobody'"),
+    ("mount a bad id", lambda t, p: ["mount", str(t / "mnt"), "hyper://" + "v" * 52], "invalid z-base-32"),
+    ("mount an unreachable peer", lambda t, p: ["mount", str(t / "mnt"), KEY, "--peer", f"127.0.0.1:{p}"],
+     "cannot replicate with"),
+    ("unmount what is not mounted", lambda t, p: ["unmount", str(t / "mnt")], "is not mounted"),
+]
+
+
+@pytest.mark.parametrize("args, message", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+def test_mistakes_are_one_line(tmp_path: Path, closed_port: int, args: Args, message: str) -> None:
+    store = tmp_path / "store"
+    hyperfs(store, "create", "mine")
+    (tmp_path / "a file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept").write_text("kept")
+    (tmp_path / "mnt").mkdir()
+    one_line_error(hyperfs(store, *args(tmp_path, closed_port), check=False), message)
+    assert not is_mounted(tmp_path / "mnt") and not is_mounted(tmp_path / "full")
+    assert (tmp_path / "full" / "kept").read_text() == "kept"
+
+
+def in_use_line(store: Path, command: str, pid: int) -> str:
+    return f"store {store} is in use by `{command}` (pid {pid}); "
+
+
+def test_a_mounted_store_names_its_mount(mount: Mount, tmp_path: Path) -> None:
+    """While `hyperfs mount` holds the store, every other command on it says so in one line,
+    and works again once it is unmounted."""
+    pid = int(pid_file(mount.path).read_text())
+    expected = in_use_line(mount.store, f"hyperfs mount {os.path.realpath(mount.path)}", pid)
+    advice = "copy files into the mount, or unmount first"
+    for args in (["ls", "default"], ["keys"], ["import", str(tmp_path), "--quiet"], ["create", "other"]):
+        one_line_error(hyperfs(mount.store, *args, check=False), expected + advice)
+    other = tmp_path / "other"
+    other.mkdir()
+    one_line_error(hyperfs(mount.store, "mount", str(other), check=False), "mount failed: " + expected)
+    assert not is_mounted(other)
+    (mount.path / "note").write_text("through the mount\n")
+    mount.unmount()
+    assert hyperfs(mount.store, "cat", "default", "/note").stdout == "through the mount\n"
+
+
+def test_a_shared_store_names_its_share_and_a_killed_holder_frees_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    hyperfs(store, "create", "mine")
+    share = subprocess.Popen(
+        [PYTHON, "-m", "hyperfs", "--store", str(store), "share", "mine", "--no-mdns"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert share.stdout is not None and share.stdout.readline().startswith("sharing hyper://")
+        one_line_error(
+            hyperfs(store, "info", "mine", check=False),
+            in_use_line(store, "hyperfs share mine", share.pid) + "stop it first (Ctrl-C)",
+        )
+        assert json.loads((store / "hyperfs.lock").read_text())["pid"] == share.pid
+    finally:
+        share.send_signal(signal.SIGKILL)  # no clean exit: the kernel still drops its lock
+        share.wait()
+    assert hyperfs(store, "keys").stdout.startswith("mine\t")
