@@ -748,12 +748,21 @@ class FileWriter:
             if drive._pending_bytes >= FLUSH_BYTES:
                 await drive._append_pending()
 
-    async def close(self) -> Stat:
-        """Append the rest and the file's `Node`; returns its Stat."""
+    async def close(
+        self, mode: int | None = None, uid: int | None = None, gid: int | None = None, mtime: int | None = None
+    ) -> Stat:
+        """Append the rest and the file's `Node` (with the attributes given, changed since the
+        writer opened); returns its Stat."""
         if not self._open:
             raise InvalidArgumentError(f"{join(self._names)}: closed twice")
         self._open = False
         drive = self._drive
+        st = self._stat
+        if mode is not None:
+            st.mode = stat_mod.S_IFREG | (mode & 0o7777)
+        st.uid = st.uid if uid is None else uid
+        st.gid = st.gid if gid is None else gid
+        st.mtime = st.mtime if mtime is None else mtime
         async with drive._lock:
             tail = [bytes(self._buffer)] if self._buffer else []
             if tail or not self._blocks:

@@ -28,6 +28,13 @@ class OpenFile:
     pending: dict[str, int] = field(default_factory=dict)  # mode/uid/gid/mtime for the next Node
     mtime_ns: int = 0  # when the buffer last changed
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # Streaming: a file written from empty goes to the drive while it grows; `fed` bytes of the
+    # buffer are in `stream` already. Any change below `fed` ends it (the buffer is then written
+    # whole, as for any edited file).
+    streamable: bool = False
+    stream: Any = None  # the drive's FileWriter
+    stream_path: str = ""
+    fed: int = 0
 
     @property
     def dirty(self) -> bool:
@@ -36,7 +43,16 @@ class OpenFile:
     def changed(self) -> None:
         self.generation += 1
 
+    def stop_stream(self) -> None:
+        """No more streaming for this file (what the stream appended stays unused)."""
+        self.streamable = False
+        if self.stream is not None:
+            self.stream.abort()
+            self.stream = None
+        self.fed = 0
+
     def close(self) -> None:
+        self.stop_stream()
         if self.buffer is not None:
             self.buffer.close()
             self.buffer = None

@@ -31,11 +31,14 @@ from hyperfs.drive.drive import Stat
 from hyperfs.fuse.inodes import InodeTable, join, split
 from hyperfs.fuse.open_file import Handle, OpenFile
 from hyperfs.fuse.reader import ContentReader
-from hyperfs.fuse.write_buffer import WriteBuffer
+from hyperfs.fuse.write_buffer import CHUNK_SIZE, WriteBuffer
 
 NAME_MAX = 255
 BLOCK_SIZE = 128 * 1024  # st_blksize: what `cp` and friends size their reads and writes by
 MS = 1_000_000  # drive times are milliseconds since the epoch (DEP-0000 Stat.mtime/ctime)
+# A file written from empty starts streaming into the drive once it is this big (smaller ones
+# are appended whole when closed: one open_write each, as before).
+STREAM_START = 8 * 1024 * 1024
 
 
 def decode_name(name: bytes) -> str:
@@ -189,6 +192,7 @@ class DriveOperations(pyfuse3.Operations):
             else:
                 buffer = await self._buffer(open_file)
                 buffer.truncate(attr.st_size)
+                self._truncated(open_file, attr.st_size)
                 self._changed(open_file)
                 if not any(h.writable for h in self._handles_of(open_file)):
                     await self._commit(open_file)
@@ -255,6 +259,7 @@ class DriveOperations(pyfuse3.Operations):
         open_file = self._files.get(ino) if ino is not None else None
         if open_file is not None:
             await self._buffer(open_file)
+            open_file.stop_stream()
             open_file.stat = st
             open_file.unlinked = True
 
@@ -364,6 +369,7 @@ class DriveOperations(pyfuse3.Operations):
             if open_file.buffer is None:
                 open_file.buffer = self._new_buffer()
             open_file.buffer.truncate(0)
+            self._truncated(open_file, 0)
             self._changed(open_file)
         # Every change to a file of a writable mount comes through here, so the kernel's page
         # cache stays right across opens; live changes invalidate it explicitly.
@@ -408,7 +414,10 @@ class DriveOperations(pyfuse3.Operations):
         if handle.append and not self.enable_writeback_cache:
             off = buffer.size  # with writeback the kernel places appends itself
         buffer.write(off, buf)
+        if off < handle.file.fed:
+            handle.file.stop_stream()  # what was streamed changed: the buffer goes whole
         self._changed(handle.file)
+        await self._stream(handle.file)
         return len(buf)
 
     @fuse_errors
@@ -430,6 +439,8 @@ class DriveOperations(pyfuse3.Operations):
         try:
             await self._commit(open_file)
         finally:
+            if open_file.unlinked:
+                open_file.stop_stream()
             open_file.handles -= 1
             if open_file.handles == 0:
                 del self._files[open_file.ino]
@@ -455,8 +466,46 @@ class DriveOperations(pyfuse3.Operations):
         open_file.changed()
         open_file.mtime_ns = time.time_ns()
 
+    def _truncated(self, open_file: OpenFile, size: int) -> None:
+        """A file cut to nothing is new content from the start: it may stream (again)."""
+        if size == 0:
+            open_file.stop_stream()
+            open_file.streamable = not open_file.unlinked
+        elif size < open_file.fed:
+            open_file.stop_stream()
+
+    async def _stream(self, open_file: OpenFile) -> None:
+        """Hand the whole chunks a streaming file gained to the drive, while it is written (the
+        content core hashes and stores them meanwhile instead of all at close)."""
+        buffer = open_file.buffer
+        ahead = CHUNK_SIZE if open_file.stream is not None else STREAM_START
+        if not open_file.streamable or open_file.lock.locked() or buffer.size - open_file.fed < ahead:
+            return
+        async with open_file.lock:
+            try:
+                if open_file.stream is None:
+                    path = self.inodes.path(open_file.ino)
+                    open_file.stream = await self.drive.open_write(path, **self._node_attrs(open_file))
+                    open_file.stream_path = path
+                while open_file.stream is not None and buffer.size - open_file.fed >= CHUNK_SIZE:
+                    chunk = buffer.read(open_file.fed, CHUNK_SIZE)
+                    # Counted before the await: a write below `fed` meanwhile must end the stream.
+                    open_file.fed += len(chunk)
+                    await open_file.stream.write(chunk)
+            except BaseException:
+                open_file.stop_stream()
+                raise
+
+    def _node_attrs(self, open_file: OpenFile) -> dict[str, int]:
+        """The attributes the file's next Node gets (mode/uid/gid set while open, mtime)."""
+        attrs = {k: v for k, v in open_file.pending.items() if k != "mtime"}
+        attrs["mtime"] = open_file.mtime_ns // MS
+        return attrs
+
     async def _buffer(self, open_file: OpenFile) -> WriteBuffer:
         """The file's buffer, filled with its current drive content on first use."""
+        if open_file.buffer is not None:
+            return open_file.buffer  # no wait behind a stream's append
         async with open_file.lock:
             if open_file.buffer is None:
                 buffer = self._new_buffer()
@@ -477,18 +526,20 @@ class DriveOperations(pyfuse3.Operations):
             if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
                 return
             generation = open_file.generation
-            pending = dict(open_file.pending)
-            pending.pop("mtime", None)
-            writer = await self.drive.open_write(
-                self.inodes.path(open_file.ino), mtime=open_file.mtime_ns // MS, **pending
-            )
+            path = self.inodes.path(open_file.ino)
+            if open_file.stream is not None and path != open_file.stream_path:
+                open_file.stop_stream()  # renamed while streaming: written whole at its new name
+            writer, start = open_file.stream, open_file.fed
+            open_file.stream, open_file.streamable, open_file.fed = None, False, 0
+            if writer is None:
+                writer, start = await self.drive.open_write(path, **self._node_attrs(open_file)), 0
             try:
-                for chunk in open_file.buffer.chunks():
+                for chunk in open_file.buffer.chunks(start=start):
                     await writer.write(chunk)
             except BaseException:
                 writer.abort()
                 raise
-            await writer.close()
+            await writer.close(**self._node_attrs(open_file))
             open_file.committed = generation
             open_file.pending.clear()
             open_file.fresh = False

@@ -77,9 +77,9 @@ class WriteBuffer:
             os.ftruncate(self._fd, size)
         self._size = size
 
-    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        """The whole content, front to back, in pieces of at most `chunk_size` bytes."""
-        for offset in range(0, self._size, chunk_size):
+    def chunks(self, chunk_size: int = CHUNK_SIZE, start: int = 0) -> Iterator[bytes]:
+        """The content from `start` to the end, front to back, in pieces of at most `chunk_size` bytes."""
+        for offset in range(start, self._size, chunk_size):
             yield self.read(offset, chunk_size)
 
     def close(self) -> None:
