@@ -91,6 +91,17 @@ def test_mistakes_are_one_line(tmp_path: Path, closed_port: int, args: Args, mes
     assert (tmp_path / "full" / "kept").read_text() == "kept"
 
 
+def test_a_bad_store_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("x")
+    one_line_error(hyperfs(tmp_path / "a file", "keys", check=False), "is not a folder")
+    store = tmp_path / "store"
+    hyperfs(store, "create", "mine")
+    (store / "drives.json").write_text("{half")
+    one_line_error(hyperfs(store, "ls", "mine", check=False), "cannot read")
+    (store / "db" / "CURRENT").write_text("junk")
+    one_line_error(hyperfs(store, "keys", check=False), "cannot open RocksDB")
+
+
 def in_use_line(store: Path, command: str, pid: int) -> str:
     return f"store {store} is in use by `{command}` (pid {pid}); "
 

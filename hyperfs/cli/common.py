@@ -93,6 +93,8 @@ def store_lock(store_dir: Path, holder: str) -> Iterator[None]:
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except (FileExistsError, NotADirectoryError):
+        raise LocalFileError(f"the store {store_dir} is not a folder") from None
     except OSError as err:
         raise LocalFileError(f"cannot use the store {store_dir}: {err.strerror}", err.errno or 5) from None
     try:
