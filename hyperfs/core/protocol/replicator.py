@@ -22,7 +22,7 @@ import bisect
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Container, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -207,11 +207,14 @@ class CoreReplication:
         for node in proof.nodes:
             self.known[node.index] = node
 
-    def missing_nodes(self, index: int) -> int:
-        """How many levels a proof for block `index` must climb to reach a node we trust.
+    def missing_nodes(self, index: int, promised: Container[int] = ()) -> tuple[int, int | None]:
+        """How many levels a proof for block `index` must climb to reach a node we trust, and
+        that node when it is only `promised` (a request in flight will prove it), else None.
 
-        As JS `missingNodes`: stop at a node we have (cached or a root). A node missing from the
-        cache only makes the proof a little longer, never wrong.
+        As JS `missingNodes`: stop at a node we have (cached or a root), and also at one an
+        earlier request on the same peer will prove: proofs are verified in the order they
+        arrive, so that node is trusted by then (if not, the proof is asked for again). A node
+        missing from the cache only makes the proof a little longer, never wrong.
         """
         core = self.core
         head = 2 * core.length
@@ -219,11 +222,23 @@ class CoreReplication:
         roots = ft.full_roots(head)
         node, climbed = 2 * index, 0
         while node not in known and node not in roots:
+            if node in promised:
+                return climbed, node
             node = ft.parent(node)
             if ft.right_span(node) >= head:
                 break
             climbed += 1
-        return climbed
+        return climbed, None
+
+
+def proven_by(index: int, levels: int) -> tuple[int, ...]:
+    """The tree nodes a block proof of `levels` levels proves below its top: the block's leaf,
+    its ancestors and their siblings."""
+    node, out = 2 * index, []
+    for _ in range(levels):
+        out += (node, ft.sibling(node))
+        node = ft.parent(node)
+    return tuple(out)
 
 
 class Replicator:
@@ -438,6 +453,9 @@ class _Inflight:
     index: int
     sent: float
     request: m.Request
+    seq: int = 0  # order sent on this peer (request ids are reused, these are not)
+    proves: tuple[int, ...] = ()  # nodes its proof will prove, promised to later requests
+    relies: tuple[int, int] | None = None  # (node, seq): the proof hashes to a node request seq promised
 
 
 class _BatchSource:
@@ -474,6 +492,9 @@ class Peer:
         self.remote_length = 0
         self.remote_has = Ranges()
         self.inflight: dict[int, _Inflight] = {}
+        self.promised: dict[int, int] = {}  # node -> seq of the block request in flight proving it
+        self.unsettled: set[int] = set()  # seqs of block requests not yet answered and stored
+        self.seq = 0
         self.queue: deque[m.Request] = deque()
         self.queued = _Signal()
         self.received: deque[tuple[_Inflight, m.Data]] = deque()
@@ -553,6 +574,8 @@ class Peer:
         for item in [*self.inflight.values(), *(item for item, _ in self.received)]:
             self.state.inflight.discard(item.index)
         self.inflight.clear()
+        self.promised.clear()
+        self.unsettled.clear()
         self.received.clear()
         self.queued.wake()
         self.arrived.wake()
@@ -653,6 +676,7 @@ class Peer:
         if item.kind == "block":
             self.remote_has.remove(item.index, item.index + 1)
         self.state.changed.wake()
+        self.arrived.wake()  # a received proof may wait for this request to settle
 
     async def on_data(self, msg: m.Data) -> None:
         item = self.inflight.get(msg.request)
@@ -675,31 +699,53 @@ class Peer:
             if not self.received:
                 await self.arrived.wait()
                 continue
-            batch = [self.received.popleft()]
-            # Proofs without an upgrade all verify against the same head: batch them.
-            while (
-                batch[0][1].upgrade is None
-                and self.received
-                and self.received[0][1].upgrade is None
-                and len(batch) < VERIFY_BATCH
-            ):
-                batch.append(self.received.popleft())
+            batch = self._next_batch()
+            if not batch:
+                await self.arrived.wait()  # for the answers the queued proofs hash into
+                continue
             try:
                 # Blocks stay marked in flight until stored, or other tasks would ask again.
-                await self._store([msg for _, msg in batch])
+                await self._store(batch)
             finally:
                 for item, _ in batch:
                     self._done(item)
                 self.state.changed.wake()
 
-    async def _store(self, msgs: list[m.Data]) -> None:
+    def _next_batch(self) -> list[tuple[_Inflight, m.Data]]:
+        """The received proofs to verify together: a lone one with an upgrade, or up to
+        VERIFY_BATCH without (they all verify against the same head), in arrival order, except
+        that a proof hashing to a node promised by a request still unsettled waits for it (a
+        peer may answer out of order). Empty when all that arrived waits so."""
+        received = self.received
+        batch: list[tuple[_Inflight, m.Data]] = []
+        waiting: list[tuple[_Inflight, m.Data]] = []
+        taken: set[int] = set()
+        while received and len(batch) < VERIFY_BATCH:
+            item, msg = received[0]
+            if msg.upgrade is not None and (batch or waiting) or batch and batch[0][1].upgrade is not None:
+                if not batch:  # stuck behind an upgrade: verify it anyway (_store asks again)
+                    batch.append(waiting.pop(0))
+                break  # an upgrade is verified alone and after what arrived before it
+            received.popleft()
+            if item.relies is not None and item.relies[1] in self.unsettled and item.relies[1] not in taken:
+                waiting.append((item, msg))
+                continue
+            batch.append((item, msg))
+            taken.add(item.seq)
+        received.extendleft(reversed(waiting))
+        return batch
+
+    async def _store(self, batch: list[tuple[_Inflight, m.Data]]) -> None:
         """Verify proofs against our signed head, then store them (nothing if one fails).
 
-        Only a lone proof may carry an upgrade (store_loop batches the others).
+        Only a lone proof may carry an upgrade (store_loop batches the others). A proof whose
+        promised top node is still untrusted (the request promising it failed) is not stored:
+        the fetch loop asks for it again.
         """
         core = self.core
         state = self.state
         length, fork, key = core.length, core.fork, core.key
+        msgs = [msg for _, msg in batch]
         first = msgs[0]
         if first.upgrade is not None and first.upgrade.start != length and first.fork == fork:
             return  # stale: our length moved meanwhile; the fetch loop asks again
@@ -719,10 +765,14 @@ class Peer:
         if (core.length, core.fork) != (length, fork):
             return  # changed while reading roots; ask again
 
+        proven: dict[int, TreeNode] = {}  # nodes of the proofs verified so far in this batch
+
         def stored_node(index: int) -> TreeNode | None:
             # Worker thread: dict.get is atomic; a cache of another fork is not asked.
-            node = state.known.get(index) if state.known_fork == fork else None
+            node = proven.get(index) or (state.known.get(index) if state.known_fork == fork else None)
             return node or core.read_nodes_sync([index]).get(index)
+
+        root_indexes = {root.index for root in roots}
 
         def check(root_hash: bytes, new_length: int, new_fork: int, signature: bytes) -> bool:
             return verify_head(manifest, key, root_hash, new_length, new_fork, signature)
@@ -731,11 +781,17 @@ class Peer:
             # Runs under the core's lock, so the head cannot move between this check and the store.
             if core.fork != fork or (first.upgrade is not None and core.length != length):
                 return []  # another peer moved the head meanwhile: these proofs are for the old one
-            proofs = [
-                verify_proof(msg, length=length, fork=fork, roots=roots, stored_node=stored_node, check_signature=check)
-                for msg in msgs
-            ]
-            if learnt is not None:
+            proofs = []
+            for item, msg in batch:
+                top = item.relies[0] if item.relies is not None else None
+                if top is not None and top not in root_indexes and stored_node(top) is None:
+                    continue  # the proof promising its top node failed: this one is asked for again
+                verified = verify_proof(
+                    msg, length=length, fork=fork, roots=roots, stored_node=stored_node, check_signature=check
+                )
+                proven.update((node.index, node) for node in verified.nodes)
+                proofs.append(verified)
+            if learnt is not None and proofs:
                 proofs[0] = replace(proofs[0], manifest=learnt)
             return proofs
 
@@ -753,6 +809,10 @@ class Peer:
             self.upgrading = False
         else:
             self.state.inflight.discard(item.index)
+            self.unsettled.discard(item.seq)
+            for node in item.proves:
+                if self.promised.get(node) == item.seq:
+                    del self.promised[node]
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -802,9 +862,14 @@ class Peer:
             rid += 1
         return rid
 
-    async def _request(self, req: m.Request, kind: str, index: int) -> None:
-        self.inflight[req.id] = _Inflight(kind, index, trio.current_time(), req)
-        await self.send(req)
+    async def _request(self, item: _Inflight) -> None:
+        self.inflight[item.request.id] = item
+        if item.kind == "block":
+            self.seq += 1
+            item.seq = self.seq
+            self.unsettled.add(item.seq)
+            self.promised.update(dict.fromkeys(item.proves, item.seq))
+        await self.send(item.request)
 
     async def fetch(self) -> None:
         """Keep up to MAX_INFLIGHT requests going for upgrades and wanted blocks."""
@@ -824,7 +889,7 @@ class Peer:
                         upgrade=m.UpgradeRequest(start, self.remote_length - start),
                         manifest=core.manifest is None,
                     )
-                    await self._request(req, "upgrade", -1)
+                    await self._request(_Inflight("upgrade", -1, trio.current_time(), req))
                     sent = True
                 if not self.upgrading or self.remote_fork == self.core.fork:
                     sent = await self._request_blocks() or sent
@@ -853,10 +918,11 @@ class Peer:
         for index in state.candidates(self.remote_has):
             if len(self.inflight) >= MAX_INFLIGHT:
                 break
-            block = m.IndexNodes(index, state.missing_nodes(index))
-            req = m.Request(id=self._next_id(), fork=self.core.fork, block=block)
+            levels, top = state.missing_nodes(index, self.promised)
+            req = m.Request(id=self._next_id(), fork=self.core.fork, block=m.IndexNodes(index, levels))
+            relies = None if top is None else (top, self.promised[top])
             state.inflight.add(index)
-            await self._request(req, "block", index)
+            await self._request(_Inflight("block", index, trio.current_time(), req, 0, proven_by(index, levels), relies))
             sent = True
         return sent
 
