@@ -75,6 +75,9 @@ MISTAKES: list[tuple[str, Args, str]] = [
     ("mount an unreachable peer", lambda t, p: ["mount", str(t / "mnt"), KEY, "--peer", f"127.0.0.1:{p}"],
      "cannot replicate with"),
     ("unmount what is not mounted", lambda t, p: ["unmount", str(t / "mnt")], "is not mounted"),
+    ("not a number", lambda t, p: ["diff", "mine", "x"], "invalid int value: 'x' (see hyperfs diff --help)"),
+    ("missing argument", lambda t, p: ["create"], "required: name"),
+    ("mount nowhere", lambda t, p: ["mount"], "required: mountpoint"),
 ]
 
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -50,11 +50,23 @@ def command_adder(subparsers: argparse._SubParsersAction) -> Callable[[str, Comm
     """`add(name, func, help)`: a subcommand running `await func(store, args)` on the open store."""
 
     def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
-        parser = subparsers.add_parser(name, help=help, description=help)
+        parser = add_parser(subparsers, name, help)
         parser.set_defaults(func=lambda args: trio.run(run_on_store, func, args))
         return parser
 
     return add
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help: str, about: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose usage mistakes are one line, like every other error of ours."""
+    parser = subparsers.add_parser(name, help=help, description=about or help)
+
+    def error(message: str) -> NoReturn:
+        # argparse would print the whole usage first; --help has it.
+        parser.exit(2, f"{parser.prog}: {message} (see {parser.prog} --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
 
 
 async def run_on_store(func: Command, args: argparse.Namespace) -> int:
