@@ -144,3 +144,10 @@ def test_a_shared_store_names_its_share_and_a_killed_holder_frees_it(tmp_path: P
         share.send_signal(signal.SIGKILL)  # no clean exit: the kernel still drops its lock
         share.wait()
     assert hyperfs(store, "keys").stdout.startswith("mine\t")
+
+
+def test_unmount_of_a_busy_mount_says_why(mount: Mount) -> None:
+    with open(mount.path / "open file", "w"):
+        one_line_error(hyperfs(mount.store, "unmount", str(mount.path), check=False), "is busy: a program has")
+        assert is_mounted(mount.path)
+    mount.unmount()

@@ -209,6 +209,8 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         raise MountError(f"{args.mountpoint} is not mounted")
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
+        if "busy" in done.stderr:
+            raise MountError(f"{args.mountpoint} is busy: a program has a file or folder open in it (close it or cd out, then unmount again)")
         raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
     if pid is not None:
         wait_for_exit(pid, UNMOUNT_WAIT)
