@@ -53,6 +53,7 @@ async def serve(
     pyfuse3.init(ops, mountpoint, mount_options(ops.read_only))
     try:
         async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
             nursery.start_soon(_stop_on_signal, ops, mountpoint)
             nursery.start_soon(_announce_ready, mountpoint, on_ready)
             if live:

@@ -35,6 +35,7 @@ class OpenFile:
     stream: Any = None  # the drive's FileWriter
     stream_path: str = ""
     fed: int = 0
+    feeding: bool = False  # a task is handing chunks to `stream`
 
     @property
     def dirty(self) -> bool:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pyfuse3
+import trio
 
 from hyperfs.errors import (
     DirectoryNotEmptyError,
@@ -82,6 +83,9 @@ class DriveOperations(pyfuse3.Operations):
         self._dirs: dict[int, list[str]] = {}
         self._dir_paths: dict[int, str] = {}
         self._fh = itertools.count(1)
+        # Where streaming files are fed to the drive in the background (set by `serve`); without
+        # one, a write that fills a chunk feeds it before it returns.
+        self.nursery: trio.Nursery | None = None
 
     # --- attributes -----------------------------------------------------------------------------
 
@@ -417,7 +421,13 @@ class DriveOperations(pyfuse3.Operations):
         if off < handle.file.fed:
             handle.file.stop_stream()  # what was streamed changed: the buffer goes whole
         self._changed(handle.file)
-        await self._stream(handle.file)
+        if self._should_feed(handle.file):
+            if self.nursery is None:
+                await self._feed(handle.file)
+            else:
+                # The kernel's next writes land in the buffer while the drive hashes and stores.
+                handle.file.feeding = True
+                self.nursery.start_soon(self._feed, handle.file)
         return len(buf)
 
     @fuse_errors
@@ -474,16 +484,21 @@ class DriveOperations(pyfuse3.Operations):
         elif size < open_file.fed:
             open_file.stop_stream()
 
-    async def _stream(self, open_file: OpenFile) -> None:
-        """Hand the whole chunks a streaming file gained to the drive, while it is written (the
-        content core hashes and stores them meanwhile instead of all at close)."""
-        buffer = open_file.buffer
+    def _should_feed(self, open_file: OpenFile) -> bool:
+        """Has a streamable file gained enough unfed bytes to go to the drive now?"""
+        if not open_file.streamable or open_file.feeding or open_file.lock.locked():
+            return False
         ahead = CHUNK_SIZE if open_file.stream is not None else STREAM_START
-        if not open_file.streamable or open_file.lock.locked() or buffer.size - open_file.fed < ahead:
-            return
-        async with open_file.lock:
-            try:
-                if open_file.stream is None:
+        return open_file.buffer.size - open_file.fed >= ahead
+
+    async def _feed(self, open_file: OpenFile) -> None:
+        """Hand the whole chunks a streaming file gained to the drive while it is written (the
+        content core hashes and stores them meanwhile, instead of all at close). A failure only
+        ends the stream: the buffer still holds everything and is written whole at close."""
+        buffer = open_file.buffer
+        try:
+            async with open_file.lock:
+                if open_file.stream is None and open_file.streamable:
                     path = self.inodes.path(open_file.ino)
                     open_file.stream = await self.drive.open_write(path, **self._node_attrs(open_file))
                     open_file.stream_path = path
@@ -492,9 +507,14 @@ class DriveOperations(pyfuse3.Operations):
                     # Counted before the await: a write below `fed` meanwhile must end the stream.
                     open_file.fed += len(chunk)
                     await open_file.stream.write(chunk)
-            except BaseException:
-                open_file.stop_stream()
-                raise
+        except Exception:  # noqa: BLE001 - the close writes the buffer whole instead
+            log.exception("streaming inode %d into the drive stopped", open_file.ino)
+            open_file.stop_stream()
+        except BaseException:
+            open_file.stop_stream()
+            raise
+        finally:
+            open_file.feeding = False
 
     def _node_attrs(self, open_file: OpenFile) -> dict[str, int]:
         """The attributes the file's next Node gets (mode/uid/gid set while open, mtime)."""
