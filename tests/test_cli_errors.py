@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hyperfs.cli import build_parser
-from hyperfs.cli.mount_cmds import pid_file
+from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
 from tests.mounting import PYTHON, Mount, hyperfs, is_mounted, mount  # noqa: F401 - `mount` is a fixture
 
 KEY = "ab" * 32  # a well-formed key of a drive no store here holds
@@ -151,3 +151,13 @@ def test_unmount_of_a_busy_mount_says_why(mount: Mount) -> None:
         one_line_error(hyperfs(mount.store, "unmount", str(mount.path), check=False), "is busy: a program has")
         assert is_mounted(mount.path)
     mount.unmount()
+
+
+def test_a_mount_whose_process_died_is_named_and_can_be_unmounted(mount: Mount) -> None:
+    pid = int(pid_file(mount.path).read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_for_exit(pid, 60)
+    one_line_error(hyperfs(mount.store, "mount", str(mount.path), check=False), "is already a mount point")
+    mount.unmount()
+    assert not pid_file(mount.path).exists()
+    assert hyperfs(mount.store, "keys").stdout.startswith("default\t")  # the store is free again

@@ -70,12 +70,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def check_mountpoint(path: Path) -> None:
     """MountError unless `path` is an existing, empty folder that is not a mount point yet."""
+    # First: the folder of a mount whose process died answers every stat with ENOTCONN.
+    if is_mounted(os.path.realpath(path)):
+        raise MountError(f"{path} is already a mount point (hyperfs unmount {path} first)")
     if not os.path.lexists(path):
         raise MountError(f"{path} is not a folder (it does not exist; mkdir -p {path} first)")
     if not path.is_dir():
         raise MountError(f"{path} is not a folder")
-    if os.path.ismount(path):
-        raise MountError(f"{path} is already a mount point")
     try:
         with os.scandir(path) as entries:
             busy = next(entries, None) is not None
@@ -214,6 +215,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
     if pid is not None:
         wait_for_exit(pid, UNMOUNT_WAIT)
+        pids.unlink(missing_ok=True)  # a killed process left it behind
     return 0
 
 
