@@ -36,6 +36,7 @@ from hyperfs.errors import (
 )
 
 DEFAULT_DRIVE = "default"  # the drive `hyperfs mount`, import and export use without a name
+DRIVE_HELP = "a local name, z-base-32 id, hex key or hyper:// URL"
 REGISTRY = "drives.json"
 LOCK_FILE = "hyperfs.lock"
 REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
@@ -67,6 +68,14 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help: str, abo
 
     parser.error = error  # type: ignore[method-assign]
     return parser
+
+
+def add_drive_argument(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    """The `drive` argument of a command, with what may name one (and, if optional, its default)."""
+    if optional:
+        parser.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"{DRIVE_HELP} (default: {DEFAULT_DRIVE})")
+    else:
+        parser.add_argument("drive", help=DRIVE_HELP)
 
 
 async def run_on_store(func: Command, args: argparse.Namespace) -> int:

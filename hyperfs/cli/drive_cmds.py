@@ -21,7 +21,7 @@ from typing import Any
 import trio
 from tqdm import tqdm
 
-from hyperfs.cli.common import DEFAULT_DRIVE, command_adder, local_drive, open_named_drive, registry
+from hyperfs.cli.common import add_drive_argument, command_adder, local_drive, open_named_drive, registry
 from hyperfs.core.z32 import encode_id
 from hyperfs.drive.append_tree import join
 from hyperfs.drive.drive import Drive, Stat
@@ -36,29 +36,29 @@ READ_CHUNK = 1 << 20
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     add = command_adder(subparsers)
-    add("create", cmd_create, "create a drive with a local name").add_argument("name")
-    add("info", cmd_info, "keys, version and sizes of a drive").add_argument("drive")
+    add("create", cmd_create, "create a drive with a local name").add_argument("name", help="the name the other commands will know it by")
+    add_drive_argument(add("info", cmd_info, "keys, version and sizes of a drive"))
     p = add("ls", cmd_ls, "list a folder of a drive")
-    p.add_argument("drive")
-    p.add_argument("path", nargs="?", default="/")
+    add_drive_argument(p)
+    p.add_argument("path", nargs="?", default="/", help="a folder or file in the drive (default: /)")
     p.add_argument("-l", "--long", action="store_true", help="mode, size and mtime too")
     p = add("cat", cmd_cat, "write a file of a drive to stdout")
-    p.add_argument("drive")
-    p.add_argument("path")
+    add_drive_argument(p)
+    p.add_argument("path", help="a path in the drive")
     p = add("stat", cmd_stat, "the attributes of a path in a drive")
-    p.add_argument("drive")
-    p.add_argument("path")
-    add("log", cmd_log, "the history of a drive, oldest first").add_argument("drive")
+    add_drive_argument(p)
+    p.add_argument("path", help="a path in the drive")
+    add_drive_argument(add("log", cmd_log, "the history of a drive, oldest first"))
     p = add("diff", cmd_diff, "what changed in a drive since VERSION")
-    p.add_argument("drive")
-    p.add_argument("version", type=int)
+    add_drive_argument(p)
+    p.add_argument("version", type=int, help="a version number, as `hyperfs log` shows")
     p = add("import", cmd_import, "copy a local folder into a drive, made if the name is new (resumable)")
-    p.add_argument("src", type=Path)
-    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
+    p.add_argument("src", type=Path, help="the local folder to copy")
+    add_drive_argument(p, optional=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = add("export", cmd_export, "copy a drive into a local folder (resumable)")
-    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
-    p.add_argument("dest", type=Path)
+    add_drive_argument(p, optional=True)
+    p.add_argument("dest", type=Path, help="the local folder to copy into (made if missing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add("keys", cmd_keys, "list the drives in the store with their keys")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from hyperfs.cli.common import DEFAULT_DRIVE, add_parser, describe, dial, nursery, open_named_drive, open_store
+from hyperfs.cli.common import DEFAULT_DRIVE, DRIVE_HELP, add_parser, describe, dial, nursery, open_named_drive, open_store
 from hyperfs.errors import HyperfsError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
@@ -32,8 +32,8 @@ UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finis
 def register(subparsers: argparse._SubParsersAction) -> None:
     about = "mount a drive on an empty folder (returns once it is usable, printing the drive's key)"
     mount = add_parser(subparsers, "mount", "mount a drive as a folder", about)
-    mount.add_argument("mountpoint", type=Path)
-    mount.add_argument("drive", nargs="?", help=f"drive name, id, key or hyper:// URL (default: {DEFAULT_DRIVE}, made on first use)")
+    mount.add_argument("mountpoint", type=Path, help="an empty folder")
+    mount.add_argument("drive", nargs="?", help=f"{DRIVE_HELP} (default: {DEFAULT_DRIVE}, made on first use)")
     mount.add_argument("--foreground", action="store_true", help="serve in this process")
     mount.add_argument("--checkout", type=int, metavar="VERSION", help="mount an old version, read-only")
     mount.add_argument(
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mount.set_defaults(func=cmd_mount)
     about = "unmount a drive mounted with `hyperfs mount`, once its writes are stored"
     unmount = add_parser(subparsers, "unmount", "unmount a mounted drive", about)
-    unmount.add_argument("mountpoint", type=Path)
+    unmount.add_argument("mountpoint", type=Path, help="the folder `hyperfs mount` mounted")
     unmount.set_defaults(func=cmd_unmount)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from tqdm import tqdm
 
-from hyperfs.cli.common import DEFAULT_DRIVE, command_adder, dial, nursery, open_named_drive, parse_address
+from hyperfs.cli.common import add_drive_argument, command_adder, dial, nursery, open_named_drive, parse_address
 from hyperfs.core.crypto import discovery_key
 from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
@@ -30,16 +30,16 @@ DEFAULT_LISTEN = "127.0.0.1:0"
 def register(subparsers: argparse._SubParsersAction) -> None:
     add = command_adder(subparsers)
     p = add("share", cmd_share, "serve a drive's two cores to peers (stays in the foreground)")
-    p.add_argument("drive", nargs="?", default=DEFAULT_DRIVE, help=f"default: {DEFAULT_DRIVE}")
+    add_drive_argument(p, optional=True)
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
     p.add_argument("--no-mdns", dest="mdns", action="store_false", help="do not announce it on the LAN")
     p = add("clone", cmd_clone, "copy a drive from a peer into the local store (resumable, verified)")
-    p.add_argument("key")
+    p.add_argument("key", help="the drive's z-base-32 id, hex key or hyper:// URL")
     p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
     p.add_argument("--sparse", action="store_true", help="fetch only the index now; files as they are read")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = add("seed", cmd_seed, "keep a full verified copy of a drive, following its updates, and serve it on")
-    p.add_argument("key")
+    p.add_argument("key", help="the drive's z-base-32 id, hex key or hyper:// URL")
     p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
     p.add_argument("--listen", default=None, metavar="HOST:PORT", help="also serve it here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
