@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 64  # our requests outstanding on one peer
 MAX_QUEUED = 2048  # a peer's requests waiting for our answer before we drop it
-SERVE_BATCH = 16  # requests answered per worker-thread hop
-VERIFY_BATCH = 16  # received block proofs verified per worker-thread hop
+SERVE_BATCH = 32  # requests answered per worker-thread hop
+VERIFY_BATCH = 32  # received block proofs verified and stored per worker-thread hop
 REQUEST_TIMEOUT = 30.0  # seconds a peer may take to answer one of our requests
 WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
