@@ -78,6 +78,7 @@ MISTAKES: list[tuple[str, Args, str]] = [
     ("not a number", lambda t, p: ["diff", "mine", "x"], "invalid int value: 'x' (see hyperfs diff --help)"),
     ("missing argument", lambda t, p: ["create"], "required: name"),
     ("mount nowhere", lambda t, p: ["mount"], "required: mountpoint"),
+    ("unknown option", lambda t, p: ["clone", KEY, "--fast"], "unrecognized arguments: --fast (see hyperfs --help)"),
 ]
 
 

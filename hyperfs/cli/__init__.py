@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from hyperfs.cli.common import one_line_errors
 from hyperfs.errors import HyperfsError
 
 GROUPS = ("drive_cmds", "mount_cmds", "net_cmds")
@@ -27,8 +28,8 @@ def default_store() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hyperfs", description="A peer-to-peer Hyperdrive as an ordinary folder."
+    parser = one_line_errors(
+        argparse.ArgumentParser(prog="hyperfs", description="A peer-to-peer Hyperdrive as an ordinary folder.")
     )
     parser.add_argument(
         "--store", type=Path, default=None, help="store folder (default: %s)" % default_store()

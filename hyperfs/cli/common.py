@@ -58,9 +58,8 @@ def command_adder(subparsers: argparse._SubParsersAction) -> Callable[[str, Comm
     return add
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str, help: str, about: str = "") -> argparse.ArgumentParser:
-    """A subcommand whose usage mistakes are one line, like every other error of ours."""
-    parser = subparsers.add_parser(name, help=help, description=about or help)
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make `parser`'s usage mistakes one line, like every other error of ours."""
 
     def error(message: str) -> NoReturn:
         # argparse would print the whole usage first; --help has it.
@@ -68,6 +67,11 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help: str, abo
 
     parser.error = error  # type: ignore[method-assign]
     return parser
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help: str, about: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose usage mistakes are one line."""
+    return one_line_errors(subparsers.add_parser(name, help=help, description=about or help))
 
 
 def add_drive_argument(parser: argparse.ArgumentParser, optional: bool = False) -> None:
