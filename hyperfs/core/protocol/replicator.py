@@ -212,9 +212,10 @@ class CoreReplication:
         that node when it is only `promised` (a request in flight will prove it), else None.
 
         As JS `missingNodes`: stop at a node we have (cached or a root), and also at one an
-        earlier request on the same peer will prove: proofs are verified in the order they
-        arrive, so that node is trusted by then (if not, the proof is asked for again). A node
-        missing from the cache only makes the proof a little longer, never wrong.
+        earlier request on the same peer will prove (JS asks for the whole climb instead): the
+        answer then waits to be verified until that request is settled, and is asked for again
+        if it failed (`Peer._next_batch`, `Peer._store`). A node missing from the cache only
+        makes the proof a little longer, never wrong.
         """
         core = self.core
         head = 2 * core.length
