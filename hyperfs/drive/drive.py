@@ -266,13 +266,9 @@ class Drive:
         depth = len(names) + 1
         count = 0
         for key, seq in listing.entries.items():
-            if key is None:
-                continue
-            node = tree.node(seq)
-            if len(node.names) > depth:
-                count += 1
-            elif node.value is not None and Stat.decode(node.value, seq).is_dir():
-                count += 1
+            if key is not None:
+                node = tree.node(seq)
+                count += len(node.names) > depth or node.value is not None and _is_dir_value(node.value, seq)
         self._subfolders[names] = (listing, count)
         return count
 
@@ -785,6 +781,19 @@ class FileWriter:
             await self.close()
         else:
             self.abort()
+
+
+def _is_dir_value(value: bytes, seq: int) -> bool:
+    """Whether an encoded `Stat` is a folder's, from its leading mode field when it comes first
+    (as hyperdrive and we write it), without decoding the rest."""
+    if value[:1] == b"\x08":
+        mode = shift = 0
+        for byte in value[1:6]:
+            mode |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return stat_mod.S_ISDIR(mode)
+    return Stat.decode(value, seq).is_dir()
 
 
 async def _complete_metadata(metadata: Hypercore, length: int) -> None:

@@ -38,7 +38,8 @@ def _column_options() -> rocksdict.Options:
     # two-core load wrote 2.1x the data instead of 1.3x. Blob values a JS store wrote still read.
     # Memtables are most of a mount's memory: three of 32 MiB still absorb write bursts (a
     # 16 x 64 KiB append is 1 MiB) while one flushes, measured as fast as 4 x 128 MiB in
-    # scripts/bench_core.py, and keep a 512 MiB copy into a mount under 200 MB resident.
+    # scripts/bench_core.py (two of 32 MiB or three of 24 MiB stall 4 KiB x 64 appends), and
+    # keep a 512 MiB copy into a mount under 200 MB resident.
     opts.set_write_buffer_size(32 * _MiB)
     opts.set_max_write_buffer_number(3)
     opts.set_target_file_size_base(64 * _MiB)
@@ -48,7 +49,7 @@ def _column_options() -> rocksdict.Options:
     opts.set_compression_type(rocksdict.DBCompressionType.none())
     table = rocksdict.BlockBasedOptions()
     table.set_block_size(8192)
-    table.set_block_cache(rocksdict.Cache(32 * _MiB))
+    table.set_block_cache(rocksdict.Cache(16 * _MiB))
     table.set_cache_index_and_filter_blocks(True)
     opts.set_block_based_table_factory(table)
     return opts
@@ -60,6 +61,9 @@ def _db_options() -> rocksdict.Options:
     opts.create_missing_column_families(True)
     opts.set_max_background_jobs(2)
     opts.set_max_total_wal_size(256 * _MiB)
+    # Sequential reads of a file's blocks are sequential in the SST files: the kernel's
+    # read-ahead (off under RocksDB's default POSIX_FADV_RANDOM) makes a cold read 3-4x faster.
+    opts.set_advise_random_on_open(False)
     return opts
 
 
