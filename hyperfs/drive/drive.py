@@ -158,6 +158,7 @@ class Drive:
         self._pending_nodes: list[bytes] = []
         self._batching = 0
         self._subfolders: dict[Names, tuple[Any, int]] = {}
+        self._folder_entries: dict[Names, dict[int, bool]] = {}  # folder -> child seq -> is a folder
         length = metadata.length if checkout is None else checkout
         self.tree = AppendTree(self._read_node_block, length, 1, writable=checkout is None and metadata.writable)
 
@@ -239,6 +240,8 @@ class Drive:
         if length != self.tree.length:
             await _complete_metadata(self.metadata, length)
             nodes = self.tree.nodes if length > self.tree.length else None
+            if nodes is None:
+                self._folder_entries.clear()  # a truncated log reuses seqs for other nodes
             self.tree = AppendTree(self._read_node_block, length, 1, nodes, writable=self.writable)
         return self.tree
 
@@ -258,17 +261,24 @@ class Drive:
     def _subfolder_count(self, tree: AppendTree, names: Names) -> int:
         """How many folders folder `names` holds (its `..` links, as ext4 counts them), from its
         listing: a child whose newest entry lies below it is a folder, one whose newest entry is
-        its own node is one if that node says so. Counted once per listing (a change makes a new one)."""
+        its own node is one if that node says so. Each entry is looked at once (a new file in
+        a big folder costs a dict step per sibling, not a decode)."""
         listing = tree.listing(names)
         cached = self._subfolders.get(names)
         if cached is not None and cached[0] is listing:
             return cached[1]
+        seqs = [seq for key, seq in listing.entries.items() if key is not None]
+        known = self._folder_entries.get(names)
+        if known is None or len(known) > 2 * len(seqs) + 64:
+            known = self._folder_entries[names] = {}  # drop entries long replaced
         depth = len(names) + 1
-        count = 0
-        for key, seq in listing.entries.items():
-            if key is not None:
+        for seq in seqs:
+            if seq not in known:
                 node = tree.node(seq)
-                count += len(node.names) > depth or node.value is not None and _is_dir_value(node.value, seq)
+                known[seq] = len(node.names) > depth or (
+                    node.value is not None and _is_dir_value(node.value, seq)
+                )
+        count = sum(map(known.__getitem__, seqs))
         self._subfolders[names] = (listing, count)
         return count
 
@@ -431,6 +441,7 @@ class Drive:
         except BaseException:
             # The tree already counts the lost entries: derive it again from the log.
             self.tree = AppendTree(self._read_node_block, self.metadata.length, 1, writable=self.writable)
+            self._folder_entries.clear()  # the lost entries' seqs will name other nodes
             raise
 
     async def flush_pending(self) -> None:
