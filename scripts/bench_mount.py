@@ -5,7 +5,10 @@ For each file system: copy a 512 MiB file in (and the mount process's peak RSS m
 back cold (page cache dropped), untar the CPython stdlib, `ls -lR` it. Prints each figure, the
 passthrough's, and the ratio (ours / theirs, > 1 is better for speeds, < 1 for times).
 
-Usage: .venv/bin/python scripts/bench_mount.py [--size-mib 512] [--keep]
+The machine may be shared and noisy: `--runs N` runs both back to back N times and prints each
+figure's median with its range (min-max) over the runs; the ratio is of the medians.
+
+Usage: .venv/bin/python scripts/bench_mount.py [--size-mib 512] [--runs 1] [--keep]
 Needs root (to drop caches), /dev/fuse, fusermount3, and network once for `pip download`
 (`--no-binary pyfuse3`: the sdist of pyfuse3 only; its build tools may come as wheels).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -174,6 +178,7 @@ def bench_ours(work: Path, big: Path, tar: Path) -> Figures:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=1, help="back-to-back runs of both (median and range shown)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
@@ -181,26 +186,40 @@ def main() -> int:
     with tarfile.open(tar) as t:
         files = sum(1 for m in t.getmembers() if m.isfile())
     work = CACHE / "bench-mount"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
-        theirs = bench_passthrough(work, big, tar)
-        ours = bench_ours(work, big, tar)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    ours: list[Figures] = []
+    theirs: list[Figures] = []
+    for _ in range(args.runs):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        try:
+            theirs.append(bench_passthrough(work, big, tar))
+            ours.append(bench_ours(work, big, tar))
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
     rows = [
-        (f"copy {args.size_mib} MiB in (MiB/s)", ours.write_mib_s, theirs.write_mib_s, ours.write_mib_s / theirs.write_mib_s),
-        (f"read {args.size_mib} MiB cold (MiB/s)", ours.read_mib_s, theirs.read_mib_s, ours.read_mib_s / theirs.read_mib_s),
-        (f"untar stdlib, {files} files (s)", ours.untar_s, theirs.untar_s, theirs.untar_s / ours.untar_s),
-        ("ls -lR of it (s)", ours.ls_lr_s, theirs.ls_lr_s, theirs.ls_lr_s / ours.ls_lr_s),
-        ("mount peak RSS while copying (MB)", ours.peak_rss_mb, theirs.peak_rss_mb, float("nan")),
+        (f"copy {args.size_mib} MiB in (MiB/s)", "write_mib_s", True),
+        (f"read {args.size_mib} MiB cold (MiB/s)", "read_mib_s", True),
+        (f"untar stdlib, {files} files (s)", "untar_s", False),
+        ("ls -lR of it (s)", "ls_lr_s", False),
+        ("mount peak RSS while copying (MB)", "peak_rss_mb", None),
     ]
-    print(f"{'workload':40} {'hyperfs':>10} {'passthrough':>12} {'ratio':>7}")
-    for name, a, b, ratio in rows:
-        print(f"{name:40} {a:10.1f} {b:12.1f} {ratio:7.2f}")
+    print(f"{'workload':36} {'hyperfs':>20} {'passthrough':>20} {'ratio':>6}   ({args.runs} runs: median [min-max])")
+    for name, attr, faster_is_more in rows:
+        a, b = [getattr(f, attr) for f in ours], [getattr(f, attr) for f in theirs]
+        ma, mb = statistics.median(a), statistics.median(b)
+        ratio = float("nan") if faster_is_more is None else ma / mb if faster_is_more else mb / ma
+        print(f"{name:36} {_spread(a):>20} {_spread(b):>20} {ratio:6.2f}")
     print("ratio: speed over passthrough's (>1 = we are faster); peak RSS target < 200 MB")
     return 0
+
+
+def _spread(values: list[float]) -> str:
+    """The median of `values` with their range, e.g. `78.1 [70.2-81.0]`."""
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.1f}"
+    return f"{median:.1f} [{min(values):.1f}-{max(values):.1f}]"
 
 
 if __name__ == "__main__":
