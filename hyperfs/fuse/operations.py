@@ -449,8 +449,6 @@ class DriveOperations(pyfuse3.Operations):
         try:
             await self._commit(open_file)
         finally:
-            if open_file.unlinked:
-                open_file.stop_stream()
             open_file.handles -= 1
             if open_file.handles == 0:
                 del self._files[open_file.ino]
