@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hyperfs.cli import mount_cmds
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
 
 PYTHON = sys.executable
@@ -36,9 +37,7 @@ def hyperfs(store: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 
 def is_mounted(mountpoint: Path) -> bool:
-    real = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1] == real for line in mounts)
+    return mount_cmds.is_mounted(os.path.realpath(mountpoint))
 
 
 @dataclass

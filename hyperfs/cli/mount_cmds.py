@@ -185,13 +185,11 @@ async def open_drive(
     from hyperfs.core.protocol.replicator import store_replicator
 
     async with open_store(store_dir, holder) as store, nursery() as tasks:
-        replicator = await store_replicator(store) if peer else None
         if peer:
+            await store_replicator(store)
             tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
+        # A drive without its secret key fetches its whole metadata log on open (Drive.open).
         drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
-        if replicator is not None:
-            # The whole metadata log, as hyperdrive 9 replicates it: every lookup is local.
-            await replicator.download(drive.metadata, 0, drive.metadata.length)
         try:
             yield drive if checkout is None else await drive.checkout(checkout)
         finally:
