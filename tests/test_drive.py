@@ -320,3 +320,25 @@ async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Pat
         aborted.abort()
         await drive.write_file("/after", b"a")
         assert not await drive.exists("/gone") and await drive.read_file("/after") == b"a"
+
+
+@trio_test
+async def test_lookups_while_a_write_is_appended_see_it(tmp_path: Path) -> None:
+    """A lookup during our own append (its content is stored on a worker thread) sees the tree
+    with the new entry, not one rebuilt from the shorter log (which lost the entry and every
+    cached listing: two `tar x` at once into a mount got ENOENT for folders just made)."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.mkdir("/d")
+        data = b"b" * (BLOCK_SIZE * 8)  # big enough for the content append to leave the loop
+        seen: list[int] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive.write_file, "/d/big", data)
+            with trio.fail_after(10):
+                while drive.metadata.length == drive.version:  # until the new node is in flight
+                    await trio.sleep(0)
+            while drive.metadata.length < drive.version:
+                seen.append((await drive.lstat("/d/big")).size)
+                await trio.sleep(0)
+        assert seen and set(seen) == {len(data)}
+        assert await drive.readdir("/d") == ["big"] and await drive.read_file("/d/big") == data

@@ -157,6 +157,7 @@ class Drive:
         self._pending_bytes = 0
         self._pending_nodes: list[bytes] = []
         self._batching = 0
+        self._appending_nodes = 0  # our metadata appends in flight: the tree is ahead of the log
         self._subfolders: dict[Names, tuple[Any, int]] = {}
         self._folder_entries: dict[Names, dict[int, bool]] = {}  # folder -> child seq -> is a folder
         length = metadata.length if checkout is None else checkout
@@ -234,7 +235,7 @@ class Drive:
 
     async def _refresh(self) -> AppendTree:
         """The tree at the metadata head, following appends (or a truncation) by others."""
-        if self._checkout is not None or self._pending_nodes:
+        if self._checkout is not None or self._pending_nodes or self._appending_nodes:
             return self.tree
         length = self.metadata.length
         if length != self.tree.length:
@@ -433,6 +434,9 @@ class Drive:
     async def _append_pending(self) -> None:
         content, nodes = self._pending_content, self._pending_nodes
         self._pending_content, self._pending_nodes, self._pending_bytes = [], [], 0
+        # Until the nodes are in the log, a lookup meanwhile must not take the log's shorter
+        # length for a change by others (rebuilding the tree and its listings from scratch).
+        self._appending_nodes += bool(nodes)
         try:
             if content:
                 await self.content.append(content)
@@ -443,6 +447,8 @@ class Drive:
             self.tree = AppendTree(self._read_node_block, self.metadata.length, 1, writable=self.writable)
             self._folder_entries.clear()  # the lost entries' seqs will name other nodes
             raise
+        finally:
+            self._appending_nodes -= bool(nodes)
 
     async def flush_pending(self) -> None:
         """Append everything a batch or writer has gathered so far."""
