@@ -124,13 +124,13 @@ class DriveOperations(pyfuse3.Operations):
         return attrs
 
     async def _stat(self, path: str) -> Any:
-        try:
-            return await self.drive.lstat(path)
-        except FileNotFoundInDrive:
-            open_file = self._fresh(path)
-            if open_file is None:
-                raise
+        open_file = self._fresh(path)
+        if open_file is not None:
+            # Created here and not in the drive yet: answered without a failing lookup (the
+            # kernel asks a file being written for its attributes and security.capability at
+            # every write, chown and chmod: ~15 requests a file in `tar x`).
             return Stat(mode=stat_mod.S_IFREG, mtime=open_file.mtime_ns // MS)
+        return await self.drive.lstat(path)
 
     def _fresh(self, path: str) -> OpenFile | None:
         """The open file created at `path` whose first Node is not written yet, if any."""
