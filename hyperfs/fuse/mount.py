@@ -21,6 +21,7 @@ from hyperfs.fuse.operations import DriveOperations
 # a missed notice could cost.
 LIVE_CACHE_TIMEOUT = 30.0
 CACHE_TIMEOUT = 300.0
+SYNCFS_TIMEOUT = 30.0  # seconds the kernel may take to hand us its dirty pages at shutdown
 READAHEAD_KB = 1024  # = max_write: the largest request libfuse takes
 
 
@@ -90,8 +91,13 @@ async def _stop_on_signal(ops: DriveOperations, mountpoint: str) -> None:
         async for signum in signals:
             log.info("signal %d: flushing open files and unmounting", signum)
             # The kernel's dirty pages first (writeback cache): syncfs makes it send them to
-            # us, so it runs in a thread while this loop answers.
-            await trio.to_thread.run_sync(syncfs, mountpoint)
+            # us, so it runs in a thread while this loop answers. Bounded: if the kernel stops
+            # sending (a lazy unmount cut the mount away), a syncfs waiting on us would never
+            # return and the process would never exit; what was flushed so far is kept.
+            with trio.move_on_after(SYNCFS_TIMEOUT) as waited:
+                await trio.to_thread.run_sync(syncfs, mountpoint, abandon_on_cancel=True)
+            if waited.cancelled_caught:
+                log.warning("syncfs of %s took over %.0fs; unmounting with what was flushed", mountpoint, SYNCFS_TIMEOUT)
             await ops.flush_all()
             pyfuse3.terminate()
             return
