@@ -73,11 +73,18 @@ async def writer_and_reader(tmp_path: Path, n: int) -> tuple[Hypercore, Hypercor
     """A writer with `blocks(n)`, an empty reader of its key, and a Replicator for each."""
     writer = await open_core(tmp_path / "w")
     await writer.append(blocks(n))
-    reader = await open_core(tmp_path / "r", writer.key)
-    rw, rr = Replicator(), Replicator()
+    rw = Replicator()
     rw.add(writer)
-    rr.add(reader)
+    reader, rr = await replica(tmp_path / "r", writer.key)
     return writer, reader, rw, rr
+
+
+async def replica(path: Path, key: bytes) -> tuple[Hypercore, Replicator]:
+    """An empty core of `key` at `path` (a seeder or another reader) with its own Replicator."""
+    core = await open_core(path, key)
+    replicator = Replicator()
+    replicator.add(core)
+    return core, replicator
 
 
 def blocks(n: int, start: int = 0) -> list[bytes]:
@@ -213,14 +220,8 @@ def test_truncation_reaches_the_reader_as_a_new_fork(tmp_path: Path) -> None:
 
 def test_a_reader_serves_what_it_downloaded(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(20))
-        seeder = await open_core(tmp_path / "s", writer.key)
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rs, rr = Replicator(), Replicator(), Replicator()
-        rw.add(writer)
-        rs.add(seeder)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 20)
+        seeder, rs = await replica(tmp_path / "s", writer.key)
         async with serving(rw) as (port, _):
             async with connected(rs, port):
                 await seeder.download(0, None)
@@ -234,14 +235,8 @@ def test_a_reader_serves_what_it_downloaded(tmp_path: Path) -> None:
 
 def test_a_sparse_seeder_answers_wants_with_what_it_has(tmp_path: Path) -> None:
     async def body() -> None:
-        writer = await open_core(tmp_path / "w")
-        await writer.append(blocks(30))
-        seeder = await open_core(tmp_path / "s", writer.key)
-        reader = await open_core(tmp_path / "r", writer.key)
-        rw, rs, rr = Replicator(), Replicator(), Replicator()
-        rw.add(writer)
-        rs.add(seeder)
-        rr.add(reader)
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 30)
+        seeder, rs = await replica(tmp_path / "s", writer.key)
         async with serving(rw) as (port, _):
             async with connected(rs, port):
                 await seeder.download(10, 20)
