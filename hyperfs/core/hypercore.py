@@ -132,8 +132,7 @@ class CoreState:
         self.key = auth.key
         self.discovery_key = auth.discovery_key
         self.manifest = manifest_from_record(auth.manifest) if auth.manifest is not None else None
-        kp = auth.key_pair
-        self.key_pair = KeyPair(kp.public_key, kp.secret_key) if kp is not None else None
+        self.key_pair = auth.key_pair
         self.encryption_key = encryption_key if encryption_key is not None else auth.encryption_key
         self.encryption = (
             BlockEncryption.for_core(self.key, self.encryption_key, is_block_key=is_block_key)
@@ -448,6 +447,7 @@ def open_core_state(
         check_key(key_pair_.public_key, 32, "public key")
         if key_pair_.secret_key is not None:
             check_key(key_pair_.secret_key, 64, "secret key")
+        key_pair_ = KeyPair(key_pair_.public_key, key_pair_.secret_key)  # the storage record keeps this type
         if manifest is None:
             manifest = default_signer_manifest(key_pair_.public_key)
     if manifest is not None:
@@ -469,7 +469,7 @@ def open_core_state(
             key=key,
             discovery_key=dkey,
             manifest=manifest_to_record(manifest) if manifest is not None else None,
-            key_pair=schema.KeyPair(key_pair_.public_key, key_pair_.secret_key) if key_pair_ else None,
+            key_pair=key_pair_,
             encryption_key=encryption_key,
             alias=alias,
         )
@@ -490,9 +490,7 @@ def open_core_state(
         auth = replace(
             auth,
             manifest=manifest_to_record(manifest) if learned_manifest and manifest else auth.manifest,
-            key_pair=schema.KeyPair(key_pair_.public_key, key_pair_.secret_key)
-            if learned_secret and key_pair_
-            else auth.key_pair,
+            key_pair=key_pair_ if learned_secret else auth.key_pair,
             encryption_key=auth.encryption_key or encryption_key,
         )
         tx = storage.write()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from hyperfs.core.crypto import KeyPair
 from hyperfs.core.encoding import Decoder, Encoder
 from hyperfs.errors import CorruptStorageError, DecodingError, InvalidKeyError
 
@@ -86,12 +87,6 @@ class ManifestRecord:
     prologue: Prologue | None = None
     linked: tuple[bytes, ...] | None = None
     user_data: bytes | None = None  # hypercore-storage 3.x only (flag 8)
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    public_key: bytes
-    secret_key: bytes | None
 
 
 @dataclass(frozen=True)
