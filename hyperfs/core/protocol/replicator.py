@@ -317,8 +317,10 @@ class Replicator:
             end = core.length
         dl = Download(start, end, cursor=start)
         total = end - start
-        already = sum(1 for i in range(start, end) if core.has_local(i)) if total <= 1 << 20 else 0
-        dl.done = already
+        for s, e in core.local_ranges(start):  # what is stored already, a run at a time
+            if s >= end:
+                break
+            dl.done += min(e, end) - s
         state.downloads.append(dl)
         state.settle_downloads()
         state.changed.wake()
