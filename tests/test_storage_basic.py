@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hyperfs.core.encoding import TreeNode
-from hyperfs.core.storage import Alias, Auth, CorestoreStorage, Head, Hints, KeyPair, ManifestRecord, Prologue, Signer
+from hyperfs.core.manifest import Manifest, Prologue, Signer
+from hyperfs.core.storage import Alias, Auth, CorestoreStorage, Head, Hints, KeyPair
 from hyperfs.errors import SessionClosedError
 from tests.storage_helpers import store  # noqa: F401 (fixtures)
 
@@ -14,7 +15,7 @@ DKEY = bytes(32)
 
 
 def test_create_and_resume_core(tmp_path):
-    manifest = ManifestRecord(1, "blake2b", 1, (Signer("ed25519", b"\x01" * 32, b"\x02" * 32),), prologue=Prologue(b"\x03" * 32, 4))
+    manifest = Manifest(1, 1, (Signer(b"\x02" * 32, b"\x01" * 32),), prologue=Prologue(b"\x03" * 32, 4))
     auth = Auth(b"\x04" * 32, DKEY, manifest, KeyPair(b"\x02" * 32, b"\x05" * 64), b"\x06" * 32)
     s = CorestoreStorage(str(tmp_path))
     core = s.create(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from hyperfs.core.encoding import TreeNode, encode_tree_node
+from hyperfs.core.manifest import Manifest, Prologue, Signer
 from hyperfs.core.storage import keys, schema
 from hyperfs.core.storage.schema import (
     Alias,
@@ -20,10 +21,7 @@ from hyperfs.core.storage.schema import (
     Head,
     Hints,
     KeyPair,
-    ManifestRecord,
-    Prologue,
     Session,
-    Signer,
     StoreHead,
 )
 from hyperfs.errors import InvalidArgumentError, InvalidKeyError
@@ -142,8 +140,8 @@ def test_core_head_bytes_and_3x_trailer():
 
 
 def test_value_round_trips():
-    manifest = ManifestRecord(
-        1, "blake2b", 2, (Signer("ed25519", NS, DK), Signer("ed25519", DK, NS)),
+    manifest = Manifest(
+        1, 2, (Signer(DK, NS), Signer(NS, DK)),
         allow_patch=True, prologue=Prologue(b"\x07" * 32, 9), linked=(DK,),
     )
     values = [
@@ -155,7 +153,7 @@ def test_value_round_trips():
         (schema.encode_sessions, schema.decode_sessions, [Session("a", 1), Session("b\x00", 300)]),
         (schema.encode_dependency, schema.decode_dependency, Dependency(3, 70000)),
     ]
-    v2 = ManifestRecord(2, "blake2b", 1, (Signer("ed25519", NS, DK),), linked=(), user_data=b"hello")
+    v2 = Manifest(2, 1, (Signer(DK, NS),), linked=(), user_data=b"hello")
     values.append((schema.encode_auth, schema.decode_auth, Auth(DK, NS, v2)))
     for encode, decode, value in values:
         assert decode(encode(value)) == value

@@ -26,8 +26,6 @@ from hyperfs.core.crypto import KeyPair, check_key, discovery_key, key_pair, lea
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.manifest import (
     Manifest,
-    Prologue,
-    Signer,
     default_signer_manifest,
     manifest_hash,
     manifest_to_dict,
@@ -72,36 +70,6 @@ class Head(NamedTuple):
     signature: bytes | None
 
 
-# --- manifest <-> storage record ---------------------------------------------------------------
-
-
-def manifest_to_record(manifest: Manifest) -> schema.ManifestRecord:
-    return schema.ManifestRecord(
-        version=manifest.version,
-        hash=manifest.hash,
-        quorum=manifest.quorum,
-        signers=tuple(schema.Signer(s.signature, s.namespace, s.public_key) for s in manifest.signers),
-        allow_patch=manifest.allow_patch,
-        prologue=schema.Prologue(manifest.prologue.hash, manifest.prologue.length) if manifest.prologue else None,
-        linked=manifest.linked,
-        user_data=manifest.user_data,
-    )
-
-
-def manifest_from_record(record: schema.ManifestRecord) -> Manifest:
-    if record.hash not in (None, "blake2b") or any(s.signature != "ed25519" for s in record.signers):
-        raise CorruptStorageError("stored manifest uses an unknown hash or signature scheme")
-    return Manifest(
-        version=record.version,
-        quorum=record.quorum,
-        signers=tuple(Signer(s.public_key, s.namespace) for s in record.signers),
-        allow_patch=record.allow_patch,
-        prologue=Prologue(record.prologue.hash, record.prologue.length) if record.prologue else None,
-        linked=record.linked,
-        user_data=record.user_data,
-    )
-
-
 # --- shared state -------------------------------------------------------------------------------
 
 
@@ -131,7 +99,9 @@ class CoreState:
         self.storage = storage
         self.key = auth.key
         self.discovery_key = auth.discovery_key
-        self.manifest = manifest_from_record(auth.manifest) if auth.manifest is not None else None
+        if auth.manifest is not None and any(s.signature != "ed25519" for s in auth.manifest.signers):
+            raise CorruptStorageError("stored manifest uses an unknown hash or signature scheme")
+        self.manifest = auth.manifest
         self.key_pair = auth.key_pair
         self.encryption_key = encryption_key if encryption_key is not None else auth.encryption_key
         self.encryption = (
@@ -315,7 +285,7 @@ class CoreState:
             if verified.manifest is not None and not learnt:
                 auth = self.storage.read().get_auth()
                 if auth is not None:
-                    tx.set_auth(replace(auth, manifest=manifest_to_record(verified.manifest)))
+                    tx.set_auth(replace(auth, manifest=verified.manifest))
                 learnt = True
             nodes.update((node.index, node) for node in verified.nodes)
             if verified.block_index is not None and verified.value is not None:
@@ -468,7 +438,7 @@ def open_core_state(
         storage = store.create(
             key=key,
             discovery_key=dkey,
-            manifest=manifest_to_record(manifest) if manifest is not None else None,
+            manifest=manifest,
             key_pair=key_pair_,
             encryption_key=encryption_key,
             alias=alias,
@@ -489,7 +459,7 @@ def open_core_state(
         # A reader opened again with the manifest, key pair or encryption key: remember them.
         auth = replace(
             auth,
-            manifest=manifest_to_record(manifest) if learned_manifest and manifest else auth.manifest,
+            manifest=manifest if learned_manifest else auth.manifest,
             key_pair=key_pair_ if learned_secret else auth.key_pair,
             encryption_key=auth.encryption_key or encryption_key,
         )

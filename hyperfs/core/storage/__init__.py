@@ -15,10 +15,7 @@ from hyperfs.core.storage.schema import (
     Head,
     Hints,
     KeyPair,
-    ManifestRecord,
-    Prologue,
     Session,
-    Signer,
     StoreHead,
 )
 from hyperfs.core.storage.store import Atom, CorestoreStorage
@@ -50,10 +47,7 @@ __all__ = [
     "HypercoreStorage",
     "KeyPair",
     "LocalEntry",
-    "ManifestRecord",
-    "Prologue",
     "Session",
-    "Signer",
     "StoreHead",
     "UserDataEntry",
 ]

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from hyperfs.core.crypto import KeyPair
 from hyperfs.core.encoding import Decoder, Encoder
+from hyperfs.core.manifest import Manifest, Prologue, Signer
 from hyperfs.errors import CorruptStorageError, DecodingError, InvalidKeyError
 
 T = TypeVar("T")
@@ -22,7 +23,6 @@ T = TypeVar("T")
 STORE_VERSION = 1
 """The store head and core record version hypercore-storage 1.9.6 writes."""
 
-HASH_BLAKE2B = "blake2b"
 SIGNATURE_ED25519 = "ed25519"
 
 
@@ -63,39 +63,12 @@ class CoreRecord:
 
 
 @dataclass(frozen=True)
-class Signer:
-    signature: str | None  # "ed25519"; None for an enum value this version does not know
-    namespace: bytes
-    public_key: bytes
-
-
-@dataclass(frozen=True)
-class Prologue:
-    hash: bytes
-    length: int
-
-
-@dataclass(frozen=True)
-class ManifestRecord:
-    """`@core/manifest` as hypercore-storage keeps it inside the auth record."""
-
-    version: int
-    hash: str | None  # "blake2b"
-    quorum: int
-    signers: tuple[Signer, ...]
-    allow_patch: bool = False
-    prologue: Prologue | None = None
-    linked: tuple[bytes, ...] | None = None
-    user_data: bytes | None = None  # hypercore-storage 3.x only (flag 8)
-
-
-@dataclass(frozen=True)
 class Auth:
     """`@core/auth`: a core's key, discovery key and what it needs to verify, sign, decrypt."""
 
     key: bytes
     discovery_key: bytes
-    manifest: ManifestRecord | None = None
+    manifest: Manifest | None = None  # `@core/manifest`: the wire layout for every version, v0 too
     key_pair: KeyPair | None = None
     encryption_key: bytes | None = None
 
@@ -194,7 +167,7 @@ def decode_core_record(data: bytes) -> CoreRecord:
     return CoreRecord(version, core_pointer, data_pointer, alias)
 
 
-def _encode_manifest(enc: Encoder, m: ManifestRecord) -> None:
+def _encode_manifest(enc: Encoder, m: Manifest) -> None:
     flags = (1 if m.allow_patch else 0) | (2 if m.prologue else 0) | (4 if m.linked is not None else 0)
     flags |= 8 if m.user_data is not None else 0  # as hypercore-storage 3.x: 1.9.6 has no user data
     enc.uint(m.version).uint(flags)
@@ -214,20 +187,21 @@ def _encode_manifest(enc: Encoder, m: ManifestRecord) -> None:
 
 
 def _decode_signer(dec: Decoder) -> Signer:
-    signature = SIGNATURE_ED25519 if dec.uint() == 0 else None
-    return Signer(signature, dec.fixed32(), dec.fixed32())
+    signature = SIGNATURE_ED25519 if dec.uint() == 0 else None  # None: an enum value we do not know
+    namespace = dec.fixed32()
+    return Signer(dec.fixed32(), namespace, signature)  # type: ignore[arg-type]  (Hypercore rejects None)
 
 
-def _decode_manifest(data: bytes) -> ManifestRecord:
+def _decode_manifest(data: bytes) -> Manifest:
     dec = Decoder(data)
     version, flags = dec.uint(), dec.uint()
-    hash_name = HASH_BLAKE2B if dec.uint() == 0 else None
+    dec.uint()  # hash enum: blake2b is the only one
     quorum = dec.uint()
     signers = tuple(dec.array(_decode_signer))
     prologue = Prologue(dec.fixed32(), dec.uint()) if flags & 2 else None
     linked = tuple(dec.array(Decoder.fixed32)) if flags & 4 else None
     user_data = dec.buffer() if flags & 8 else None
-    return ManifestRecord(version, hash_name, quorum, signers, bool(flags & 1), prologue, linked, user_data)
+    return Manifest(version, quorum, signers, bool(flags & 1), prologue, linked, user_data)
 
 
 def encode_auth(auth: Auth) -> bytes:

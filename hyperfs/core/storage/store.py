@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from hyperfs.core.manifest import Manifest
 from hyperfs.core.storage import keys, schema, streams
 from hyperfs.core.storage.batch import CorePointers, CoreReadBatch, CoreWriteBatch
 from hyperfs.core.storage.core import HypercoreStorage
@@ -20,7 +21,6 @@ from hyperfs.core.storage.schema import (
     Auth,
     CoreRecord,
     KeyPair,
-    ManifestRecord,
     StoreHead,
     decode_value,
 )
@@ -164,7 +164,7 @@ class CorestoreStorage:
         *,
         key: bytes,
         discovery_key: bytes,
-        manifest: ManifestRecord | None = None,
+        manifest: Manifest | None = None,
         key_pair: KeyPair | None = None,
         encryption_key: bytes | None = None,
         alias: Alias | None = None,
