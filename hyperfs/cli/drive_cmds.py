@@ -95,10 +95,6 @@ async def cmd_info(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _kind(st: Stat) -> str:
-    return "d" if st.is_dir() else "l" if st.is_symlink() else "-"
-
-
 def _long(name: str, st: Stat) -> str:
     mtime = _time_text(st.mtime)
     target = f" -> {st.linkname}" if st.is_symlink() else ""
