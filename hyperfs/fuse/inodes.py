@@ -52,9 +52,6 @@ class InodeTable:
             raise FileNotFoundInDrive(f"inode {ino} has no path (unlinked)")
         return path
 
-    def unlinked(self, ino: int) -> bool:
-        return self._path.get(ino, None) is None
-
     def detach(self, path: str) -> int | None:
         """Take `path` (an unlinked file or removed folder) out of the namespace; returns its inode."""
         ino = self._ino.pop(path, None)
