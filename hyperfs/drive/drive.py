@@ -706,11 +706,6 @@ class FileWriter:
         self._next = 0  # where this file's next block must land to keep its run contiguous
         self._open = True
 
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self._size
-
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._open:
             raise InvalidArgumentError(f"{join(self._names)}: write after close")
