@@ -172,13 +172,6 @@ class CoreState:
     def head(self) -> Head:
         return Head(self.fork, self.length, self.tree_hash, self.signature)
 
-    def get_node_sync(self, index: int) -> TreeNode:
-        """A stored tree node; CorruptStorageError if the tree needs it and it is gone."""
-        node = self.storage.read().get_tree_node(index)
-        if node is None:
-            raise CorruptStorageError(f"core {self.id}: tree node {index} is missing")
-        return node
-
     def verify_head(self, th: bytes, length: int, fork: int, signature: bytes | None) -> bool:
         return verify_head(self.manifest, self.key, th, length, fork, signature)
 
@@ -232,11 +225,12 @@ class CoreState:
         old = self.length
         rx = self.storage.read()
         roots = self._stored_roots(length, rx.get_tree_node)
-        signature = self._sign(tree_hash(roots), length, fork) if self.writable else None
+        th = tree_hash(roots)
+        signature = self._sign(th, length, fork) if self.writable else None
         tx = self.storage.write()
         self._delete_after(tx, length, old)
         self._put_bitfield(tx, [(length, max(old, length), False)])
-        tx.set_head(schema.Head(fork, length, tree_hash(roots), signature))
+        tx.set_head(schema.Head(fork, length, th, signature))
         tx.flush()
         return _Change(fork, length, roots, signature, truncated_to=length)
 
@@ -644,7 +638,7 @@ class Hypercore:
     def signable(self, length: int | None = None, fork: int | None = None) -> bytes:
         """The bytes a head at (length, fork) is signed over (`core.signable`)."""
         length = self.length if length is None else length
-        th = merkle.hash_at(length, self.state.get_node_sync) if length != self.length else tree_hash(self._roots)
+        th = merkle.hash_at(length, self.read_node_sync) if length != self.length else tree_hash(self._roots)
         return head_signable(self.manifest, self.key, th, length, self.fork if fork is None else fork)
 
     # --- sessions ---------------------------------------------------------------------------------
