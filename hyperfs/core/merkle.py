@@ -48,8 +48,9 @@ def append_leaves(
             digest = leaf_hashes[i]
         node = TreeNode(index, size, digest)
         nodes.append(node)
-        # Merge while the last two roots are siblings: the block number tells how many times.
-        for _ in range(_merges(index >> 1)):
+        # Merge while the last two roots are siblings: as many times as the block number has
+        # trailing 1 bits (its flat-tree depth read as an index).
+        for _ in range(flat_tree.depth(index >> 1)):
             left = new_roots.pop()
             size = left.size + node.size
             digest = blake2b(_PARENT + u64(size) + left.hash + node.hash, digest_size=32).digest()
@@ -58,11 +59,6 @@ def append_leaves(
         new_roots.append(node)
         index += 2
     return nodes, new_roots
-
-
-def _merges(block_index: int) -> int:
-    """How many parents appending block `block_index` completes (trailing 1 bits of it)."""
-    return ((block_index + 1) & -(block_index + 1)).bit_length() - 1
 
 
 def root_indexes(length: int) -> list[int]:
