@@ -320,6 +320,8 @@ class Replicator:
         for s, e in core.local_ranges(start):  # what is stored already, a run at a time
             if s >= end:
                 break
+            if s == dl.cursor:  # a run from `start` on: settle_downloads need not walk it
+                dl.cursor = min(e, end)
             dl.done += min(e, end) - s
         state.downloads.append(dl)
         state.settle_downloads()
