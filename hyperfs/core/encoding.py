@@ -70,14 +70,6 @@ class Encoder:
         self.buf += uint_bytes(n)
         return self
 
-    def uint8(self, n: int) -> Encoder:
-        self.buf.append(n)
-        return self
-
-    def uint32(self, n: int) -> Encoder:
-        self.buf += _U32.pack(n)
-        return self
-
     def uint64(self, n: int) -> Encoder:
         self.buf += _U64.pack(n)
         return self
@@ -183,12 +175,6 @@ class Decoder:
         if n > MAX_SAFE_INTEGER:
             raise DecodingError(f"uint {n} is above 2^53-1")
         return n
-
-    def uint8(self) -> int:
-        return self._take(1)[0]
-
-    def uint32(self) -> int:
-        return _U32.unpack(self._take(4))[0]
 
     def uint64(self) -> int:
         n = _U64.unpack(self._take(8))[0]
