@@ -131,12 +131,10 @@ class Channel:
         messages: Sequence[MessageHandler | None],
         on_open: OpenHandler | None,
         on_close: CloseHandler | None,
-        user_data: Any,
     ) -> None:
         self.mux = mux
         self.protocol = protocol
         self.id = id
-        self.user_data = user_data
         self.remote_handshake: bytes | None = None
         self.opened = False
         self.closed = False
@@ -193,12 +191,6 @@ class Channel:
             await self.mux._write_control(CLOSE, uint_bytes(local_id))
         elif remote_id:  # made in a pairing hook but never opened: answer the peer's open
             await self.mux._write_control(REJECT, uint_bytes(remote_id))
-
-    def cork(self) -> None:
-        self.mux.cork()
-
-    async def uncork(self) -> None:
-        await self.mux.uncork()
 
     async def _fully_open(self) -> None:
         if self.opened or self.closed:
@@ -284,19 +276,17 @@ class Mux:
         on_open: OpenHandler | None = None,
         on_close: CloseHandler | None = None,
         aliases: Sequence[str] = (),
-        unique: bool = True,
-        user_data: Any = None,
     ) -> Channel | None:
-        """A new channel for (protocol, id), or None if the connection is closed or (with
-        `unique`) one is already open for it. If the peer's open for it is waiting (we are in
+        """A new channel for (protocol, id), or None if the connection is closed or one is
+        already open for it. If the peer's open for it is waiting (we are in
         its pairing hook), the channel pairs with it as soon as `open()` is called.
         """
         if self._done or self.stream.closed:
             return None
         info = self._get(protocol, id, aliases)
-        if unique and info.opened > 0:
+        if info.opened > 0:
             return None
-        channel = Channel(self, info, protocol, id, messages, on_open, on_close, user_data)
+        channel = Channel(self, info, protocol, id, messages, on_open, on_close)
         while info.incoming:
             remote_id = info.incoming.popleft()
             remote = self._remote[remote_id - 1]
@@ -311,9 +301,6 @@ class Mux:
         (id None: any id). If notify does not create and open that channel, the peer's open is
         rejected."""
         self._notify[_key(protocol, id)] = notify
-
-    def unpair(self, protocol: str, id: bytes | None) -> None:
-        self._notify.pop(_key(protocol, id), None)
 
     def opened(self, protocol: str, id: bytes | None = None) -> bool:
         """True if a channel for (protocol, id) is open on our side."""
