@@ -49,10 +49,6 @@ class VerifiedUpgrade:
     tree_hash: bytes
     signature: bytes
 
-    @property
-    def byte_length(self) -> int:
-        return sum(root.size for root in self.roots)
-
 
 @dataclass(frozen=True, slots=True)
 class VerifiedProof:
