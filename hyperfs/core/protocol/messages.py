@@ -21,10 +21,6 @@ NOT_AVAILABLE = 1
 INVALID_REQUEST = 2
 
 
-def _node(enc: Encoder, node: TreeNode) -> None:
-    enc.tree_node(node)
-
-
 def _nodes(dec: Decoder) -> list[TreeNode]:
     return dec.array(Decoder.tree_node)
 
@@ -221,14 +217,15 @@ class Data:
         )
         enc.uint(flags).uint(self.request).uint(self.fork)
         if self.block is not None:
-            enc.uint(self.block.index).buffer(self.block.value).array(self.block.nodes, _node)
+            enc.uint(self.block.index).buffer(self.block.value).array(self.block.nodes, Encoder.tree_node)
         if self.hash is not None:
-            enc.uint(self.hash.index).array(self.hash.nodes, _node)
+            enc.uint(self.hash.index).array(self.hash.nodes, Encoder.tree_node)
         if self.seek is not None:
-            enc.uint(self.seek.bytes).array(self.seek.nodes, _node)
+            enc.uint(self.seek.bytes).array(self.seek.nodes, Encoder.tree_node)
         if self.upgrade is not None:
             up = self.upgrade
-            enc.uint(up.start).uint(up.length).array(up.nodes, _node).array(up.additional_nodes, _node)
+            enc.uint(up.start).uint(up.length).array(up.nodes, Encoder.tree_node)
+            enc.array(up.additional_nodes, Encoder.tree_node)
             enc.optional_buffer(up.signature)
         if self.manifest is not None:
             enc.raw(self.manifest)
