@@ -68,7 +68,7 @@ class Auth:
 
     key: bytes
     discovery_key: bytes
-    manifest: Manifest | None = None  # `@core/manifest`: the wire layout for every version, v0 too
+    manifest: Manifest | None = None  # stored in the version-1 layout whatever its version
     key_pair: KeyPair | None = None
     encryption_key: bytes | None = None
 
