@@ -29,12 +29,12 @@ from hyperfs.errors import (
 )
 from hyperfs.fuse.errors import fuse_errors, log
 from hyperfs.drive.drive import Stat
+from hyperfs.drive.paths import NAME_MAX
 from hyperfs.fuse.inodes import InodeTable, join, split
 from hyperfs.fuse.open_file import Handle, OpenFile
 from hyperfs.fuse.reader import ContentReader
 from hyperfs.fuse.write_buffer import CHUNK_SIZE, WriteBuffer
 
-NAME_MAX = 255
 BLOCK_SIZE = 128 * 1024  # st_blksize: what `cp` and friends size their reads and writes by
 MS = 1_000_000  # drive times are milliseconds since the epoch (DEP-0000 Stat.mtime/ctime)
 # A file written from empty starts streaming into the drive once it is this big (smaller ones
