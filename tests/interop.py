@@ -29,6 +29,11 @@ def require_peer() -> None:
         pytest.skip(f"system resource missing: JS interop peer not installed in {INTEROP_DIR} (.ci/run runs npm ci)")
 
 
+def peer_command(*args: str) -> list[str]:
+    """The command line running the JS peer with `args` (JSON on stdout, no chatter)."""
+    return ["node", str(PEER_JS), *args, "--quiet"]
+
+
 def interop_block(i: int, size: int = 0) -> bytes:
     """The JS peer's content rule for block `i` (see shared/interop/README.md)."""
     line = f"hypercore-interop block {i}\n".encode()
@@ -45,13 +50,13 @@ def js_peer(*args: str, timeout: float = 60.0) -> Iterator[tuple[subprocess.Pope
     """
     require_peer()
     proc = subprocess.Popen(
-        ["node", str(PEER_JS), *args, "--quiet"],
+        peer_command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        line = _read_json_line(proc, timeout)
+        line = read_json_line(proc, timeout)
         yield proc, line
     finally:
         if proc.poll() is None:
@@ -64,11 +69,6 @@ def js_peer(*args: str, timeout: float = 60.0) -> Iterator[tuple[subprocess.Pope
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
-
-
-def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict[str, Any]:
-    """The next JSON line the peer prints on stdout (e.g. a clone's result after `listening`)."""
-    return _read_json_line(proc, timeout)
 
 
 def _lines(proc: subprocess.Popen) -> queue.Queue:
@@ -89,7 +89,8 @@ def _lines(proc: subprocess.Popen) -> queue.Queue:
     return q
 
 
-def _read_json_line(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict[str, Any]:
+    """The next JSON line the peer prints on stdout (e.g. a clone's result after `listening`)."""
     q = _lines(proc)
     deadline = time.monotonic() + timeout
     while True:

@@ -20,7 +20,7 @@ import trio
 
 from hyperfs.core.hypercore import Hypercore
 from hyperfs.core.protocol.replicator import Replicator
-from tests.interop import INTEROP_DIR, PEER_JS, interop_block, js_peer, read_json_line, require_peer
+from tests.interop import INTEROP_DIR, interop_block, js_peer, peer_command, read_json_line, require_peer
 from tests.test_replicator import connected, open_core, run, serving
 
 pytestmark = pytest.mark.timeout(120)
@@ -137,9 +137,9 @@ def test_hyperfs_writer_listens_js_reader_dials_with_live_appends(tmp_path: Path
 
                 nursery.start_soon(append_later)
                 result = await trio.run_process(
-                    _peer_cmd("clone", "--storage", str(tmp_path / "js"), "--key", writer.key.hex(),
-                              "--connect", f"127.0.0.1:{port}", "--length", "26", "--verify-content",
-                              "--timeout", "30000"),
+                    peer_command("clone", "--storage", str(tmp_path / "js"), "--key", writer.key.hex(),
+                                 "--connect", f"127.0.0.1:{port}", "--length", "26", "--verify-content",
+                                 "--timeout", "30000"),
                     capture_stdout=True, capture_stderr=True, check=False,
                 )
             assert result.returncode == 0, result.stderr.decode()[-2000:]
@@ -201,10 +201,6 @@ def test_two_cores_hyperfs_to_js_mirror_to_hyperfs(tmp_path: Path) -> None:
     run(body)
 
 
-def _peer_cmd(*args: str) -> list[str]:
-    return ["node", str(PEER_JS), *args, "--quiet"]
-
-
 def _json(stdout: bytes) -> dict:
     return json.loads(next(line for line in stdout.decode().splitlines() if line.startswith("{")))
 
@@ -225,8 +221,8 @@ def test_hyperfs_writer_truncates_under_a_js_reader(tmp_path: Path) -> None:
 
                 nursery.start_soon(fork_later)
                 result = await trio.run_process(
-                    _peer_cmd("clone", "--storage", str(tmp_path / "js"), "--key", writer.key.hex(),
-                              "--connect", f"127.0.0.1:{port}", "--length", "12", "--timeout", "30000"),
+                    peer_command("clone", "--storage", str(tmp_path / "js"), "--key", writer.key.hex(),
+                                 "--connect", f"127.0.0.1:{port}", "--length", "12", "--timeout", "30000"),
                     capture_stdout=True, capture_stderr=True, check=False,
                 )
             assert result.returncode == 0, result.stderr.decode()[-2000:]
