@@ -7,7 +7,7 @@ the next piece from where the last one ended, restarting only when the kernel ju
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import trio
@@ -19,7 +19,7 @@ class ContentReader:
     def __init__(self, drive: Any):
         self._drive = drive
         self._path = ""
-        self._stream: AsyncIterator[bytes] | None = None
+        self._stream: AsyncGenerator[bytes, None] | None = None
         self._pos = 0  # file offset of `_pending[0]`
         self._pending = memoryview(b"")
         self._lock = trio.Lock()  # FIFO: queued sequential pieces run in order
@@ -41,13 +41,12 @@ class ContentReader:
         try:
             return b"".join([bytes(chunk) async for chunk in stream])
         finally:
-            if hasattr(stream, "aclose"):
-                await stream.aclose()
+            await stream.aclose()
 
     async def _read_cursor(self, path: str, offset: int, size: int) -> bytes | memoryview:
         if self._stream is None or offset != self._pos or path != self._path:
             await self.close()
-            self._stream = aiter(self._drive.open_read(path, start=offset))
+            self._stream = self._drive.open_read(path, start=offset)
             self._path, self._pos = path, offset
         parts: list[memoryview] = []
         want = size
@@ -71,5 +70,5 @@ class ContentReader:
         """End the open stream, if any."""
         stream, self._stream = self._stream, None
         self._pending = memoryview(b"")
-        if stream is not None and hasattr(stream, "aclose"):
+        if stream is not None:
             await stream.aclose()
