@@ -333,11 +333,10 @@ class DriveOperations(pyfuse3.Operations):
             fresh = {split(p)[1] for p in self._fresh_under(path) if split(p)[0] == path}
             names = [".", ".."] + sorted(fresh.union(await self.drive.readdir(path)))
             self._dirs[fh] = names
+        # "." and ".." as on a local file system (the kernel counts no lookup for them).
+        dots = {".": path, "..": split(path)[0]}
         for index in range(start_id, len(names)):
-            # "." and ".." as on a local file system (the kernel counts no lookup for them).
-            child = {".": path, "..": split(path)[0] if path != "/" else "/"}.get(
-                names[index], join(path, names[index])
-            )
+            child = dots.get(names[index]) or join(path, names[index])
             try:
                 attrs = await self._entry(child)
             except FileNotFoundInDrive:
