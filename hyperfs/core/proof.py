@@ -416,8 +416,8 @@ class _Roots:
 
 def _verify_upgrade(
     up: DataUpgrade, sub: TreeNode | None, roots: Sequence[TreeNode], proven: dict[int, TreeNode]
-) -> tuple[list[TreeNode], bool]:
-    """The roots after the upgrade (with additional nodes), and whether `sub` was used by it."""
+) -> tuple[list[TreeNode], int, bool]:
+    """The roots and length after the upgrade (with additional nodes), and whether `sub` was used by it."""
     queue = _Queue(up.nodes, sub)
     batch = _Roots(roots, proven)
     kept = 0
@@ -462,7 +462,7 @@ def _verify_upgrade(
     new_length = ft.right_span(batch.roots[-1].index) // 2 + 1
     if [r.index for r in batch.roots] != ft.full_roots(2 * new_length):
         raise VerificationError("upgrade roots do not form a tree")
-    return batch.roots, queue.extra is None
+    return batch.roots, new_length, queue.extra is None
 
 
 def verify_proof(
@@ -491,8 +491,7 @@ def verify_proof(
             raise VerificationError(f"upgrade from {up.start} does not start at our length {base_length}")
         if not up.signature:
             raise VerificationError("upgrade without a signature")
-        new_roots, trusted = _verify_upgrade(up, sub, base_roots, proven)
-        new_length = ft.right_span(new_roots[-1].index) // 2 + 1
+        new_roots, new_length, trusted = _verify_upgrade(up, sub, base_roots, proven)
         root_hash = tree_hash(new_roots)
         if not check_signature(root_hash, new_length, data.fork, up.signature):
             raise VerificationError(f"signature does not verify for length {new_length}")
