@@ -392,6 +392,9 @@ class Connection:
     async def fail(self, err: BaseException) -> None:
         """Drop this connection because the peer misbehaved (logged)."""
         self._failed(err)
+        await self._end()
+
+    async def _end(self) -> None:
         await self.mux.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
@@ -445,9 +448,7 @@ class Connection:
         except PeerClosedError:
             return  # the connection is ending; whoever ended it has said why
         except SessionClosedError:
-            await self.mux.close()  # our core or store closed: nothing left to replicate
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
+            await self._end()  # our core or store closed: nothing left to replicate
         except (ProtocolError, VerificationError, DecodingError, RequestTimeoutError) as err:
             await self.fail(err)
 
