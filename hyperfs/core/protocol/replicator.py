@@ -881,7 +881,6 @@ class Peer:
         """Keep up to MAX_INFLIGHT requests going for upgrades and wanted blocks."""
         state = self.state
         while not self.closed:
-            changed = state.changed.wait
             sent = False
             async with self.conn.mux.corked():
                 if self._should_upgrade():
@@ -899,8 +898,8 @@ class Peer:
                     sent = True
                 if not self.upgrading or self.remote_fork == self.core.fork:
                     sent = await self._request_blocks() or sent
-            if not sent:
-                await changed()
+            if not sent:  # nothing was sent, so nothing awaited since the checks: no wake-up missed
+                await state.changed.wait()
 
     def _should_upgrade(self) -> bool:
         if self.upgrading or len(self.inflight) >= MAX_INFLIGHT:
