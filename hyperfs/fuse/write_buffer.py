@@ -48,10 +48,7 @@ class WriteBuffer:
                 self._mem.extend(bytes(offset - len(self._mem)))
             self._mem[offset:end] = data
         else:
-            view = memoryview(data)
-            while view:
-                done = os.pwrite(self._fd, view, offset)
-                view, offset = view[done:], offset + done
+            _pwrite_full(self._fd, data, offset)
         self._size = max(self._size, end)
         return len(data)
 
@@ -93,10 +90,7 @@ class WriteBuffer:
         fd, path = tempfile.mkstemp(prefix="hyperfs-write-", dir=self._spill_dir)
         # The name goes at once: nothing outlives the process, even after a SIGKILL.
         os.unlink(path)
-        view = memoryview(self._mem)
-        offset = 0
-        while offset < len(view):
-            offset += os.pwrite(fd, view[offset:], offset)
+        _pwrite_full(fd, self._mem, 0)
         os.ftruncate(fd, self._size)
         self._fd, self._mem = fd, None
 
@@ -105,6 +99,13 @@ class WriteBuffer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pwrite_full(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def _pread_full(fd: int, size: int, offset: int) -> bytes:
