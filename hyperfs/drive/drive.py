@@ -431,7 +431,11 @@ class Drive:
             return
         await self._append_pending()
 
-    async def _append_pending(self) -> None:
+    async def _append_pending(self, logged: bool = True) -> None:
+        """Append the queued content, then the queued nodes. `logged=False` (a streaming
+        writer's bulk content) appends the content without the write-ahead log; the nodes always
+        go with it, and a logged write first makes every unlogged one durable, so a Node is
+        never stored without its content (`Hypercore.append`)."""
         content, nodes = self._pending_content, self._pending_nodes
         self._pending_content, self._pending_nodes, self._pending_bytes = [], [], 0
         # Until the nodes are in the log, a lookup meanwhile must not take the log's shorter
@@ -439,7 +443,7 @@ class Drive:
         self._appending_nodes += bool(nodes)
         try:
             if content:
-                await self.content.append(content)
+                await self.content.append(content, logged=logged)
             if nodes:
                 await self.metadata.append(nodes)
         except BaseException:
@@ -729,7 +733,8 @@ class FileWriter:
             async with drive._lock:
                 await self._queue(blocks)
                 if drive._pending_bytes >= FLUSH_BYTES:
-                    await drive._append_pending()
+                    # Durable with the file's Node at close (or the next logged write).
+                    await drive._append_pending(logged=False)
 
     async def _queue(self, blocks: list[bytes]) -> None:
         """Queue this file's next blocks right after its earlier ones. Hold the drive's lock."""

@@ -59,14 +59,17 @@ class CoreWriteBatch:
         view: View | None,
         snapshotted: bool = False,
         changes: list[Change] | None = None,
+        logged: bool = True,
     ):
-        """`changes` shares a list with another batch, so both commit in one flush."""
+        """`changes` shares a list with another batch, so both commit in one flush; `logged=False`
+        commits without the write-ahead log (see `Rocks.commit`)."""
         if snapshotted:
             raise NotWritableError("cannot write to a storage snapshot")
         self.core = core
         self._rocks = rocks
         self._view = view
         self.changes: list[Change] | None = [] if changes is None else changes
+        self.logged = logged
 
     def _push(self, key: bytes, value: bytes | None, end: bytes | None = None) -> None:
         if self.changes is None:
@@ -147,7 +150,7 @@ class CoreWriteBatch:
             self._view.apply(changes)
             return False
         if changes:
-            self._rocks.commit(changes)
+            self._rocks.commit(changes, logged=self.logged)
         return True
 
 

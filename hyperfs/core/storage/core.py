@@ -99,11 +99,13 @@ class HypercoreStorage:
         self._check_open()
         return CoreReadBatch(self.core, self._reader, self._view)
 
-    def write(self) -> CoreWriteBatch:
-        """A write batch (JS `write()`); `flush()` commits it atomically (or adds it to the atom)."""
+    def write(self, logged: bool = True) -> CoreWriteBatch:
+        """A write batch (JS `write()`); `flush()` commits it atomically (or adds it to the atom).
+        `logged=False`: committed without the write-ahead log, durable with the store's next
+        logged commit or flush (`Rocks.commit`)."""
         self._check_open()
         return CoreWriteBatch(
-            self.core, self.store.rocks, self._view if self.atom else None, self._reader.snapshotted
+            self.core, self.store.rocks, self._view if self.atom else None, self._reader.snapshotted, logged=logged
         )
 
     # --- snapshots and atoms ----------------------------------------------------------------------

@@ -4,6 +4,12 @@ One `Rocks` per store folder (`<folder>/db`, column family `corestore` as in hyp
 A commit is one `WriteBatch` written to the WAL before it returns (no fsync: a SIGKILL loses
 nothing committed; `flush(sync=True)` fsyncs the WAL for an `fsync` from the mount).
 
+A commit may skip the WAL (`logged=False`, for bulk data written while it streams in: the WAL
+write is most of what storing a block costs, and rocksdict holds the GIL through it). Such a
+commit is durable only once the memtables holding it are on disk, so the next logged commit,
+`flush()` and `close()` write them out first: a crash loses the unlogged commits since the last
+of those and nothing after them, so what survives is always a prefix of the commits.
+
 Snapshots are RocksDB snapshots for point reads. rocksdict 0.3's snapshot iterators ignore the
 snapshot, so a `SnapshotReader` scans a range as: the keys live now, plus every key deleted
 since the snapshot was taken (recorded at commit time, under the commit lock), each read back
@@ -87,6 +93,9 @@ class Rocks:
         self._cf = self._db.get_column_family(COLUMN_FAMILY)
         self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
+        self._unlogged_options = rocksdict.WriteOptions()
+        self._unlogged_options.disable_wal = True
+        self._unlogged = False  # unlogged commits wait in the memtables
         self._lock = threading.Lock()
         self._snapshots: weakref.WeakSet[SnapshotReader] = weakref.WeakSet()
         self._cursors: weakref.WeakSet[_Cursor] = weakref.WeakSet()
@@ -99,8 +108,9 @@ class Rocks:
         if self.closed:
             raise SessionClosedError(f"storage at {self.path} is closed")
 
-    def commit(self, changes: Iterable[Change]) -> None:
-        """Write `changes` in order as one atomic WriteBatch (in the WAL when this returns)."""
+    def commit(self, changes: Iterable[Change], *, logged: bool = True) -> None:
+        """Write `changes` in order as one atomic WriteBatch (in the WAL when this returns, or
+        with `logged=False` in the memtables only, durable with the next logged commit)."""
         self._check_open()
         if self.read_only:
             raise NotWritableError(f"storage at {self.path} is open read-only")
@@ -117,10 +127,14 @@ class Rocks:
         with self._lock:
             if self._snapshots:
                 self._record_deletes(changes, list(self._snapshots))
+            if logged:
+                # What this commit may depend on must not be lost while it survives.
+                self._persist_unlogged()
             try:
-                self._db.write(batch, self._write_options)
+                self._db.write(batch, self._write_options if logged else self._unlogged_options)
             except Exception as err:
                 raise StorageError(f"RocksDB write failed: {err}") from None
+            self._unlogged = self._unlogged or not logged
 
     def _record_deletes(self, changes: list[Change], snapshots: list[SnapshotReader]) -> None:
         deleted: set[bytes] = set()
@@ -141,13 +155,28 @@ class Rocks:
         return snap
 
     def flush(self, sync: bool = True) -> None:
-        """Flush the WAL buffer; with `sync`, fsync it (what an `fsync` of a mounted file needs)."""
+        """Make every commit durable: unlogged ones by writing the memtables out, logged ones by
+        flushing the WAL buffer and, with `sync`, fsyncing it (what an `fsync` of a mounted file
+        needs)."""
         self._check_open()
+        with self._lock:
+            self._persist_unlogged()
         self._db.flush_wal(sync)
+
+    def _persist_unlogged(self) -> None:
+        """Write the memtables to disk if an unlogged commit waits in them. Hold `_lock`."""
+        if self._unlogged:
+            try:
+                self._cf.flush(True)
+            except Exception as err:
+                raise StorageError(f"RocksDB flush failed: {err}") from None
+            self._unlogged = False
 
     def close(self) -> None:
         if self.closed:
             return
+        with self._lock:
+            self._persist_unlogged()
         self.closed = True
         # Every rocksdict object holding the database must go, or its file lock stays taken.
         for snap in list(self._snapshots):
