@@ -39,18 +39,22 @@ def _column_options() -> rocksdict.Options:
     """Options for a store of many 4-64 KiB blocks plus small metadata values."""
     opts = rocksdict.Options(raw_mode=True)
     # Blocks stay inline in the SST files, unlike hypercore-storage's blob files (min 4 KiB):
-    # measured here, a 64 KiB get from a blob file costs 4x the CPU of one from an SST (the
-    # blob read path and its CRC), while appends cost the same and compaction of a 2 GiB
-    # two-core load wrote 2.1x the data instead of 1.3x. Blob values a JS store wrote still read.
+    # measured here, a cold read of 64 KiB blocks from blob files costs 3x the CPU of one from
+    # SSTs and flushing them twice as much (rocksdict's RocksDB has no hardware CRC32C, which
+    # blob records are checked with; SST blocks use XXH3). Blob values a JS store wrote still read.
     # Memtables are most of a mount's memory: three of 32 MiB still absorb write bursts (a
     # 16 x 64 KiB append is 1 MiB) while one flushes, measured as fast as 4 x 128 MiB in
     # scripts/bench_core.py (two of 32 MiB or three of 24 MiB stall 4 KiB x 64 appends), and
     # keep a 512 MiB copy into a mount under 200 MB resident.
     opts.set_write_buffer_size(32 * _MiB)
     opts.set_max_write_buffer_number(3)
+    # Universal (size-tiered) compaction: every append batch writes a core's head and bitfield
+    # beside its blocks, so each flushed file spans the core's whole key range, and leveled
+    # compaction merged each one with every file of that core below: writing 4 x 512 MiB into
+    # one drive wrote 0.5, 0.8, 0.9 and 1.7 GiB of compaction output, growing with the drive.
+    # Universal merges sorted runs by size, so a byte is rewritten about log(size) times.
+    opts.set_compaction_style(rocksdict.DBCompactionStyle.universal())
     opts.set_target_file_size_base(64 * _MiB)
-    opts.set_max_bytes_for_level_base(256 * _MiB)
-    opts.set_level_compaction_dynamic_level_bytes(True)
     # Block data is hashes and (often already compressed or encrypted) user bytes.
     opts.set_compression_type(rocksdict.DBCompressionType.none())
     table = rocksdict.BlockBasedOptions()
@@ -70,6 +74,9 @@ def _db_options() -> rocksdict.Options:
     # Sequential reads of a file's blocks are sequential in the SST files: the kernel's
     # read-ahead (off under RocksDB's default POSIX_FADV_RANDOM) makes a cold read 3-4x faster.
     opts.set_advise_random_on_open(False)
+    # Flushes and compactions write whole files once: through the page cache that cost a copy
+    # and the kernel's writeback of every byte (a 512 MiB copy into a mount: 5.3 -> 4.0 s CPU).
+    opts.set_use_direct_io_for_flush_and_compaction(True)
     return opts
 
 
