@@ -178,6 +178,9 @@ def test_inodes_links_and_blocks(mount):
     (m / "d" / "h" / "i").mkdir(parents=True)
     assert [(m / p).stat().st_nlink for p in ("", "d", "d/e", "d/h")] == [3, 4, 2, 3]  # as ext4
     assert st.st_blocks * 512 >= st.st_size
+    # cp sizes its buffer by st_blksize: 1 MiB, the largest write the kernel sends us, makes
+    # each of its write() calls (one security.capability lookup each) a whole request.
+    assert st.st_blksize == 1024 * 1024 == os.statvfs(m).f_bsize
     du = subprocess.run(["du", "-sk", str(m / "d" / "g")], capture_output=True, text=True)
     assert int(du.stdout.split()[0]) >= 10
     found = subprocess.run(["find", str(m), "-name", "g"], capture_output=True, text=True)
