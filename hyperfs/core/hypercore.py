@@ -61,6 +61,18 @@ def _hash_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperfs-hash")
 
 
+def _leaf_hashes(blocks: Sequence[bytes]) -> list[bytes]:
+    return [leaf_hash(block) for block in blocks]
+
+
+def _hash_in_parallel(blocks: Sequence[bytes]) -> Callable[[], list[bytes]]:
+    """Start hashing `blocks` on the pool, one half a thread (one task each: a task per block
+    cost a cross-thread hand-off per 64 KiB); the returned function waits for the hashes."""
+    half = (len(blocks) + 1) // 2
+    parts = [_hash_pool().submit(_leaf_hashes, blocks[:half]), _hash_pool().submit(_leaf_hashes, blocks[half:])]
+    return lambda: parts[0].result() + parts[1].result()
+
+
 class Head(NamedTuple):
     """The signed head of a core: what a peer's upgrade proof must reach."""
 
@@ -187,11 +199,11 @@ class CoreState:
             stored = [bytes(b) for b in blocks]
         # Big batches: hash the leaves on the pool (hashlib drops the GIL) while this thread
         # copies the blocks into the write batch.
-        hashes = _hash_pool().map(leaf_hash, stored) if len(stored) > 1 and len(stored[0]) >= PARALLEL_HASH_BYTES else None
+        hashes = _hash_in_parallel(stored) if len(stored) > 1 and len(stored[0]) >= PARALLEL_HASH_BYTES else None
         tx = self.storage.write(logged=logged)
         for i, block in enumerate(stored):
             tx.put_block(start + i, block)
-        nodes, roots = merkle.append_leaves(self.roots, start, stored, list(hashes) if hashes else None)
+        nodes, roots = merkle.append_leaves(self.roots, start, stored, hashes() if hashes else None)
         length = start + len(stored)
         th = tree_hash(roots)
         signature = self._sign(th, length, fork)
