@@ -54,11 +54,9 @@ def _column_options() -> rocksdict.Options:
     # one drive wrote 0.5, 0.8, 0.9 and 1.7 GiB of compaction output, growing with the drive.
     # Universal merges sorted runs by size, so a byte is rewritten about log(size) times.
     opts.set_compaction_style(rocksdict.DBCompactionStyle.universal())
-    # Merging starts at 12 sorted runs, not 4: a burst (a 512 MiB copy is 16 memtables) is
-    # merged once afterwards instead of three times while it comes in; 4 x 512 MiB wrote 2.0
-    # GiB of compaction output instead of 3.4, for the same CPU. Reads stay cheap with more
-    # runs through the bloom filters below.
-    opts.set_level_zero_file_num_compaction_trigger(12)
+    # Merging starts at RocksDB's 4 sorted runs. From 12, a burst was merged once afterwards
+    # (4 x 512 MiB wrote 2.0 GiB of compaction output instead of 3.4), but a second 512 MiB
+    # copy then met that merge and the slowdown threshold (20 runs) and ran at half speed.
     opts.set_target_file_size_base(64 * _MiB)
     # Block data is hashes and (often already compressed or encrypted) user bytes.
     opts.set_compression_type(rocksdict.DBCompressionType.none())
@@ -67,7 +65,7 @@ def _column_options() -> rocksdict.Options:
     table.set_block_cache(rocksdict.Cache(16 * _MiB))
     table.set_cache_index_and_filter_blocks(True)
     # Every sorted run spans a core's whole key range (see the compaction above), so a point
-    # read would search each run's index and read a data block of every run without the key;
+    # read would search each run's index and may read a data block of a run without the key;
     # a whole-key filter (10 bits a key, ~1% false positives) answers "not here" from memory.
     table.set_bloom_filter(10, False)
     opts.set_block_based_table_factory(table)
