@@ -120,9 +120,9 @@ async def test_attaching_a_replicator_makes_unlogged_appends_durable(tmp_path):
     async with Corestore(str(tmp_path / "store"), primary_key=bytes(32)) as store:
         core = await store.get("log")
         await core.append(b"unlogged", logged=False)
-        assert store.root.storage.rocks._unlogged
+        assert store.root.storage.unlogged
         await store_replicator(store)
-        assert not store.root.storage.rocks._unlogged
+        assert not store.root.storage.unlogged
 
 
 DRIVE_WRITER = """

@@ -109,7 +109,7 @@ class Rocks:
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
         self._unlogged_options = rocksdict.WriteOptions()
         self._unlogged_options.disable_wal = True
-        self._unlogged = False  # unlogged commits wait in the memtables
+        self.unlogged = False  # an unlogged commit waits in the memtables
         self._lock = threading.Lock()
         self._snapshots: weakref.WeakSet[SnapshotReader] = weakref.WeakSet()
         self._cursors: weakref.WeakSet[_Cursor] = weakref.WeakSet()
@@ -148,7 +148,7 @@ class Rocks:
                 self._db.write(batch, self._write_options if logged else self._unlogged_options)
             except Exception as err:
                 raise StorageError(f"RocksDB write failed: {err}") from None
-            self._unlogged = self._unlogged or not logged
+            self.unlogged = self.unlogged or not logged
 
     def _record_deletes(self, changes: list[Change], snapshots: list[SnapshotReader]) -> None:
         deleted: set[bytes] = set()
@@ -179,12 +179,12 @@ class Rocks:
 
     def _persist_unlogged(self) -> None:
         """Write the memtables to disk if an unlogged commit waits in them. Hold `_lock`."""
-        if self._unlogged:
+        if self.unlogged:
             try:
-                self._cf.flush(True)
+                self._cf.flush(True)  # rocksdict lets go of the GIL meanwhile
             except Exception as err:
                 raise StorageError(f"RocksDB flush failed: {err}") from None
-            self._unlogged = False
+            self.unlogged = False
 
     def close(self) -> None:
         if self.closed:

@@ -239,6 +239,12 @@ class CorestoreStorage:
         """Make every committed write durable on disk (fsync the WAL)."""
         self.rocks.flush(sync)
 
+    @property
+    def unlogged(self) -> bool:
+        """Whether a commit made without the write-ahead log is not durable yet (the next
+        logged commit writes the memtables out first)."""
+        return self.rocks.unlogged
+
     def close(self) -> None:
         self.rocks.close()
 
