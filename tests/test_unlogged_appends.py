@@ -4,6 +4,7 @@ peer could have seen."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -125,43 +126,49 @@ async def test_attaching_a_replicator_makes_unlogged_appends_durable(tmp_path):
         assert not store.root.storage.unlogged
 
 
-DRIVE_WRITER = """
+MiB = 1024 * 1024
+
+
+def content(name: str, size: int) -> bytes:
+    """The bytes the drive writer streams into file `name` (the test reads them back)."""
+    return bytes((i * 7 + len(name)) % 251 for i in range(251)) * (size // 251) + bytes(size % 251)
+
+
+# The writer process builds the very same content.
+DRIVE_WRITER = f"MiB = {MiB}\n" + inspect.getsource(content) + textwrap.dedent(
+    """
     import sys, trio
     from hyperfs.core import Corestore
     from hyperfs.drive.drive import Drive
 
-    MiB = 1024 * 1024
-
-    def content(name, size):
-        return bytes((i * 7 + len(name)) % 251 for i in range(251)) * (size // 251) + bytes(size % 251)
+    async def stream(drive, name, size):
+        writer = await drive.open_write(name)
+        data = content(name, size)
+        for offset in range(0, size, MiB):  # 4 MiB appends without the WAL
+            await writer.write(data[offset : offset + MiB])
+        return writer
 
     async def main(path):
         store = Corestore(path, primary_key=bytes(32))
         await store.ready()
         drive = await Drive.create(store)
         print(drive.key.hex(), flush=True)
-        writer = await drive.open_write("/closed.bin")
-        for offset in range(0, 12 * MiB, MiB):  # streamed: 4 MiB appends without the WAL
-            await writer.write(content("/closed.bin", 12 * MiB)[offset : offset + MiB])
-        await writer.close()
-        open_writer = await drive.open_write("/open.bin")
-        for offset in range(0, 9 * MiB, MiB):
-            await open_writer.write(content("/open.bin", 9 * MiB)[offset : offset + MiB])
+        await (await stream(drive, "/closed.bin", 12 * MiB)).close()
+        await stream(drive, "/open.bin", 9 * MiB)  # never closed
         print("ready", flush=True)
         await trio.sleep(60)
 
     trio.run(main, sys.argv[1])
-"""
+    """
+)
 
 
 @trio_test
 async def test_drive_streamed_file_survives_once_closed(tmp_path):
     path = str(tmp_path / "store")
     (key,) = run_then_kill(DRIVE_WRITER, path)
-    size = 12 * 1024 * 1024
-    expected = bytes((i * 7 + len("/closed.bin")) % 251 for i in range(251)) * (size // 251) + bytes(size % 251)
     async with Corestore(path, primary_key=bytes(32)) as store:
         drive = await Drive.open(store, bytes.fromhex(key))
-        assert await drive.read_file("/closed.bin") == expected
+        assert await drive.read_file("/closed.bin") == content("/closed.bin", 12 * MiB)
         assert await drive.readdir("/") == ["closed.bin"]  # the file still being written is not
         assert [r.errors for r in await store.audit()] == [[], []]

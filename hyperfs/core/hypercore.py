@@ -638,9 +638,10 @@ class Hypercore:
 
     @replicator.setter
     def replicator(self, value: Any) -> None:
-        if value is not None:
+        store = self.state.storage.store
+        if value is not None and store.unlogged:
             # Peers will see this core from now on: nothing they see may be lost in a crash.
-            self.state.storage.store.flush(sync=False)
+            store.flush(sync=False)
         self.state.replicator = value
 
     @property
