@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,32 +15,48 @@ OPS = st.lists(
         st.tuples(st.just("write"), st.integers(0, 300), st.binary(min_size=0, max_size=120)),
         st.tuples(st.just("truncate"), st.integers(0, 400)),
         st.tuples(st.just("read"), st.integers(0, 400), st.integers(0, 200)),
+        st.tuples(st.just("drop"), st.integers(0, 400)),
     ),
     max_size=40,
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(ops=OPS, limit=st.sampled_from([0, 64, 256, 1 << 20]))
-def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit):
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS, limit=st.sampled_from([0, 64, 256, 1 << 20]), page_size=st.sampled_from([16, 100, 1 << 20]))
+def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, page_size):
+    """Every operation agrees with a local file; after `drop_before`, those at or past `base`
+    still do and those below it are refused."""
     path = tmp_path_factory.mktemp("wb") / "model"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
-        with WriteBuffer(memory_limit=limit, spill_dir=str(path.parent)) as buf:
+        with WriteBuffer(memory_limit=limit, spill_dir=str(path.parent), page_size=page_size) as buf:
             for op in ops:
-                if op[0] == "write":
+                if op[0] == "drop":
+                    before, spilled = buf.base, buf.spilled
+                    buf.drop_before(op[1])
+                    assert before <= buf.base <= max(before, min(op[1], buf.size))
+                    assert buf.base % page_size == 0
+                    assert buf.base == before or not spilled  # a temporary file keeps it all
+                elif op[0] == "read":
+                    _, offset, size = op
+                    if offset < buf.base and size and offset < buf.size:
+                        with pytest.raises(ValueError):
+                            buf.read(offset, size)
+                    else:
+                        assert buf.read(offset, size) == os.pread(fd, size, offset)
+                elif op[1] < buf.base:  # a write or a cut below what was dropped
+                    with pytest.raises(ValueError):
+                        buf.write(*op[1:]) if op[0] == "write" else buf.truncate(op[1])
+                elif op[0] == "write":
                     _, offset, data = op
                     os.pwrite(fd, data, offset)
                     assert buf.write(offset, data) == len(data)
-                elif op[0] == "truncate":
+                else:
                     os.ftruncate(fd, op[1])
                     buf.truncate(op[1])
-                else:
-                    _, offset, size = op
-                    assert buf.read(offset, size) == os.pread(fd, size, offset)
                 assert buf.size == os.fstat(fd).st_size
-            whole = os.pread(fd, buf.size + 1, 0)
-            assert b"".join(buf.chunks(chunk_size=7)) == whole
+            whole = os.pread(fd, buf.size + 1, buf.base)
+            assert b"".join(buf.chunks(chunk_size=7, start=buf.base)) == whole
     finally:
         os.close(fd)
 
@@ -59,3 +76,18 @@ def test_sparse_write_reads_zeros(tmp_path):
         buf.write(100, b"x")
         assert buf.size == 101
         assert buf.read(0, 101) == bytes(100) + b"x"
+
+
+def test_whole_pages_keep_the_writers_bytes_and_drop_frees_them(tmp_path):
+    """A sequential writer's page-sized writes are held as given (no copy), and dropping them
+    frees the memory they held: a streamed file never reaches the spill bound."""
+    chunks = [os.urandom(64) for _ in range(10)]
+    with WriteBuffer(memory_limit=200, spill_dir=str(tmp_path), page_size=64) as buf:
+        for i, chunk in enumerate(chunks):
+            buf.write(i * 64, chunk)
+            assert buf.read(i * 64, 64) is chunk
+            buf.drop_before(i * 64)
+        assert not buf.spilled and buf.base == 9 * 64 and buf.size == 640
+        assert buf.read(9 * 64, 100) == chunks[9]
+        with pytest.raises(ValueError):
+            buf.read(0, 1)
