@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import stat as stat_mod
 from pathlib import Path
 
@@ -195,6 +196,30 @@ async def test_batch_one_append_and_streaming_writer(tmp_path: Path) -> None:
                 await writer.write(big[i : i + 10007])
         assert await drive.read_file("/stream") == big
         assert (await drive.lstat("/stream")).blocks == -(-len(big) // BLOCK_SIZE)
+
+
+@trio_test
+async def test_writer_reads_back_what_it_took(tmp_path: Path) -> None:
+    """FileWriter.read answers any range of what was written so far: blocks in the content core,
+    blocks still queued, the unfinished tail, and after another file's content moved its run."""
+    rng = random.Random(3)
+    big = rng.randbytes(9 * BLOCK_SIZE + 1234)
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        writer = await drive.open_write("/growing")
+        ranges = [(0, 10), (BLOCK_SIZE - 5, 10), (0, len(big) + 50), (len(big) - 3, 10), (5 * BLOCK_SIZE, BLOCK_SIZE)]
+        for i in range(0, len(big), 70001):
+            await writer.write(big[i : i + 70001])
+            taken = big[: i + 70001]
+            assert writer.size == len(taken)
+            for start, size in ranges:
+                assert await writer.read(start, size) == taken[start : start + size], (i, start)
+            if i == 70001:
+                await drive.write_file("/other", b"o" * (2 * BLOCK_SIZE))  # lands after its blocks
+        assert await writer.read(len(big), 10) == b""
+        await writer.close()
+        assert await drive.read_file("/growing") == big
+        assert await drive.read_file("/other") == b"o" * (2 * BLOCK_SIZE)
 
 
 @trio_test

@@ -761,6 +761,35 @@ class FileWriter:
             if drive._pending_bytes >= FLUSH_BYTES:
                 await drive._append_pending()
 
+    @property
+    def size(self) -> int:
+        """The bytes this writer has taken so far."""
+        return self._size
+
+    async def read(self, start: int, size: int) -> bytes:
+        """Up to `size` bytes from `start` of what this writer has taken so far (a mount reads a
+        streamed file back from here while it is still being written)."""
+        stop = min(start + size, self._size)
+        if start >= stop:
+            return b""
+        drive = self._drive
+        whole = self._blocks * BLOCK_SIZE  # in the content core, or queued for it
+        parts = []
+        if start < whole:
+            async with drive._lock:
+                if drive._pending_content:
+                    await drive._append_pending(logged=False)
+            first, skip = divmod(start, BLOCK_SIZE)
+            last = (min(stop, whole) + BLOCK_SIZE - 1) // BLOCK_SIZE
+            remaining = min(stop, whole) - start
+            async for block in drive.content.read_stream(self._stat.offset + first, self._stat.offset + last):
+                parts.append(block[skip : skip + remaining])
+                remaining -= len(parts[-1])
+                skip = 0
+        if stop > whole:
+            parts.append(bytes(self._buffer[max(start, whole) - whole : stop - whole]))
+        return b"".join(parts)
+
     async def close(
         self, mode: int | None = None, uid: int | None = None, gid: int | None = None, mtime: int | None = None
     ) -> Stat:
