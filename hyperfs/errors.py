@@ -172,6 +172,13 @@ class MountError(HyperfsError):
     errno = _errno.EIO
 
 
+class ContentLostError(HyperfsError):
+    """A file written through the mount whose content could not be kept: streaming it into the
+    drive failed after part of it had left memory for the drive."""
+
+    errno = _errno.EIO
+
+
 # --- command line -------------------------------------------------------------------------------
 
 

@@ -311,7 +311,8 @@ def push(f) -> None:
 
 def test_large_files_stream_into_the_drive_and_survive_interruptions(tmp_path, mount):
     """Files past the streaming threshold go to the drive while written; a second writer, a
-    rewrite below what was streamed, a cut and a rename while open all leave the right bytes."""
+    rewrite below what was streamed, a cut, a read of what streamed and a rename while open all
+    leave the right bytes."""
     rng = random.Random(7)
     m = mount.path
     mib = 1 << 20
@@ -336,6 +337,15 @@ def test_large_files_stream_into_the_drive_and_survive_interruptions(tmp_path, m
         os.pwrite(f.fileno(), b"X" * 5000, 1000)
         data[1000:6000] = b"X" * 5000
 
+    def read_back(f, data) -> None:
+        # Past the mount's page cache (O_DIRECT): what streamed is read back from the drive.
+        fd = os.open(m / "read-back", os.O_RDONLY | os.O_DIRECT)
+        try:
+            for offset in (0, 5 * mib - 100, 12 * mib - 7):
+                assert os.pread(fd, 200_000, offset) == bytes(data[offset : offset + 200_000]), offset
+        finally:
+            os.close(fd)
+
     def cut(f, data) -> None:
         os.ftruncate(f.fileno(), 2 * mib)
         data[2 * mib : 13 * mib] = bytes(11 * mib)  # the next writes land past the cut
@@ -344,6 +354,7 @@ def test_large_files_stream_into_the_drive_and_survive_interruptions(tmp_path, m
     stream("interleaved", 20 * mib, other_writer)
     stream("rewritten", 16 * mib, rewrite_start)
     stream("cut", 16 * mib, cut)
+    stream("read-back", 16 * mib, read_back)
     with open(m / "moving", "wb") as f:
         data = rng.randbytes(12 * mib)
         f.write(data)

@@ -3,6 +3,8 @@ new content, shared by every handle as on a local file system."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,9 +15,9 @@ from hyperfs.fuse.write_buffer import WriteBuffer
 
 @dataclass
 class OpenFile:
-    """One inode with open handles. `buffer` is its whole current content while it differs from
-    the drive (or after it was unlinked while open); `generation` counts changes so a flush that
-    raced with a write knows it must run again."""
+    """One inode with open handles. `buffer` is its current content while it differs from the
+    drive (or after it was unlinked while open), whole unless a stream holds its start;
+    `generation` counts changes so a flush that raced with a write knows it must run again."""
 
     ino: int
     handles: int = 0
@@ -28,14 +30,18 @@ class OpenFile:
     pending: dict[str, int] = field(default_factory=dict)  # mode/uid/gid/mtime for the next Node
     mtime_ns: int = 0  # when the buffer last changed
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # Writes enter the buffer one at a time, in order; a commit or a stream's end keeps them out.
+    admit: trio.Lock = field(default_factory=trio.Lock)
     # Streaming: a file written from empty goes to the drive while it grows; `fed` bytes of the
-    # buffer are in `stream` already. Any change below `fed` ends it (the buffer is then written
-    # whole, as for any edited file).
+    # buffer are in `stream` already, and the buffer keeps only those from its `base` on. Any
+    # change below `fed` ends it (the buffer takes back the rest and is written whole, as for any
+    # edited file).
     streamable: bool = False
     stream: Any = None  # the drive's FileWriter
     stream_path: str = ""
     fed: int = 0
     feeding: bool = False  # a task is handing chunks to `stream`
+    lost: Exception | None = None  # the stream failed after the buffer dropped what it took
 
     @property
     def dirty(self) -> bool:
@@ -43,6 +49,19 @@ class OpenFile:
 
     def changed(self) -> None:
         self.generation += 1
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Hold `admit`, taken without yielding to other tasks when it is free (as it is for
+        almost every write: trio's `acquire` always yields, a pause per write in `tar x`)."""
+        try:
+            self.admit.acquire_nowait()
+        except trio.WouldBlock:
+            await self.admit.acquire()
+        try:
+            yield
+        finally:
+            self.admit.release()
 
     def stop_stream(self) -> None:
         """No more streaming for this file (what the stream appended stays unused)."""

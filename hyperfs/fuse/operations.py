@@ -18,6 +18,7 @@ import pyfuse3
 import trio
 
 from hyperfs.errors import (
+    ContentLostError,
     DirectoryNotEmptyError,
     FileExistsInDrive,
     FileNotFoundInDrive,
@@ -42,7 +43,10 @@ BLOCK_SIZE = 1024 * 1024
 MS = 1_000_000  # drive times are milliseconds since the epoch (DEP-0000 Stat.mtime/ctime)
 # A file written from empty starts streaming into the drive once it is this big (smaller ones
 # are appended whole when closed: one open_write each, as before).
-STREAM_START = 8 * 1024 * 1024
+STREAM_START = 4 * 1024 * 1024
+# A streaming file's writes wait while this much is not in the drive yet: its buffer holds only
+# that (below WriteBuffer's memory bound, so no temporary file), and the CPU goes to storing it.
+STREAM_AHEAD = 4 * 1024 * 1024
 
 
 def decode_name(name: bytes) -> str:
@@ -197,9 +201,7 @@ class DriveOperations(pyfuse3.Operations):
             if open_file is None:
                 await self.drive.truncate(self.inodes.path(inode), attr.st_size)
             else:
-                buffer = await self._buffer(open_file)
-                buffer.truncate(attr.st_size)
-                self._truncated(open_file, attr.st_size)
+                await self._truncate(open_file, attr.st_size)
                 self._changed(open_file)
                 if not any(h.writable for h in self._handles_of(open_file)):
                     await self._commit(open_file)
@@ -266,7 +268,7 @@ class DriveOperations(pyfuse3.Operations):
         open_file = self._files.get(ino) if ino is not None else None
         if open_file is not None:
             await self._buffer(open_file)
-            open_file.stop_stream()
+            await self._end_stream(open_file)
             open_file.stat = st
             open_file.unlinked = True
 
@@ -372,10 +374,7 @@ class DriveOperations(pyfuse3.Operations):
             open_file, writable=flags & os.O_ACCMODE != os.O_RDONLY, append=bool(flags & os.O_APPEND)
         )
         if flags & os.O_TRUNC:
-            if open_file.buffer is None:
-                open_file.buffer = self._new_buffer()
-            open_file.buffer.truncate(0)
-            self._truncated(open_file, 0)
+            await self._truncate(open_file, 0)
             self._changed(open_file)
         # Every change to a file of a writable mount comes through here, so the kernel's page
         # cache stays right across opens; live changes invalidate it explicitly.
@@ -407,7 +406,11 @@ class DriveOperations(pyfuse3.Operations):
         handle = self._handles[fh]
         open_file = handle.file
         if open_file.buffer is not None:
-            return open_file.buffer.read(off, size)
+            if off >= open_file.buffer.base:
+                return open_file.buffer.read(off, size)
+            data = await self._read_streamed(open_file, off, size)
+            if data is not None:
+                return data
         reader = self._readers.get(fh)
         if reader is None:
             reader = self._readers[fh] = ContentReader(self.drive)
@@ -416,20 +419,30 @@ class DriveOperations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh, off, buf):
         handle = self._handles[fh]
-        buffer = await self._buffer(handle.file)
-        if handle.append and not self.enable_writeback_cache:
-            off = buffer.size  # with writeback the kernel places appends itself
-        buffer.write(off, buf)
-        if off < handle.file.fed:
-            handle.file.stop_stream()  # what was streamed changed: the buffer goes whole
-        self._changed(handle.file)
-        if self._should_feed(handle.file):
-            if self.nursery is None:
-                await self._feed(handle.file)
-            else:
-                # The kernel's next writes land in the buffer while the drive hashes and stores.
-                handle.file.feeding = True
-                self.nursery.start_soon(self._feed, handle.file)
+        open_file = handle.file
+        # One at a time and in the order the kernel sent them (each takes `admit` before its
+        # first wait), so a write held back below never lets a later one overtake it.
+        async with open_file.admitted():
+            buffer = await self._buffer(open_file)
+            if handle.append and not self.enable_writeback_cache:
+                off = buffer.size  # with writeback the kernel places appends itself
+            while open_file.feeding and open_file.buffer.size - open_file.fed + len(buf) > STREAM_AHEAD:
+                async with open_file.lock:  # the feed hands over one chunk per hold of the lock
+                    pass
+            if off < open_file.fed:
+                async with open_file.lock:  # what was streamed changes: the buffer goes whole
+                    await self._take_back(open_file)
+            if open_file.lost is not None:
+                raise open_file.lost
+            open_file.buffer.write(off, buf)
+            self._changed(open_file)
+            if self._should_feed(open_file):
+                if self.nursery is None:
+                    await self._feed(open_file)
+                else:
+                    # The kernel's next writes land in the buffer while the drive hashes and stores.
+                    open_file.feeding = True
+                    self.nursery.start_soon(self._feed, open_file)
         return len(buf)
 
     @fuse_errors
@@ -476,13 +489,22 @@ class DriveOperations(pyfuse3.Operations):
         open_file.changed()
         open_file.mtime_ns = time.time_ns()
 
-    def _truncated(self, open_file: OpenFile, size: int) -> None:
-        """A file cut to nothing is new content from the start: it may stream (again)."""
+    async def _truncate(self, open_file: OpenFile, size: int) -> None:
+        """Cut or extend an open file's content to `size`. Cut to nothing, it is new content from
+        the start that may stream (again); a cut into what was streamed ends the stream."""
         if size == 0:
             open_file.stop_stream()
+            open_file.lost = None
+            if open_file.buffer is not None:
+                open_file.buffer.close()
+            open_file.buffer = self._new_buffer()
             open_file.streamable = not open_file.unlinked
-        elif size < open_file.fed:
-            open_file.stop_stream()
+            return
+        if size < open_file.fed:
+            await self._end_stream(open_file)
+        if open_file.lost is not None:
+            raise open_file.lost
+        (await self._buffer(open_file)).truncate(size)
 
     def _should_feed(self, open_file: OpenFile) -> bool:
         """Has a streamable file gained enough unfed bytes to go to the drive now?"""
@@ -493,28 +515,77 @@ class DriveOperations(pyfuse3.Operations):
 
     async def _feed(self, open_file: OpenFile) -> None:
         """Hand the whole chunks a streaming file gained to the drive while it is written (the
-        content core hashes and stores them meanwhile, instead of all at close). A failure only
-        ends the stream: the buffer still holds everything and is written whole at close."""
-        buffer = open_file.buffer
+        content core hashes and stores them meanwhile, instead of all at close), and drop them
+        from its buffer. The lock is taken per chunk, so a write waiting on the stream goes next.
+        A failure ends the stream; what it took is lost only if the buffer had dropped some."""
         try:
-            async with open_file.lock:
-                if open_file.stream is None and open_file.streamable:
-                    path = self.inodes.path(open_file.ino)
-                    open_file.stream = await self.drive.open_write(path, **self._node_attrs(open_file))
-                    open_file.stream_path = path
-                while open_file.stream is not None and buffer.size - open_file.fed >= CHUNK_SIZE:
+            while True:
+                async with open_file.lock:
+                    buffer = open_file.buffer
+                    if not open_file.streamable or buffer is None or buffer.size - open_file.fed < CHUNK_SIZE:
+                        return
+                    if open_file.stream is None:
+                        path = self.inodes.path(open_file.ino)
+                        open_file.stream = await self.drive.open_write(path, **self._node_attrs(open_file))
+                        open_file.stream_path = path
                     chunk = buffer.read(open_file.fed, CHUNK_SIZE)
                     # Counted before the await: a write below `fed` meanwhile must end the stream.
                     open_file.fed += len(chunk)
-                    await open_file.stream.write(chunk)
-        except Exception:  # noqa: BLE001 - the close writes the buffer whole instead
+                    # Finished even when the mount stops: a half-taken chunk would spoil the stream
+                    # that the final flush still closes.
+                    with trio.CancelScope(shield=True):
+                        await open_file.stream.write(chunk)
+                    buffer.drop_before(open_file.fed)
+        except Exception as err:  # noqa: BLE001 - the close writes the buffer whole, if it can
             log.exception("streaming inode %d into the drive stopped", open_file.ino)
+            if open_file.buffer is not None and open_file.buffer.base:
+                open_file.lost = ContentLostError(f"{open_file.stream_path}: streaming into the drive failed: {err!r}")
             open_file.stop_stream()
-        except BaseException:
-            open_file.stop_stream()
-            raise
         finally:
             open_file.feeding = False
+
+    async def _read_streamed(self, open_file: OpenFile, off: int, size: int) -> bytes | None:
+        """Bytes of a streaming file from below its buffer's base: the stream has them (None:
+        the file was committed meanwhile, and the drive has them)."""
+        async with open_file.lock:  # the stream is not mid-write, nor ended meanwhile
+            buffer = open_file.buffer
+            if open_file.lost is not None:
+                raise open_file.lost
+            if buffer is None:
+                return None
+            if off >= buffer.base:
+                return buffer.read(off, size)
+            head = await open_file.stream.read(off, min(size, buffer.base - off))
+            return head + buffer.read(buffer.base, size - len(head))
+
+    async def _end_stream(self, open_file: OpenFile) -> None:
+        """End the file's stream (a change to what it took, an unlink, a rename) after taking
+        back what the buffer dropped, so the buffer holds the whole content again."""
+        async with open_file.admit, open_file.lock:
+            await self._take_back(open_file)
+
+    async def _take_back(self, open_file: OpenFile) -> None:
+        """`_end_stream` for a caller that holds the file's `admit` and lock."""
+        buffer = open_file.buffer
+        if buffer is not None and buffer.base and open_file.lost is None:
+            whole = self._new_buffer()
+            try:
+                offset = 0
+                while offset < buffer.size:
+                    if offset < buffer.base:
+                        chunk = await open_file.stream.read(offset, min(CHUNK_SIZE, buffer.base - offset))
+                        if not chunk:
+                            raise ContentLostError(f"{open_file.stream_path}: the drive lost what was streamed")
+                    else:
+                        chunk = buffer.read(offset, CHUNK_SIZE)
+                    whole.write(offset, chunk)
+                    offset += len(chunk)
+            except BaseException:
+                whole.close()
+                raise
+            buffer.close()
+            open_file.buffer = whole
+        open_file.stop_stream()
 
     def _node_attrs(self, open_file: OpenFile) -> dict[str, int]:
         """The attributes the file's next Node gets (mode/uid/gid set while open, mtime)."""
@@ -541,25 +612,35 @@ class DriveOperations(pyfuse3.Operations):
             return open_file.buffer
 
     async def _commit(self, open_file: OpenFile) -> None:
-        """Append the file's new content and its Node, unless nothing changed since last time."""
-        async with open_file.lock:
+        """Append the file's new content and its Node, unless nothing changed since last time.
+        Writes wait meanwhile: a streamed file's buffer is let go once the drive holds it all."""
+        async with open_file.admit, open_file.lock:
             if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
                 return
+            if open_file.lost is not None:
+                raise open_file.lost
             generation = open_file.generation
             path = self.inodes.path(open_file.ino)
             if open_file.stream is not None and path != open_file.stream_path:
-                open_file.stop_stream()  # renamed while streaming: written whole at its new name
+                await self._take_back(open_file)  # renamed while streaming: written whole at its new name
             writer, start = open_file.stream, open_file.fed
             open_file.stream, open_file.streamable, open_file.fed = None, False, 0
             if writer is None:
                 writer, start = await self.drive.open_write(path, **self._node_attrs(open_file)), 0
+            buffer = open_file.buffer
             try:
-                for chunk in open_file.buffer.chunks(start=start):
+                for chunk in buffer.chunks(start=start):
                     await writer.write(chunk)
-            except BaseException:
+                await writer.close(**self._node_attrs(open_file))
+            except BaseException as err:
                 writer.abort()
+                if buffer.base:
+                    open_file.lost = ContentLostError(f"{path}: writing it into the drive failed: {err!r}")
                 raise
-            await writer.close(**self._node_attrs(open_file))
+            if buffer.base:
+                # Its start is only in the drive: a later write reads it back from there.
+                buffer.close()
+                open_file.buffer = None
             open_file.committed = generation
             open_file.pending.clear()
             open_file.fresh = False
