@@ -54,9 +54,15 @@ def _column_options() -> rocksdict.Options:
     # one drive wrote 0.5, 0.8, 0.9 and 1.7 GiB of compaction output, growing with the drive.
     # Universal merges sorted runs by size, so a byte is rewritten about log(size) times.
     opts.set_compaction_style(rocksdict.DBCompactionStyle.universal())
-    # Merging starts at RocksDB's 4 sorted runs. From 12, a burst was merged once afterwards
-    # (4 x 512 MiB wrote 2.0 GiB of compaction output instead of 3.4), but a second 512 MiB
-    # copy then met that merge and the slowdown threshold (20 runs) and ran at half speed.
+    # Merging starts at 16 sorted runs, not RocksDB's 4: a 512 MiB copy into a mount then writes
+    # its 16 flushes and no merge while it runs (disk writes 513 MiB, not 880-920), and a byte
+    # is rewritten about log16 rather than log4 times (two copies: 1.55 GiB written, not 2.1).
+    # Cold copies (the disk also reads the source) ran at 158-171 MiB/s against 131-156. The
+    # slowdown and stop thresholds move up with it (RocksDB's 20 and 36): at 12 runs and a
+    # slowdown at 20, the next copy met the merge of the first at 20 runs and ran at half speed.
+    opts.set_level_zero_file_num_compaction_trigger(16)
+    opts.set_level_zero_slowdown_writes_trigger(40)
+    opts.set_level_zero_stop_writes_trigger(48)
     opts.set_target_file_size_base(64 * _MiB)
     # Block data is hashes and (often already compressed or encrypted) user bytes.
     opts.set_compression_type(rocksdict.DBCompressionType.none())
