@@ -369,3 +369,56 @@ def test_large_files_stream_into_the_drive_and_survive_interruptions(tmp_path, m
         for name, data in expected.items():
             assert (m / name).read_bytes() == data, name
         assert sorted(os.listdir(m)) == sorted(expected)
+
+
+def test_streaming_file_under_random_operations_matches_a_local_file(tmp_path, mount):
+    """A file big enough to stream, written mostly front to back with pushes (so the mount
+    streams it and drops what the drive holds), between random rewrites, cuts, reads past the
+    page cache, fsyncs and restarts from empty: always the bytes a local file holds."""
+    rng = random.Random(11)
+    mib = 1 << 20
+    paths = {"local": tmp_path / "local-f", "mount": mount.path / "f"}
+    fds = {side: os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644) for side, path in paths.items()}
+    direct = os.open(paths["mount"], os.O_RDONLY | os.O_DIRECT)
+    try:
+        for step in range(120):
+            size = os.fstat(fds["local"]).st_size
+            op = rng.choices(["append", "rewrite", "cut", "read", "fsync", "restart"], [12, 2, 1, 3, 1, 1])[0]
+            if op == "append":
+                data = rng.randbytes(rng.choice([mib, mib, 300_000, 2 * mib + 17]))
+                for fd in fds.values():
+                    assert os.pwrite(fd, data, size) == len(data)
+                with open(fds["mount"], "rb", closefd=False) as f:
+                    push(f)
+            elif op == "rewrite":
+                offset, data = rng.randrange(0, size + 1), rng.randbytes(rng.choice([10, 5000, mib]))
+                for fd in fds.values():
+                    os.pwrite(fd, data, offset)
+            elif op == "cut":
+                cut = rng.randrange(0, size + 1)
+                for fd in fds.values():
+                    os.ftruncate(fd, cut)
+            elif op == "read":
+                offset, count = rng.randrange(0, size + 1), rng.choice([4096, 200_000, 3 * mib])
+                assert os.pread(direct, count, offset) == os.pread(fds["local"], count, offset), step
+            elif op == "fsync":
+                os.fsync(fds["mount"])
+            else:
+                for fd in fds.values():
+                    os.ftruncate(fd, 0)
+            assert os.fstat(fds["mount"]).st_size == os.fstat(fds["local"]).st_size, (step, op)
+        # And for sure once: an fsync while streaming, then more writes, and a read of the start.
+        size = os.fstat(fds["local"]).st_size
+        for data in (rng.randbytes(6 * mib), b"after the fsync"):
+            for fd in fds.values():
+                os.pwrite(fd, data, size)
+            with open(fds["mount"], "rb", closefd=False) as f:
+                push(f)
+            os.fsync(fds["mount"])
+            size += len(data)
+        assert os.pread(direct, 3 * mib, 0) == os.pread(fds["local"], 3 * mib, 0)
+    finally:
+        os.close(direct)
+        for fd in fds.values():
+            os.close(fd)
+    assert paths["mount"].read_bytes() == paths["local"].read_bytes()

@@ -32,10 +32,10 @@ class OpenFile:
     lock: trio.Lock = field(default_factory=trio.Lock)
     # Writes enter the buffer one at a time, in order; a commit or a stream's end keeps them out.
     admit: trio.Lock = field(default_factory=trio.Lock)
-    # Streaming: a file written from empty goes to the drive while it grows; `fed` bytes of the
-    # buffer are in `stream` already, and the buffer keeps only those from its `base` on. Any
-    # change below `fed` ends it (the buffer takes back the rest and is written whole, as for any
-    # edited file).
+    # Streaming: a file written from empty goes to the drive while it grows. The first `fed`
+    # bytes are in `stream` already, and the buffer has dropped those below its `base`. Any
+    # change below `fed` ends it (the buffer takes back what it dropped and is written whole,
+    # as for any edited file).
     streamable: bool = False
     stream: Any = None  # the drive's FileWriter
     stream_path: str = ""
