@@ -73,6 +73,19 @@ def _hash_in_parallel(blocks: Sequence[bytes]) -> Callable[[], list[bytes]]:
     return lambda: parts[0].result() + parts[1].result()
 
 
+async def pieces(blocks: AsyncIterator[bytes], skip: int, count: int) -> AsyncIterator[bytes]:
+    """`count` bytes of a stream of blocks, starting `skip` bytes into the first, as the
+    non-empty part of each block they cover."""
+    async for block in blocks:
+        piece = block[skip : skip + count]
+        skip = 0
+        if piece:
+            yield piece
+            count -= len(piece)
+        if count <= 0:
+            return
+
+
 class Head(NamedTuple):
     """The signed head of a core: what a peer's upgrade proof must reach."""
 
@@ -895,14 +908,8 @@ class Hypercore:
         if remaining <= 0:
             return
         index, skip = await self.seek(byte_offset)
-        async for block in self.read_stream(index):
-            piece = block[skip : skip + remaining]
-            skip = 0
-            if piece:
-                yield piece
-            remaining -= len(piece)
-            if remaining <= 0:
-                return
+        async for piece in pieces(self.read_stream(index), skip, remaining):
+            yield piece
 
     # --- notifications ----------------------------------------------------------------------------
 

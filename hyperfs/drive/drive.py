@@ -20,7 +20,7 @@ import trio
 from google.protobuf.message import DecodeError
 
 from hyperfs.core.corestore import Corestore
-from hyperfs.core.hypercore import Hypercore
+from hyperfs.core.hypercore import Hypercore, pieces
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
 from hyperfs.drive.paths import normalize
@@ -346,15 +346,8 @@ class Drive:
         first, skip = st.offset, 0
         if start:
             first, skip = await self.content.seek(st.byte_offset + start)
-        remaining = stop - start
-        async for block in self.content.read_stream(first, last):
-            piece = block[skip : skip + remaining]
-            skip = 0
-            if piece:
-                yield piece
-                remaining -= len(piece)
-            if remaining <= 0:
-                return
+        async for piece in pieces(self.content.read_stream(first, last), skip, stop - start):
+            yield piece
 
     async def readlink(self, path: str) -> str:
         st = await self.lstat(path)
@@ -781,11 +774,8 @@ class FileWriter:
                     await drive._append_pending(logged=False)
             first, skip = divmod(start, BLOCK_SIZE)
             last = (min(stop, whole) + BLOCK_SIZE - 1) // BLOCK_SIZE
-            remaining = min(stop, whole) - start
-            async for block in drive.content.read_stream(self._stat.offset + first, self._stat.offset + last):
-                parts.append(block[skip : skip + remaining])
-                remaining -= len(parts[-1])
-                skip = 0
+            blocks = drive.content.read_stream(self._stat.offset + first, self._stat.offset + last)
+            parts += [piece async for piece in pieces(blocks, skip, min(stop, whole) - start)]
         if stop > whole:
             parts.append(bytes(self._buffer[max(start, whole) - whole : stop - whole]))
         return b"".join(parts)

@@ -12,6 +12,7 @@ import itertools
 import os
 import stat as stat_mod
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pyfuse3
@@ -568,24 +569,34 @@ class DriveOperations(pyfuse3.Operations):
         """`_end_stream` for a caller that holds the file's `admit` and lock."""
         buffer = open_file.buffer
         if buffer is not None and buffer.base and open_file.lost is None:
-            whole = self._new_buffer()
-            try:
-                offset = 0
-                while offset < buffer.size:
-                    if offset < buffer.base:
-                        chunk = await open_file.stream.read(offset, min(CHUNK_SIZE, buffer.base - offset))
-                        if not chunk:
-                            raise ContentLostError(f"{open_file.stream_path}: the drive lost what was streamed")
-                    else:
-                        chunk = buffer.read(offset, CHUNK_SIZE)
-                    whole.write(offset, chunk)
-                    offset += len(chunk)
-            except BaseException:
-                whole.close()
-                raise
+            open_file.buffer = await self._filled(self._streamed_content(open_file, buffer))
             buffer.close()
-            open_file.buffer = whole
         open_file.stop_stream()
+
+    @staticmethod
+    async def _streamed_content(open_file: OpenFile, buffer: WriteBuffer) -> AsyncIterator[bytes]:
+        """A streaming file's whole content: what `buffer` dropped, from the stream, then the rest."""
+        for offset in range(0, buffer.base, CHUNK_SIZE):
+            size = min(CHUNK_SIZE, buffer.base - offset)
+            chunk = await open_file.stream.read(offset, size)
+            if len(chunk) != size:
+                raise ContentLostError(f"{open_file.stream_path}: the drive lost what was streamed")
+            yield chunk
+        for chunk in buffer.chunks(start=buffer.base):
+            yield chunk
+
+    async def _filled(self, chunks: AsyncIterator[bytes]) -> WriteBuffer:
+        """A new buffer holding `chunks` front to back (closed again if they fail)."""
+        buffer = self._new_buffer()
+        offset = 0
+        try:
+            async for chunk in chunks:
+                buffer.write(offset, chunk)
+                offset += len(chunk)
+        except BaseException:
+            buffer.close()
+            raise
+        return buffer
 
     def _node_attrs(self, open_file: OpenFile) -> dict[str, int]:
         """The attributes the file's next Node gets (mode/uid/gid set while open, mtime)."""
@@ -599,16 +610,7 @@ class DriveOperations(pyfuse3.Operations):
             return open_file.buffer  # no wait behind a stream's append
         async with open_file.lock:
             if open_file.buffer is None:
-                buffer = self._new_buffer()
-                offset = 0
-                try:
-                    async for chunk in self.drive.open_read(self.inodes.path(open_file.ino)):
-                        buffer.write(offset, chunk)
-                        offset += len(chunk)
-                except BaseException:
-                    buffer.close()
-                    raise
-                open_file.buffer = buffer
+                open_file.buffer = await self._filled(self.drive.open_read(self.inodes.path(open_file.ino)))
             return open_file.buffer
 
     async def _commit(self, open_file: OpenFile) -> None:
