@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from hyperfs.core import Corestore, Hypercore
+from hyperfs.core.hypercore import append_together
 from hyperfs.core.crypto import key_pair
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.manifest import default_signer_manifest
@@ -233,6 +234,33 @@ async def test_big_batch_runs_threaded_and_reads_back(tmp_path):
     assert await core.append(blocks) == (16, 16 * 65536)
     assert [b async for b in core.read_stream()] == blocks
     await core.close()
+
+
+@trio_test
+async def test_append_together_appends_to_several_cores_at_once(tmp_path):
+    path = str(tmp_path / "store")
+    async with Corestore(path) as store:
+        a, b, c = await store.get("a"), await store.get("b"), await store.get("c")
+        await a.append(b"a0")
+        assert await append_together([(a, [b"a1", b"a2"]), (b, b"b0"), (c, [])]) == [(3, 6), (1, 2), (0, 0)]
+        for core in (a, b):  # each head signed for its own new length
+            state = core.state
+            assert verify_head(core.manifest, core.key, state.tree_hash, state.length, state.fork, state.signature)
+        with pytest.raises(InvalidArgumentError):
+            await append_together([(a, b"x"), (a, b"y")])
+        with pytest.raises(InvalidArgumentError):
+            await append_together([(a, [b"x", 3])])
+        assert a.length == 3
+    async with Corestore(path) as store, Corestore(str(tmp_path / "other")) as other:
+        a, b = await store.get("a"), await store.get("b")
+        assert (a.length, b.length) == (3, 1)
+        assert [await a.get(i) for i in range(3)] == [b"a0", b"a1", b"a2"] and await b.get(0) == b"b0"
+        with pytest.raises(InvalidArgumentError):
+            await append_together([(a, b"x"), (await other.get("z"), b"y")])
+        reader = await store.get(key=(await other.get("z")).key)
+        with pytest.raises(NotWritableError):
+            await append_together([(a, b"x"), (reader, b"y")])
+        assert a.length == 3  # nothing appended anywhere
 
 
 @trio_test

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from hyperfs.core.manifest import (
 from hyperfs.core.proof import VerifiedProof
 from hyperfs.core.storage import schema
 from hyperfs.core.storage.core import HypercoreStorage
+from hyperfs.core.storage.rocks import Change
 from hyperfs.core.storage.store import CorestoreStorage
 from hyperfs.core.verifier import sign_head, verify_head
 from hyperfs.core.verifier import signable as head_signable
@@ -202,8 +204,9 @@ class CoreState:
 
     # --- writes (blocking; run inline or in a worker thread) ----------------------------------------
 
-    def append_sync(self, blocks: Sequence[bytes], logged: bool = True) -> _Change:
-        """Encrypt, hash, sign and store `blocks` in one write batch (`logged`: see `append`)."""
+    def append_into(self, tx: Any, blocks: Sequence[bytes]) -> _Change:
+        """Encrypt, hash and sign `blocks`, adding them, their tree nodes, bitfield pages and the
+        new head to the write batch `tx` (committed by the caller)."""
         start = self.length
         fork = self.fork
         if self.encryption is not None:
@@ -213,7 +216,6 @@ class CoreState:
         # Big batches: hash the leaves on the pool (hashlib drops the GIL) while this thread
         # copies the blocks into the write batch.
         hashes = _hash_in_parallel(stored) if len(stored) > 1 and len(stored[0]) >= PARALLEL_HASH_BYTES else None
-        tx = self.storage.write(logged=logged)
         for i, block in enumerate(stored):
             tx.put_block(start + i, block)
         nodes, roots = merkle.append_leaves(self.roots, start, stored, hashes() if hashes else None)
@@ -224,7 +226,6 @@ class CoreState:
             tx.put_tree_node(node)
         self._put_bitfield(tx, [(start, length, True)])
         tx.set_head(schema.Head(fork, length, th, signature))
-        tx.flush()
         return _Change(fork, length, roots, signature)
 
     def _sign(self, th: bytes, length: int, fork: int) -> bytes:
@@ -727,28 +728,8 @@ class Hypercore:
         crash before that loses them (the core reopens at its length before them, as if they
         were never appended). Honoured only while no replicator is attached, so no peer can
         hold a signed block that a crash could take back."""
-        state = self._check_writable()
-        if isinstance(blocks, (bytes, bytearray, memoryview)):
-            batch = [bytes(blocks)]
-        else:
-            batch = list(blocks)
-            for b in batch:
-                if not isinstance(b, (bytes, bytearray, memoryview)):
-                    raise InvalidArgumentError(f"blocks must be bytes, got {type(b).__name__}")
-        async with state.lock:
-            self._check_open()
-            if not batch:
-                return state.length, self.byte_length
-            start = state.length
-            logged = logged or state.replicator is not None
-            # Off the event loop: a big batch, and a logged one that first writes earlier
-            # unlogged ones out of the memtables (~100 ms for 64 MiB).
-            if sum(len(b) for b in batch) > THREAD_BYTES or (logged and state.storage.store.unlogged):
-                change = await trio.to_thread.run_sync(state.append_sync, batch, logged)
-            else:
-                change = state.append_sync(batch, logged)
-            state.apply_change(change, (start, change.length))
-        return state.length, self.byte_length
+        [result] = await append_together([(self, blocks)], logged=logged)
+        return result
 
     async def truncate(self, length: int, fork: int | None = None) -> None:
         """Cut the core to `length` blocks; the fork id becomes `fork` (default: fork + 1)."""
@@ -1004,3 +985,56 @@ class Hypercore:
 
 
 __all__ = ["THREAD_BYTES", "CoreState", "Head", "Hypercore", "open_core_state"]
+
+
+async def append_together(
+    appends: Sequence[tuple[Hypercore, bytes | bytearray | memoryview | Iterable[bytes]]], *, logged: bool = True
+) -> list[tuple[int, int]]:
+    """Append blocks to several writable cores of one store in one atomic commit: after a crash
+    every core has its new blocks or none has (a drive's file content and the Node naming it),
+    and the commit costs one RocksDB write, not one per core. Returns each core's new
+    (length, byte_length). `logged`: see `Hypercore.append`."""
+    work = [(core, core._check_writable(), _block_list(blocks)) for core, blocks in appends]
+    states = {id(state): state for _, state, _ in work}
+    if len(states) < len(work):
+        raise InvalidArgumentError("append_together: each core may appear once")
+    if len({id(state.storage.store) for state in states.values()}) > 1:
+        raise InvalidArgumentError("append_together: the cores must share one store")
+    async with AsyncExitStack() as locks:
+        for key in sorted(states):  # one order for every caller: no deadlock between two
+            await locks.enter_async_context(states[key].lock)
+        for core, _, _ in work:
+            core._check_open()
+        todo = [(state, batch) for _, state, batch in work if batch]
+        if todo:
+            logged = logged or any(state.replicator is not None for state, _ in todo)
+            store = todo[0][0].storage.store
+            starts = [state.length for state, _ in todo]
+
+            def commit() -> list[_Change]:
+                shared: list[Change] = []
+                txs = [state.storage.write(logged, shared) for state, _ in todo]
+                changes = [state.append_into(tx, batch) for tx, (state, batch) in zip(txs, todo)]
+                txs[0].flush()  # the list they all share: one commit
+                return changes
+
+            # Off the event loop: a big batch, and a logged one that first writes earlier
+            # unlogged ones out of the memtables (~100 ms for 64 MiB).
+            if sum(len(b) for _, batch in todo for b in batch) > THREAD_BYTES or (logged and store.unlogged):
+                changes = await trio.to_thread.run_sync(commit)
+            else:
+                changes = commit()
+            for (state, _), start, change in zip(todo, starts, changes):
+                state.apply_change(change, (start, change.length))
+        return [(core.state.length, core.byte_length) for core, _, _ in work]
+
+
+def _block_list(blocks: bytes | bytearray | memoryview | Iterable[bytes]) -> list[bytes]:
+    """One block or a list of blocks, as a list; InvalidArgumentError for anything else."""
+    if isinstance(blocks, (bytes, bytearray, memoryview)):
+        return [bytes(blocks)]
+    batch = list(blocks)
+    for b in batch:
+        if not isinstance(b, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError(f"blocks must be bytes, got {type(b).__name__}")
+    return batch

@@ -20,7 +20,7 @@ import trio
 from google.protobuf.message import DecodeError
 
 from hyperfs.core.corestore import Corestore
-from hyperfs.core.hypercore import Hypercore, pieces
+from hyperfs.core.hypercore import Hypercore, append_together, pieces
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
 from hyperfs.drive.paths import normalize
@@ -425,20 +425,19 @@ class Drive:
         await self._append_pending()
 
     async def _append_pending(self, logged: bool = True) -> None:
-        """Append the queued content, then the queued nodes. `logged=False` (a streaming
-        writer's bulk content) appends the content without the write-ahead log; the nodes always
-        go with it, and a logged write first makes every unlogged one durable, so a Node is
-        never stored without its content (`Hypercore.append`)."""
+        """Append the queued content and the queued nodes in one commit (a Node is never stored
+        without its content). `logged=False` (a streaming writer's bulk content) appends the
+        content without the write-ahead log; nodes always go in it, and a logged write first
+        makes every unlogged one durable (`Hypercore.append`)."""
         content, nodes = self._pending_content, self._pending_nodes
         self._pending_content, self._pending_nodes, self._pending_bytes = [], [], 0
         # Until the nodes are in the log, a lookup meanwhile must not take the log's shorter
         # length for a change by others (rebuilding the tree and its listings from scratch).
         self._appending_nodes += bool(nodes)
         try:
-            if content:
-                await self.content.append(content, logged=logged)
-            if nodes:
-                await self.metadata.append(nodes)
+            appends = [(core, blocks) for core, blocks in ((self.content, content), (self.metadata, nodes)) if blocks]
+            if appends:
+                await append_together(appends, logged=logged or bool(nodes))
         except BaseException:
             # The tree already counts the lost entries: derive it again from the log.
             self.tree = AppendTree(self._read_node_block, self.metadata.length, 1, writable=self.writable)

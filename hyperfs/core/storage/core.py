@@ -18,6 +18,7 @@ from hyperfs.core.storage.view import Reader, View
 from hyperfs.errors import InvalidArgumentError, NotWritableError, SessionClosedError
 
 if TYPE_CHECKING:
+    from hyperfs.core.storage.rocks import Change
     from hyperfs.core.storage.store import Atom, CorestoreStorage
 
 
@@ -99,13 +100,19 @@ class HypercoreStorage:
         self._check_open()
         return CoreReadBatch(self.core, self._reader, self._view)
 
-    def write(self, logged: bool = True) -> CoreWriteBatch:
+    def write(self, logged: bool = True, changes: list[Change] | None = None) -> CoreWriteBatch:
         """A write batch (JS `write()`); `flush()` commits it atomically (or adds it to the atom).
         `logged=False`: committed without the write-ahead log, durable with the store's next
-        logged commit or flush (`Rocks.commit`)."""
+        logged commit or flush (`Rocks.commit`). `changes`: another batch's list (of a core in
+        the same store, outside an atom), so that batch's one flush commits both."""
         self._check_open()
         return CoreWriteBatch(
-            self.core, self.store.rocks, self._view if self.atom else None, self._reader.snapshotted, logged=logged
+            self.core,
+            self.store.rocks,
+            self._view if self.atom else None,
+            self._reader.snapshotted,
+            changes=changes,
+            logged=logged,
         )
 
     # --- snapshots and atoms ----------------------------------------------------------------------
