@@ -25,6 +25,7 @@ from hyperfs.core.bitfield import BITS_PER_PAGE, Bitfield
 from hyperfs.core.block_encryption import BlockEncryption
 from hyperfs.core.crypto import KeyPair, check_key, discovery_key, key_pair, leaf_hash, tree_hash
 from hyperfs.core.encoding import TreeNode
+from hyperfs.core.locking import held
 from hyperfs.core.manifest import (
     Manifest,
     default_signer_manifest,
@@ -1000,9 +1001,10 @@ async def append_together(
         raise InvalidArgumentError("append_together: each core may appear once")
     if len({id(state.storage.store) for state in states.values()}) > 1:
         raise InvalidArgumentError("append_together: the cores must share one store")
+    await trio.lowlevel.checkpoint()  # one pause, as any trio call makes; the free locks add none
     async with AsyncExitStack() as locks:
         for key in sorted(states):  # one order for every caller: no deadlock between two
-            await locks.enter_async_context(states[key].lock)
+            await locks.enter_async_context(held(states[key].lock))
         for core, _, _ in work:
             core._check_open()
         todo = [(state, batch) for _, state, batch in work if batch]

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from hyperfs.core.corestore import Corestore
 from hyperfs.core.hypercore import Hypercore, append_together, pieces
+from hyperfs.core.locking import held
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
 from hyperfs.drive.paths import normalize
@@ -448,7 +449,7 @@ class Drive:
 
     async def flush_pending(self) -> None:
         """Append everything a batch or writer has gathered so far."""
-        async with self._lock:
+        async with held(self._lock):
             await self._append_pending()
 
     async def flush(self) -> None:
@@ -544,7 +545,7 @@ class Drive:
         if await self.exists(path):
             raise FileExistsInDrive(f"{join(names)} exists")
         now = now_ms()
-        async with self._lock:
+        async with held(self._lock):
             offset, byte_offset = self._content_position()
             st = Stat(
                 mode=mode,
@@ -563,7 +564,7 @@ class Drive:
         st = await self._lstat_names(names)
         if st.is_dir():
             raise IsADirectoryInDrive(f"{join(names)} is a folder")
-        async with self._lock:
+        async with held(self._lock):
             self._pending_nodes.append(self.tree.delete(names))
             await self._commit()
 
@@ -575,7 +576,7 @@ class Drive:
             raise NotADirectoryInDrive(f"{join(names)} is not a folder")
         if self.tree.list(names):
             raise DirectoryNotEmptyError(f"{join(names)} is not empty")
-        async with self._lock:
+        async with held(self._lock):
             self._pending_nodes.append(self.tree.delete(names))
             await self._commit()
 
@@ -600,7 +601,7 @@ class Drive:
             if dst_st.is_dir() and self.tree.list(dst):
                 raise DirectoryNotEmptyError(f"{join(dst)} is not empty")
         moves = self._subtree(src) if src_st.is_dir() else [(src, self.tree.get(src))]
-        async with self._lock:
+        async with held(self._lock):
             for names, node in moves:
                 self._pending_nodes.append(self.tree.put(dst + names[len(src) :], node.value))
             for names, _ in reversed(moves):
@@ -623,7 +624,7 @@ class Drive:
         """Append a new `Node` for `path` with `change(stat)` (an implicit folder gets its first)."""
         names = await self._writable_names(path)
         st = await self._lstat_names(names)
-        async with self._lock:
+        async with held(self._lock):
             self._queue_put(names, change(st))
             await self._commit()
 
@@ -722,7 +723,7 @@ class FileWriter:
         self._buffer += view[whole:]
         if blocks:
             drive = self._drive
-            async with drive._lock:
+            async with held(drive._lock):
                 await self._queue(blocks)
                 if drive._pending_bytes >= FLUSH_BYTES:
                     # Durable with the file's Node at close (or the next logged write).
@@ -768,7 +769,7 @@ class FileWriter:
         whole = self._blocks * BLOCK_SIZE  # in the content core, or queued for it
         parts = []
         if start < whole:
-            async with drive._lock:
+            async with held(drive._lock):
                 if drive._pending_content:
                     await drive._append_pending(logged=False)
             first, skip = divmod(start, BLOCK_SIZE)
@@ -794,7 +795,7 @@ class FileWriter:
         st.uid = st.uid if uid is None else uid
         st.gid = st.gid if gid is None else gid
         st.mtime = st.mtime if mtime is None else mtime
-        async with drive._lock:
+        async with held(drive._lock):
             tail = [bytes(self._buffer)] if self._buffer else []
             if tail or not self._blocks:
                 await self._queue(tail)

@@ -3,8 +3,6 @@ new content, shared by every handle as on a local file system."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,19 +47,6 @@ class OpenFile:
 
     def changed(self) -> None:
         self.generation += 1
-
-    @asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
-        """Hold `admit`, taken without yielding to other tasks when it is free (as it is for
-        almost every write: trio's `acquire` always yields, a pause per write in `tar x`)."""
-        try:
-            self.admit.acquire_nowait()
-        except trio.WouldBlock:
-            await self.admit.acquire()
-        try:
-            yield
-        finally:
-            self.admit.release()
 
     def stop_stream(self) -> None:
         """No more streaming for this file (what the stream appended stays unused)."""

@@ -18,6 +18,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from hyperfs.core.locking import held
 from hyperfs.errors import (
     ContentLostError,
     DirectoryNotEmptyError,
@@ -422,8 +423,9 @@ class DriveOperations(pyfuse3.Operations):
         handle = self._handles[fh]
         open_file = handle.file
         # One at a time and in the order the kernel sent them (each takes `admit` before its
-        # first wait), so a write held back below never lets a later one overtake it.
-        async with open_file.admitted():
+        # first wait, with no pause when it is free), so a write held back below never lets a
+        # later one overtake it.
+        async with held(open_file.admit):
             buffer = await self._buffer(open_file)
             if handle.append and not self.enable_writeback_cache:
                 off = buffer.size  # with writeback the kernel places appends itself
@@ -562,7 +564,7 @@ class DriveOperations(pyfuse3.Operations):
     async def _end_stream(self, open_file: OpenFile) -> None:
         """End the file's stream (a change to what it took, an unlink, a rename) after taking
         back what the buffer dropped, so the buffer holds the whole content again."""
-        async with open_file.admit, open_file.lock:
+        async with held(open_file.admit), held(open_file.lock):
             await self._take_back(open_file)
 
     async def _take_back(self, open_file: OpenFile) -> None:
@@ -608,7 +610,7 @@ class DriveOperations(pyfuse3.Operations):
         """The file's buffer, filled with its current drive content on first use."""
         if open_file.buffer is not None:
             return open_file.buffer  # no wait behind a stream's append
-        async with open_file.lock:
+        async with held(open_file.lock):
             if open_file.buffer is None:
                 open_file.buffer = await self._filled(self.drive.open_read(self.inodes.path(open_file.ino)))
             return open_file.buffer
@@ -616,7 +618,7 @@ class DriveOperations(pyfuse3.Operations):
     async def _commit(self, open_file: OpenFile) -> None:
         """Append the file's new content and its Node, unless nothing changed since last time.
         Writes wait meanwhile: a streamed file's buffer is let go once the drive holds it all."""
-        async with open_file.admit, open_file.lock:
+        async with held(open_file.admit), held(open_file.lock):
             if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
                 return
             if open_file.lost is not None:
