@@ -404,7 +404,7 @@ class Drive:
         tree = await self._refresh()
         for depth in range(1, len(names)):
             node = tree.get(names[:depth])
-            if node is not None and not Stat.decode(node.value, node.seq).is_dir():
+            if node is not None and not _is_dir_value(node.value, node.seq):
                 raise NotADirectoryInDrive(f"{join(names[:depth])} is not a folder")
         return names
 
