@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import AsyncExitStack
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -985,9 +985,6 @@ class Hypercore:
         return f"Hypercore(id={self._state.id}, length={self.length}, fork={self.fork}, writable={self.writable})"
 
 
-__all__ = ["THREAD_BYTES", "CoreState", "Head", "Hypercore", "open_core_state"]
-
-
 async def append_together(
     appends: Sequence[tuple[Hypercore, bytes | bytearray | memoryview | Iterable[bytes]]], *, logged: bool = True
 ) -> list[tuple[int, int]]:
@@ -1040,3 +1037,6 @@ def _block_list(blocks: bytes | bytearray | memoryview | Iterable[bytes]) -> lis
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise InvalidArgumentError(f"blocks must be bytes, got {type(b).__name__}")
     return batch
+
+
+__all__ = ["THREAD_BYTES", "CoreState", "Head", "Hypercore", "append_together", "open_core_state"]
