@@ -317,7 +317,7 @@ class Drive:
         names = normalize(path)
         tree = await self._refresh()
         node = tree.get(names)
-        if node is not None and not Stat.decode(node.value, node.seq).is_dir():
+        if node is not None and not _is_dir_value(node.value, node.seq):
             raise NotADirectoryInDrive(f"{join(names)} is not a folder")
         children = tree.list(names)
         if children is None:
