@@ -6,9 +6,11 @@ meanwhile), and again in 128 KiB writes (a program that ignores st_blksize), rea
 (page cache dropped), untar the CPython stdlib, `ls -lR` it. Prints each figure, the
 passthrough's, and the ratio (ours / theirs, > 1 is better for speeds, < 1 for times).
 
-The machine may be shared and noisy: `--runs N` runs both back to back N times (passthrough
-first in odd runs, ours first in even ones) and prints each figure's median with its range
-(min-max) over the runs; the ratio is of the medians.
+The machine may be shared and noisy, and its speed drifts over minutes: both file systems are
+mounted at once and each workload runs on one, then at once on the other (which goes first
+alternates), so the two figures of a pair meet the same host. `--runs N` repeats all of it on
+fresh mounts and prints each figure's median with its range (min-max); the ratio is of the
+medians. The host's CPU steal while each side's workloads ran is printed too.
 
 Usage: .venv/bin/python scripts/bench_mount.py [--size-mib 512] [--runs 1] [--keep]
 Needs root (to drop caches), /dev/fuse, fusermount3, and network once for `pip download`
@@ -18,6 +20,7 @@ Needs root (to drop caches), /dev/fuse, fusermount3, and network once for `pip d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import shutil
@@ -26,6 +29,7 @@ import sys
 import sysconfig
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,12 +120,19 @@ class Figures:
     read_mib_s: float
     untar_s: float
     ls_lr_s: float
+    steal_pct: float  # the host's CPU steal while this side's workloads ran
 
 
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields[:8])
 
 
 def copy_in(src: Path, dst: Path) -> None:
@@ -140,36 +151,67 @@ def read_all(path: Path) -> None:
             pass
 
 
-def run_workload(mnt: Path, pid: int, big: Path, tar: Path) -> Figures:
-    size_mib = big.stat().st_size / CHUNK
-    drop_caches()
-    write_s = timed(lambda: copy_in(big, mnt / "big.bin"))
-    rss = peak_rss_mb(pid)
-    drop_caches()
-    write_128k_s = timed(lambda: copy_in_128k(big, mnt / "big-128k.bin"))
-    drop_caches()
-    read_s = timed(lambda: read_all(mnt / "big.bin"))
+def untar(tar: Path, mnt: Path) -> float:
     (mnt / "untar").mkdir()
-    untar_s = timed(lambda: subprocess.run(["tar", "-xf", str(tar), "-C", str(mnt / "untar")], check=True))
-    drop_caches()
-    ls_s = timed(lambda: subprocess.run(["ls", "-lR", str(mnt / "untar")], check=True, stdout=subprocess.DEVNULL))
-    return Figures(size_mib / write_s, size_mib / write_128k_s, rss, size_mib / read_s, untar_s, ls_s)
+    read_all(tar)  # the archive comes from the page cache: only the file system is timed
+    return timed(lambda: subprocess.run(["tar", "-xf", str(tar), "-C", str(mnt / "untar")], check=True))
 
 
-def bench_passthrough(work: Path, big: Path, tar: Path) -> Figures:
+@dataclass
+class Mounted:
+    mnt: Path
+    pid: int
+
+
+def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Figures]:
+    """Every workload on both mounts back to back, caches dropped before each, so the two
+    figures of a pair are taken a few seconds apart (the host's speed drifts over minutes).
+    Which side goes first alternates from workload to workload, starting with `first`."""
+    size_mib = big.stat().st_size / CHUNK
+    steps = [
+        ("write_mib_s", lambda m: size_mib / timed(lambda: copy_in(big, m.mnt / "big.bin"))),
+        ("peak_rss_mb", lambda m: peak_rss_mb(m.pid)),  # the peak so far is the copy's
+        ("write_128k_mib_s", lambda m: size_mib / timed(lambda: copy_in_128k(big, m.mnt / "big-128k.bin"))),
+        ("read_mib_s", lambda m: size_mib / timed(lambda: read_all(m.mnt / "big.bin"))),
+        ("untar_s", lambda m: untar(tar, m.mnt)),
+        ("ls_lr_s", lambda m: timed(lambda: subprocess.run(
+            ["ls", "-lR", str(m.mnt / "untar")], check=True, stdout=subprocess.DEVNULL))),
+    ]
+    results: list[dict[str, float]] = [{} for _ in sides]
+    steal = [[0, 0] for _ in sides]
+    order = [1 - first, first]  # reversed before each workload's pair
+    for name, step in steps:
+        if name != "peak_rss_mb":
+            order.reverse()
+        for i in order:
+            if name != "peak_rss_mb":
+                drop_caches()
+            stolen, total = cpu_ticks()
+            results[i][name] = step(sides[i])
+            after = cpu_ticks()
+            steal[i][0] += after[0] - stolen
+            steal[i][1] += after[1] - total
+    return [
+        Figures(**r, steal_pct=100 * s / max(t, 1)) for r, (s, t) in zip(results, steal)
+    ]
+
+
+@contextlib.contextmanager
+def passthrough_mounted(work: Path) -> Iterator[Mounted]:
     source, mnt = work / "pt-source", work / "pt-mnt"
     source.mkdir()
     mnt.mkdir()
     proc = subprocess.Popen([sys.executable, str(passthroughfs()), str(source), str(mnt)])
     try:
         wait_mounted(mnt, proc)
-        return run_workload(mnt, proc.pid, big, tar)
+        yield Mounted(mnt, proc.pid)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
         proc.wait(timeout=120)
 
 
-def bench_ours(work: Path, big: Path, tar: Path) -> Figures:
+@contextlib.contextmanager
+def ours_mounted(work: Path) -> Iterator[Mounted]:
     from hyperfs.cli.mount_cmds import pid_file
 
     store, mnt = work / "store", work / "hy-mnt"
@@ -178,7 +220,7 @@ def bench_ours(work: Path, big: Path, tar: Path) -> Figures:
     subprocess.run([*hyperfs, "mount", str(mnt)], check=True, stdout=subprocess.DEVNULL)
     pid = int(pid_file(mnt).read_text())
     try:
-        return run_workload(mnt, pid, big, tar)
+        yield Mounted(mnt, pid)
     finally:
         if subprocess.run([*hyperfs, "unmount", str(mnt)], check=False).returncode != 0:
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
@@ -188,7 +230,7 @@ def bench_ours(work: Path, big: Path, tar: Path) -> Figures:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--runs", type=int, default=1, help="back-to-back runs of both (median and range shown)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of every workload on both (median and range shown)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
@@ -202,11 +244,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
-            # Which goes first alternates: what the first leaves behind (writeback, a busy
-            # disk) must not always fall on the same side.
-            sides = [(theirs, bench_passthrough), (ours, bench_ours)]
-            for figures, bench in sides if run % 2 == 0 else sides[::-1]:
-                figures.append(bench(work, big, tar))
+            with ours_mounted(work) as us, passthrough_mounted(work) as them:
+                mine, other = run_both([us, them], big, tar, first=run % 2)
+            ours.append(mine)
+            theirs.append(other)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -217,6 +258,7 @@ def main() -> int:
         (f"untar stdlib, {files} files (s)", "untar_s", False),
         ("ls -lR of it (s)", "ls_lr_s", False),
         ("mount peak RSS while copying (MB)", "peak_rss_mb", None),
+        ("host CPU steal while measuring (%)", "steal_pct", None),
     ]
     print(f"{'workload':36} {'hyperfs':>20} {'passthrough':>20} {'ratio':>6}   ({args.runs} runs: median [min-max])")
     for name, attr, faster_is_more in rows:
