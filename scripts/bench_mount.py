@@ -8,9 +8,11 @@ passthrough's, and the ratio (ours / theirs, > 1 is better for speeds, < 1 for t
 
 The machine may be shared and noisy, and its speed drifts over minutes: both file systems are
 mounted at once and each workload runs on one, then at once on the other (which goes first
-alternates), so the two figures of a pair meet the same host. `--runs N` repeats all of it on
-fresh mounts and prints each figure's median with its range (min-max); the ratio is of the
-medians. The host's CPU steal while each side's workloads ran is printed too.
+alternates), so the two figures of a pair meet the same host. Each starts from a quiet machine:
+dirty data synced, caches dropped, and both mount processes idle (a merge our store runs after
+a copy finishes first, as the sync makes the passthrough's disk writes finish). `--runs N`
+repeats all of it on fresh mounts and prints each figure's median with its range (min-max);
+the ratio is of the medians. The host's CPU steal while each side's workloads ran is printed.
 
 Usage: .venv/bin/python scripts/bench_mount.py [--size-mib 512] [--runs 1] [--keep]
 Needs root (to drop caches), /dev/fuse, fusermount3, and network once for `pip download`
@@ -129,6 +131,25 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def process_ticks(pid: int) -> int:
+    """CPU ticks (user + system) a process has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def settle(pids: list[int], timeout: float = 120) -> None:
+    """Wait until every mount process is idle (a merge our store runs after a copy, say), so
+    neither side's leftover work runs while the other is measured."""
+    deadline = time.monotonic() + timeout
+    before = [process_ticks(pid) for pid in pids]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = [process_ticks(pid) for pid in pids]
+        if all(b - a <= 1 for a, b in zip(before, now)):
+            return
+        before = now
+
+
 def cpu_ticks() -> tuple[int, int]:
     """(steal, total) CPU ticks of the whole machine so far, from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -164,9 +185,10 @@ class Mounted:
 
 
 def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Figures]:
-    """Every workload on both mounts back to back, caches dropped before each, so the two
-    figures of a pair are taken a few seconds apart (the host's speed drifts over minutes).
-    Which side goes first alternates from workload to workload, starting with `first`."""
+    """Every workload on both mounts back to back, so the two figures of a pair are taken a
+    few seconds apart (the host's speed drifts over minutes). Each starts from a quiet machine:
+    dirty data synced, caches dropped, both mount processes idle. Which side goes first
+    alternates from workload to workload, starting with `first`."""
     size_mib = big.stat().st_size / CHUNK
     steps = [
         ("write_mib_s", lambda m: size_mib / timed(lambda: copy_in(big, m.mnt / "big.bin"))),
@@ -186,6 +208,7 @@ def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Fig
         for i in order:
             if name != "peak_rss_mb":
                 drop_caches()
+                settle([side.pid for side in sides])
             stolen, total = cpu_ticks()
             results[i][name] = step(sides[i])
             after = cpu_ticks()
