@@ -149,6 +149,37 @@ async def test_get_has_clear_and_sparse_waits(tmp_path):
 
 
 @trio_test
+async def test_contiguous_length_follows_appends_clears_and_truncations(tmp_path):
+    """The first missing block, kept from one change to the next (not rescanned from block 0),
+    agrees with a scan of what is stored after every kind of change, and after a reopen."""
+    core = await open_core(tmp_path)
+
+    async def check() -> None:
+        stored = [await core.has(i) for i in range(core.length)]
+        assert core.contiguous_length == (stored.index(False) if False in stored else core.length)
+
+    await core.append([b"x"] * 40_000)  # past one 32,768-block bitfield page
+    await check()
+    await core.clear(33_000, 33_010)
+    await check()
+    await core.append([b"y"] * 3)  # the gap stays the first missing block
+    await check()
+    await core.truncate(20_000)  # below the gap: everything left is stored again
+    await check()
+    assert core.contiguous_length == 20_000
+    await core.append(b"z")
+    await check()
+    await core.clear(5, 6)
+    await core.truncate(10)
+    await check()
+    assert core.contiguous_length == 5
+    await core.close()
+    core = await open_core(tmp_path)
+    await check()
+    await core.close()
+
+
+@trio_test
 async def test_seek_streams_and_live(tmp_path):
     core = await open_core(tmp_path)
     blocks = [bytes([65 + i]) * (i + 1) for i in range(40)]  # sizes 1..40

@@ -218,6 +218,33 @@ def test_truncation_reaches_the_reader_as_a_new_fork(tmp_path: Path) -> None:
     run(body)
 
 
+def test_a_fork_moves_the_readers_contiguous_length_back(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 10)
+
+        async def first_missing() -> int:
+            for i in range(reader.length):
+                if not await reader.has(i):
+                    return i
+            return reader.length
+
+        async with serving(rw) as (port, _), connected(rr, port):
+            await reader.download(0, 10)
+            assert reader.contiguous_length == 10
+            await writer.truncate(6)
+            await writer.append([b"new 6", b"new 7"])
+            while reader.fork != writer.fork or reader.length != 8:
+                await reader.wait_append()
+            # The new fork's blocks are not fetched: the run of stored blocks ends before them.
+            assert reader.contiguous_length == await first_missing() < 8
+            assert await reader.get(7) == b"new 7"
+            assert reader.contiguous_length == await first_missing() < 8
+            await reader.download(0, 8)
+            assert reader.contiguous_length == await first_missing() == 8
+
+    run(body)
+
+
 def test_a_reader_serves_what_it_downloaded(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 20)

@@ -330,14 +330,18 @@ class CoreState:
     def apply_change(self, change: _Change, stored: tuple[int, int] | None) -> None:
         """Move the in-memory state to a committed change and wake who waits on it."""
         old_length = self.length
+        # Every block below `scan` stays stored, so the scan for the first gap starts there, not
+        # at block 0 (a scan of every full bitfield page at each append of a big core).
+        scan = self.contiguous_length
         if change.truncated_to is not None:
             self.bitfield.set_range(change.truncated_to, max(old_length, change.truncated_to), False)
             self.bitfield.take_dirty()
+            scan = min(scan, change.truncated_to)
         self.fork, self.length, self.roots, self.signature = change.fork, change.length, change.roots, change.signature
         self.byte_length = merkle.byte_length(self.roots)
         if stored is not None:
             self.mark_stored(*stored)
-        self.contiguous_length = min(self.bitfield.first_unset(0), self.length)
+        self.contiguous_length = min(self.bitfield.first_unset(scan), self.length)
         if change.truncated_to is not None:
             self._notify(self._truncate_channels, (change.truncated_to, change.fork))
             self._truncated.set()
