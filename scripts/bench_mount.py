@@ -263,6 +263,15 @@ def main() -> int:
     work = CACHE / "bench-mount"
     ours: list[Figures] = []
     theirs: list[Figures] = []
+    rows = [
+        (f"cp {args.size_mib} MiB in (MiB/s)", "write_mib_s", True, "cp"),
+        ("copy in 128 KiB writes (MiB/s)", "write_128k_mib_s", True, "128k"),
+        (f"read {args.size_mib} MiB cold (MiB/s)", "read_mib_s", True, "read"),
+        (f"untar stdlib, {files} files (s)", "untar_s", False, "untar"),
+        ("ls -lR of it (s)", "ls_lr_s", False, "ls"),
+        ("mount peak RSS while copying (MB)", "peak_rss_mb", None, ""),
+        ("host CPU steal while measuring (%)", "steal_pct", None, ""),
+    ]
     for run in range(args.runs):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
@@ -274,23 +283,25 @@ def main() -> int:
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
-    rows = [
-        (f"cp {args.size_mib} MiB in (MiB/s)", "write_mib_s", True),
-        ("copy in 128 KiB writes (MiB/s)", "write_128k_mib_s", True),
-        (f"read {args.size_mib} MiB cold (MiB/s)", "read_mib_s", True),
-        (f"untar stdlib, {files} files (s)", "untar_s", False),
-        ("ls -lR of it (s)", "ls_lr_s", False),
-        ("mount peak RSS while copying (MB)", "peak_rss_mb", None),
-        ("host CPU steal while measuring (%)", "steal_pct", None),
-    ]
+        # Each run's own ratios: with a noisy host, how far apart the runs are says as much.
+        pairs = [f"{short} {_ratio(getattr(mine, attr), getattr(other, attr), up):.2f}"
+                 for _, attr, up, short in rows if up is not None]
+        print(f"run {run + 1}/{args.runs}: " + "  ".join(pairs)
+              + f"  (steal {mine.steal_pct:.0f}% / {other.steal_pct:.0f}%)", flush=True)
     print(f"{'workload':36} {'hyperfs':>20} {'passthrough':>20} {'ratio':>6}   ({args.runs} runs: median [min-max])")
-    for name, attr, faster_is_more in rows:
+    for name, attr, faster_is_more, _ in rows:
         a, b = [getattr(f, attr) for f in ours], [getattr(f, attr) for f in theirs]
-        ma, mb = statistics.median(a), statistics.median(b)
-        ratio = float("nan") if faster_is_more is None else ma / mb if faster_is_more else mb / ma
+        ratio = _ratio(statistics.median(a), statistics.median(b), faster_is_more)
         print(f"{name:36} {_spread(a):>20} {_spread(b):>20} {ratio:6.2f}")
     print("ratio: speed over passthrough's (>1 = we are faster); peak RSS target < 200 MB")
     return 0
+
+
+def _ratio(ours: float, theirs: float, faster_is_more: bool | None) -> float:
+    """Ours over theirs for a speed, theirs over ours for a time (> 1: we are faster)."""
+    if faster_is_more is None:
+        return float("nan")
+    return ours / theirs if faster_is_more else theirs / ours
 
 
 def _spread(values: list[float]) -> str:
