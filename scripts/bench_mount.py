@@ -32,7 +32,7 @@ import sysconfig
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +123,7 @@ class Figures:
     untar_s: float
     ls_lr_s: float
     steal_pct: float  # the host's CPU steal while this side's workloads ran
+    steal_by: dict[str, float] = field(default_factory=dict)  # the same, per workload
 
 
 def timed(fn) -> float:
@@ -200,7 +201,7 @@ def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Fig
             ["ls", "-lR", str(m.mnt / "untar")], check=True, stdout=subprocess.DEVNULL))),
     ]
     results: list[dict[str, float]] = [{} for _ in sides]
-    steal = [[0, 0] for _ in sides]
+    steal: list[dict[str, tuple[int, int]]] = [{} for _ in sides]  # (stolen, all) ticks
     order = [1 - first, first]  # reversed before each workload's pair
     for name, step in steps:
         if name != "peak_rss_mb":
@@ -212,11 +213,19 @@ def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Fig
             stolen, total = cpu_ticks()
             results[i][name] = step(sides[i])
             after = cpu_ticks()
-            steal[i][0] += after[0] - stolen
-            steal[i][1] += after[1] - total
+            steal[i][name] = (after[0] - stolen, after[1] - total)
     return [
-        Figures(**r, steal_pct=100 * s / max(t, 1)) for r, (s, t) in zip(results, steal)
+        Figures(
+            **r,
+            steal_pct=_percent(sum(s for s, _ in by.values()), sum(t for _, t in by.values())),
+            steal_by={name: _percent(s, t) for name, (s, t) in by.items()},
+        )
+        for r, by in zip(results, steal)
     ]
+
+
+def _percent(part: int, whole: int) -> float:
+    return 100 * part / max(whole, 1)
 
 
 @contextlib.contextmanager
@@ -283,11 +292,15 @@ def main() -> int:
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
-        # Each run's own ratios: with a noisy host, how far apart the runs are says as much.
-        pairs = [f"{short} {_ratio(getattr(mine, attr), getattr(other, attr), up):.2f}"
-                 for _, attr, up, short in rows if up is not None]
-        print(f"run {run + 1}/{args.runs}: " + "  ".join(pairs)
-              + f"  (steal {mine.steal_pct:.0f}% / {other.steal_pct:.0f}%)", flush=True)
+        # Each run's own ratios, with the host's steal during each side's half of the pair
+        # (ours/theirs): on a noisy host, it says how far a ratio can be trusted.
+        pairs = [
+            f"{short} {_ratio(getattr(mine, attr), getattr(other, attr), up):.2f}"
+            f" ({mine.steal_by[attr]:.0f}/{other.steal_by[attr]:.0f}%)"
+            for _, attr, up, short in rows
+            if up is not None
+        ]
+        print(f"run {run + 1}/{args.runs}, ratio (steal): " + "  ".join(pairs), flush=True)
     print(f"{'workload':36} {'hyperfs':>20} {'passthrough':>20} {'ratio':>6}   ({args.runs} runs: median [min-max])")
     for name, attr, faster_is_more, _ in rows:
         a, b = [getattr(f, attr) for f in ours], [getattr(f, attr) for f in theirs]
