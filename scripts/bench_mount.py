@@ -32,7 +32,7 @@ import sysconfig
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,8 +122,15 @@ class Figures:
     read_mib_s: float
     untar_s: float
     ls_lr_s: float
-    steal_pct: float  # the host's CPU steal while this side's workloads ran
-    steal_by: dict[str, float] = field(default_factory=dict)  # the same, per workload
+    steal_ticks: dict[str, tuple[int, int]]  # per workload: (stolen, all) CPU ticks of the host
+
+    @property
+    def steal_pct(self) -> float:
+        """The host's CPU steal while this side's workloads ran."""
+        return _percent(sum(s for s, _ in self.steal_ticks.values()), sum(t for _, t in self.steal_ticks.values()))
+
+    def steal_of(self, workload: str) -> float:
+        return _percent(*self.steal_ticks[workload])
 
 
 def timed(fn) -> float:
@@ -193,7 +200,6 @@ def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Fig
     size_mib = big.stat().st_size / CHUNK
     steps = [
         ("write_mib_s", lambda m: size_mib / timed(lambda: copy_in(big, m.mnt / "big.bin"))),
-        ("peak_rss_mb", lambda m: peak_rss_mb(m.pid)),  # the peak so far is the copy's
         ("write_128k_mib_s", lambda m: size_mib / timed(lambda: copy_in_128k(big, m.mnt / "big-128k.bin"))),
         ("read_mib_s", lambda m: size_mib / timed(lambda: read_all(m.mnt / "big.bin"))),
         ("untar_s", lambda m: untar(tar, m.mnt)),
@@ -201,27 +207,20 @@ def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Fig
             ["ls", "-lR", str(m.mnt / "untar")], check=True, stdout=subprocess.DEVNULL))),
     ]
     results: list[dict[str, float]] = [{} for _ in sides]
-    steal: list[dict[str, tuple[int, int]]] = [{} for _ in sides]  # (stolen, all) ticks
+    steal: list[dict[str, tuple[int, int]]] = [{} for _ in sides]
     order = [1 - first, first]  # reversed before each workload's pair
     for name, step in steps:
-        if name != "peak_rss_mb":
-            order.reverse()
+        order.reverse()
         for i in order:
-            if name != "peak_rss_mb":
-                drop_caches()
-                settle([side.pid for side in sides])
+            drop_caches()
+            settle([side.pid for side in sides])
             stolen, total = cpu_ticks()
             results[i][name] = step(sides[i])
             after = cpu_ticks()
             steal[i][name] = (after[0] - stolen, after[1] - total)
-    return [
-        Figures(
-            **r,
-            steal_pct=_percent(sum(s for s, _ in by.values()), sum(t for _, t in by.values())),
-            steal_by={name: _percent(s, t) for name, (s, t) in by.items()},
-        )
-        for r, by in zip(results, steal)
-    ]
+            if name == "write_mib_s":
+                results[i]["peak_rss_mb"] = peak_rss_mb(sides[i].pid)  # the peak so far is the copy's
+    return [Figures(**r, steal_ticks=ticks) for r, ticks in zip(results, steal)]
 
 
 def _percent(part: int, whole: int) -> float:
@@ -296,7 +295,7 @@ def main() -> int:
         # (ours/theirs): on a noisy host, it says how far a ratio can be trusted.
         pairs = [
             f"{short} {_ratio(getattr(mine, attr), getattr(other, attr), up):.2f}"
-            f" ({mine.steal_by[attr]:.0f}/{other.steal_by[attr]:.0f}%)"
+            f" ({mine.steal_of(attr):.0f}/{other.steal_of(attr):.0f}%)"
             for _, attr, up, short in rows
             if up is not None
         ]
