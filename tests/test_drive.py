@@ -20,6 +20,7 @@ from hyperfs.errors import (
     NameTooLongError,
     NotADirectoryInDrive,
     ReadOnlyDriveError,
+    StorageError,
 )
 from tests.drive_store import open_store, trio_test
 from tests.vectors import load
@@ -196,6 +197,48 @@ async def test_batch_one_append_and_streaming_writer(tmp_path: Path) -> None:
                 await writer.write(big[i : i + 10007])
         assert await drive.read_file("/stream") == big
         assert (await drive.lstat("/stream")).blocks == -(-len(big) // BLOCK_SIZE)
+
+
+@trio_test
+async def test_grouped_appends_what_it_gathered_after_the_delay(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        length = drive.metadata.length
+        async with drive.grouped(1.0):
+            for i in range(5):
+                await drive.write_file(f"/g/f{i}", b"y" * i)
+            await drive.mkdir("/g/sub")
+            assert drive.metadata.length == length  # gathered, not appended yet
+            assert (await drive.lstat("/g/f4")).size == 4
+            assert sorted(await drive.readdir("/g")) == ["f0", "f1", "f2", "f3", "f4", "sub"]
+            with trio.fail_after(30):
+                await drive.wait_version(length)
+            assert drive.metadata.length == length + 6  # all of them, in one append
+
+            await drive.write_file("/g/synced", b"z")
+            await drive.flush()  # an fsync does not wait for the delay
+            assert drive.metadata.length == length + 7
+            await drive.write_file("/g/last", b"!")
+        assert drive.metadata.length == length + 8  # the end of the group appends what is left
+        assert await drive.read_file("/g/last") == b"!"
+
+
+@trio_test
+async def test_a_failed_grouped_append_is_raised_by_the_next_flush(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/kept", b"k")
+        async with drive.grouped(0.5):
+            await drive.write_file("/lost", b"l")
+            await drive.content.close()  # so the append of its content fails
+            with trio.fail_after(30):
+                while drive._append_failure is None:
+                    await trio.sleep(0.01)
+            assert not await drive.exists("/lost")  # the tree follows the log again
+            with pytest.raises(StorageError, match="lost"):
+                await drive.flush()
+            await drive.flush()  # reported once
+        assert (await drive.lstat("/kept")).size == 1
 
 
 @trio_test

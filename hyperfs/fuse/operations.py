@@ -616,7 +616,8 @@ class DriveOperations(pyfuse3.Operations):
             return open_file.buffer
 
     async def _commit(self, open_file: OpenFile) -> None:
-        """Append the file's new content and its Node, unless nothing changed since last time.
+        """Give the drive the file's new content and its Node (appended with others closed
+        meanwhile, see `Drive.grouped`), unless nothing changed since last time.
         Writes wait meanwhile: a streamed file's buffer is let go once the drive holds it all."""
         async with held(open_file.admit), held(open_file.lock):
             if not open_file.dirty or open_file.unlinked or open_file.buffer is None:
