@@ -224,6 +224,20 @@ async def test_grouped_appends_what_it_gathered_after_the_delay(tmp_path: Path) 
 
 
 @trio_test
+async def test_a_read_waits_for_the_append_its_content_is_in(tmp_path: Path) -> None:
+    """A file read while a batch holding its content is being appended (the queue already
+    taken, the content core not yet longer) waits for that append instead of failing."""
+    data = bytes(range(256)) * 4096
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        async with drive.batch(), trio.open_nursery() as nursery:
+            await drive.write_file("/f", data)
+            nursery.start_soon(drive.flush_pending)
+            await trio.sleep(0)  # the append has taken the queue and waits on its worker thread
+            assert await drive.read_file("/f") == data
+
+
+@trio_test
 async def test_a_failed_grouped_append_is_raised_by_the_next_flush(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

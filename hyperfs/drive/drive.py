@@ -344,9 +344,10 @@ class Drive:
         stop = size if end is None else min(end, size)
         if start < 0 or start >= stop:
             return
-        if self._pending_content:
-            await self.flush_pending()
         last = st.offset + st.blocks
+        if last > self.content.length:
+            # Queued, or being appended by a batch right now (which holds the lock).
+            await self.flush_pending()
         if last > self.content.length and self.content.replicator is None:
             # No peer can bring those blocks: waiting for them would hang the reader.
             raise DecodingError(f"{join(names)} points past the end of the content core")
