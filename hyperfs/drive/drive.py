@@ -269,8 +269,9 @@ class Drive:
     def _subfolder_count(self, tree: AppendTree, names: Names) -> int:
         """How many folders folder `names` holds (its `..` links, as ext4 counts them), from its
         listing: a child whose newest entry lies below it is a folder, one whose newest entry is
-        its own node is one if that node says so. Each entry is looked at once (a new file in
-        a big folder costs a dict step per sibling, not a decode)."""
+        its own node is one if that node says so. Counted once per listing, and carried across
+        puts into the folder (`_queue_put`), so a new file in a big folder costs O(1), not a
+        step per sibling."""
         listing = tree.listing(names)
         cached = self._subfolders.get(names)
         if cached is not None and cached[0] is listing:
@@ -278,17 +279,21 @@ class Drive:
         seqs = [seq for key, seq in listing.entries.items() if key is not None]
         known = self._folder_entries.get(names)
         if known is None or len(known) > 2 * len(seqs) + 64:
-            known = self._folder_entries[names] = {}  # drop entries long replaced
-        depth = len(names) + 1
-        for seq in seqs:
-            if seq not in known:
-                node = tree.node(seq)
-                known[seq] = len(node.names) > depth or (
-                    node.value is not None and _is_dir_value(node.value, seq)
-                )
-        count = sum(map(known.__getitem__, seqs))
+            self._folder_entries[names] = {}  # drop entries long replaced
+        count = sum(self._is_folder_entry(tree, names, seq) for seq in seqs)
         self._subfolders[names] = (listing, count)
         return count
+
+    def _is_folder_entry(self, tree: AppendTree, names: Names, seq: int) -> bool:
+        """Is entry `seq` of folder `names`' listing a folder? (each seq is decoded once)"""
+        known = self._folder_entries.setdefault(names, {})
+        found = known.get(seq)
+        if found is None:
+            node = tree.node(seq)
+            found = known[seq] = len(node.names) > len(names) + 1 or (
+                node.value is not None and _is_dir_value(node.value, seq)
+            )
+        return found
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -424,7 +429,19 @@ class Drive:
         self._pending_bytes += len(data)
 
     def _queue_put(self, names: Names, st: Stat) -> None:
-        self._pending_nodes.append(self.tree.put(names, st.encode()))
+        tree = self.tree
+        before = [tree.listing(names[:depth]) for depth in range(len(names))]
+        self._pending_nodes.append(tree.put(names, st.encode()))
+        # Each folder on the way whose count is known gets it for its new listing too.
+        for depth, old in enumerate(before):
+            folder = names[:depth]
+            cached = self._subfolders.get(folder)
+            if cached is None or cached[0] is not old:
+                continue
+            replaced = old.entries.get(names[depth])
+            was = replaced is not None and self._is_folder_entry(tree, folder, replaced)
+            count = cached[1] - was + (depth + 1 < len(names) or st.is_dir())
+            self._subfolders[folder] = (tree.listing(folder), count)
 
     async def _commit(self) -> None:
         """Append what waits, unless a batch gathers it and it is still small. Hold `_lock`."""
