@@ -9,10 +9,12 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
+from hyperfs.fuse.mount import COMMIT_DELAY
 from tests.mounting import errno_of, is_mounted, mount, mounted  # noqa: F401 - `mount` is a fixture
 
 
@@ -240,6 +242,24 @@ def test_fsync_then_kill_keeps_the_data(tmp_path):
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
     with mounted(store, mnt):
         assert (mnt / "durable").read_bytes() == b"d" * 300_000
+
+
+def test_closed_files_reach_the_store_soon_after_without_fsync(tmp_path):
+    """Closes are appended in groups a moment later (`COMMIT_DELAY`), not kept until unmount:
+    a crash well after the close keeps the files."""
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt):
+        pid = int(pid_file(mnt).read_text())
+        for i in range(20):
+            (mnt / f"closed{i}").write_bytes(bytes([i]) * 5000)
+        (mnt / "folder").mkdir()
+        time.sleep(40 * COMMIT_DELAY)
+        os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 30)
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+    with mounted(store, mnt):
+        assert all((mnt / f"closed{i}").read_bytes() == bytes([i]) * 5000 for i in range(20))
+        assert (mnt / "folder").is_dir()
 
 
 def test_sigterm_flushes_open_files_then_unmounts(tmp_path):
