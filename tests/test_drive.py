@@ -238,6 +238,21 @@ async def test_a_read_waits_for_the_append_its_content_is_in(tmp_path: Path) -> 
 
 
 @trio_test
+async def test_a_cancelled_append_loses_nothing(tmp_path: Path) -> None:
+    """An append cancelled once it took the queue (a mount's grouped appender, at unmount)
+    still appends what it took."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        async with drive.batch():
+            await drive.write_file("/queued", b"q")
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await drive.flush_pending()
+        assert await drive.read_file("/queued") == b"q"
+        assert (await Drive.open(store, drive.key)).version == drive.version
+
+
+@trio_test
 async def test_a_failed_grouped_append_is_raised_by_the_next_flush(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

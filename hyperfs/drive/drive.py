@@ -463,7 +463,10 @@ class Drive:
         try:
             appends = [(core, blocks) for core, blocks in ((self.content, content), (self.metadata, nodes)) if blocks]
             if appends:
-                await append_together(appends, logged=logged or bool(nodes))
+                # Shielded: what it took from the queue is nowhere else (a mount's grouped
+                # appender is cancelled at unmount, maybe right in here).
+                with trio.CancelScope(shield=True):
+                    await append_together(appends, logged=logged or bool(nodes))
         except BaseException:
             # The tree already counts the lost entries: derive it again from the log.
             self.tree = AppendTree(self._read_node_block, self.metadata.length, 1, writable=self.tree.writable)
