@@ -245,6 +245,27 @@ def test_a_fork_moves_the_readers_contiguous_length_back(tmp_path: Path) -> None
     run(body)
 
 
+def test_a_fork_keeps_the_blocks_under_the_roots_both_forks_share(tmp_path: Path) -> None:
+    """64 blocks cut to 40 and grown to 50: the new fork's first root covers blocks 0-31, the
+    same subtree as before, so the reader keeps them; 32-39 lie under a changed root and go."""
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 64)
+        async with serving(rw) as (port, _), connected(rr, port):
+            await reader.download(0, 64)
+            truncations = reader.on_truncate()
+            await writer.truncate(40)
+            await writer.append(blocks(10, 100))
+            while reader.fork != writer.fork or reader.length != 50:
+                await reader.wait_append()
+            assert [await reader.has(i) for i in range(50)] == [True] * 32 + [False] * 18
+            assert reader.contiguous_length == 32
+            assert truncations.receive_nowait() == (32, writer.fork)
+            assert [await reader.get(i) for i in range(50)] == blocks(40) + blocks(10, 100)
+            assert await reader.tree_hash() == await writer.tree_hash()
+
+    run(body)
+
+
 def test_a_reader_serves_what_it_downloaded(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 20)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from hyperfs.core import merkle, z32
+from hyperfs.core import flat_tree, merkle, z32
 from hyperfs.core.bitfield import BITS_PER_PAGE, Bitfield
 from hyperfs.core.block_encryption import BlockEncryption
 from hyperfs.core.crypto import KeyPair, check_key, discovery_key, key_pair, leaf_hash, tree_hash
@@ -294,10 +294,12 @@ class CoreState:
             if upgrade is not None and (upgrade.fork != fork or upgrade.length > length):
                 truncated_to = None
                 if upgrade.fork != fork and upgrade.start < length:
+                    keep = max(upgrade.start, self._shared_prefix(upgrade.roots, length, nodes))
                     self._put_nodes(tx, nodes)
-                    self._delete_after(tx, upgrade.start, length)
-                    runs.append((upgrade.start, length, False))
-                    truncated_to = upgrade.start
+                    if keep < length:
+                        self._delete_after(tx, keep, length)
+                        runs.append((keep, length, False))
+                    truncated_to = keep
                 tx.set_head(schema.Head(upgrade.fork, upgrade.length, upgrade.tree_hash, upgrade.signature))
                 change = _Change(upgrade.fork, upgrade.length, list(upgrade.roots), upgrade.signature, truncated_to)
                 fork, length = upgrade.fork, upgrade.length
@@ -318,6 +320,22 @@ class CoreState:
             self._put_bitfield(tx, runs)
             tx.flush()
         return applied
+
+    def _shared_prefix(self, roots: Sequence[TreeNode], length: int, unsaved: dict[int, TreeNode]) -> int:
+        """How many of our first `length` blocks a new fork with `roots` keeps: the blocks under
+        its leading roots that we hold the very same node for (the same hash at the same index
+        is the same subtree). Kept blocks need not be fetched again; JS Hypercore finds the exact
+        common prefix by fetching nodes below the first differing root, this looks at the roots
+        only (a truncation near the end keeps at least the largest root, half the core)."""
+        rx = self.storage.read()
+        kept = 0
+        for root in roots:
+            end = flat_tree.right_span(root.index) // 2 + 1
+            ours = unsaved.get(root.index) or rx.get_tree_node(root.index)
+            if end > length or ours is None or (ours.size, ours.hash) != (root.size, root.hash):
+                break
+            kept = end
+        return kept
 
     @staticmethod
     def _put_nodes(tx: Any, nodes: dict[int, TreeNode]) -> None:
