@@ -277,9 +277,8 @@ class Drive:
         if cached is not None and cached[0] is listing:
             return cached[1]
         seqs = [seq for key, seq in listing.entries.items() if key is not None]
-        known = self._folder_entries.get(names)
-        if known is None or len(known) > 2 * len(seqs) + 64:
-            self._folder_entries[names] = {}  # drop entries long replaced
+        if len(self._folder_entries.get(names, ())) > 2 * len(seqs) + 64:
+            del self._folder_entries[names]  # drop entries long replaced
         count = sum(self._is_folder_entry(tree, names, seq) for seq in seqs)
         self._subfolders[names] = (listing, count)
         return count
