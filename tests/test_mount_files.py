@@ -7,6 +7,7 @@ import errno
 import os
 import random
 import signal
+import stat as stat_mod
 import subprocess
 import sys
 import time
@@ -187,6 +188,22 @@ def test_inodes_links_and_blocks(mount):
     assert int(du.stdout.split()[0]) >= 10
     found = subprocess.run(["find", str(m), "-name", "g"], capture_output=True, text=True)
     assert found.stdout.split() == [str(m / "d" / "g")]
+
+
+def test_mknod_makes_an_empty_file_and_refuses_special_files(mount):
+    m = mount.path
+    os.mknod(m / "node", 0o640 | stat_mod.S_IFREG)
+    st = (m / "node").stat()
+    assert (stat_mod.S_IFMT(st.st_mode), stat_mod.S_IMODE(st.st_mode), st.st_size) == (stat_mod.S_IFREG, 0o640, 0)
+    assert os.listdir(m) == ["node"]
+    (m / "node").write_text("now with content")
+    assert (m / "node").read_text() == "now with content"
+    assert errno_of(lambda: os.mknod(m / "node", 0o644 | stat_mod.S_IFREG)) == errno.EEXIST
+    assert errno_of(lambda: os.mknod(m / "nope" / "node", 0o644 | stat_mod.S_IFREG)) == errno.ENOENT
+    # The format holds files, folders and symlinks only: as on vfat, the rest is not permitted.
+    assert errno_of(lambda: os.mkfifo(m / "fifo")) == errno.EPERM
+    assert errno_of(lambda: os.mknod(m / "sock", 0o644 | stat_mod.S_IFSOCK)) == errno.EPERM
+    assert os.listdir(m) == ["node"]
 
 
 def test_xattrs_chmod_utimes_symlink(mount):

@@ -286,6 +286,17 @@ class DriveOperations(pyfuse3.Operations):
         return os.fsencode(await self.drive.readlink(self.inodes.path(inode)))
 
     @fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        # A regular file is an empty file (`os.mknod(path)`, `mknod` without a type). The format
+        # holds no FIFOs, sockets or devices: refused as on vfat, as `hyperfs import` skips them.
+        self._writable()
+        if not stat_mod.S_ISREG(mode):
+            raise NotSupportedError("a drive holds only files, folders and symlinks")
+        info, _ = await self.create(parent_inode, name, mode, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ctx)
+        await self.release(info.fh)
+        return await self._entry(self._child(parent_inode, name))
+
+    @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
         raise NotSupportedError("a drive cannot hold hard links")
 
