@@ -47,11 +47,15 @@ def test_drive_vector_blocks_byte_for_byte() -> None:
 @pytest.mark.parametrize("index", range(len(RANDOM["sequences"])))
 def test_random_sequences_match_js(index: int) -> None:
     """Random puts/dels (paths sharing prefixes, files that are also folders, dels of absent
-    names): the same blocks as JS, and the same get/list/diff answers afterwards."""
+    names): the same blocks as JS, and the same get/list/diff answers afterwards. Every folder
+    is listed before each op, so each op meets cached listings everywhere (one left stale by an
+    op would show in a later op's block)."""
     seq = RANDOM["sequences"][index]
     log: list[bytes] = []
     tree = _tree(log, offset=0)
     for op in seq["ops"]:
+        for path in seq["reads"]:
+            tree.list(split(path))
         names = split(op["name"])
         if op["block"] is None:  # JS appends nothing for a del on an empty tree
             assert tree.head is None

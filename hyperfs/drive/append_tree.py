@@ -260,6 +260,9 @@ class AppendTree:
         self.nodes: dict[int, Node] = {} if nodes is None else nodes
         self.writable = writable
         self._listings: dict[Names, Listing] = {}
+        # Folder -> its subfolders with a cached listing, or with one somewhere below them: a
+        # deletion finds the listings under it without a scan of every cached folder.
+        self._cached_below: dict[Names, set[Names]] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -319,8 +322,26 @@ class AppendTree:
             rep = found.entries.get(names[depth])
             depth += 1
             found = EMPTY if rep is None else self._list_from(self.node(rep), names[:depth])
-            self._listings[names[:depth]] = found
+            self._cache(names[:depth], found)
         return found
+
+    def _cache(self, names: Names, listing: Listing) -> None:
+        """Keep the listing of folder `names`, indexed under its parent folders."""
+        self._listings[names] = listing
+        while names:
+            below = self._cached_below.setdefault(names[:-1], set())
+            if names in below:
+                break
+            below.add(names)
+            names = names[:-1]
+
+    def _drop_cached_below(self, names: Names) -> None:
+        """Forget the cached listings of every folder under `names` (not of `names` itself)."""
+        stack = list(self._cached_below.pop(names, ()))
+        while stack:
+            folder = stack.pop()
+            self._listings.pop(folder, None)
+            stack.extend(self._cached_below.pop(folder, ()))
 
     def get(self, names: Names) -> Node | None:
         """The live node named exactly `names` (None when absent or deleted)."""
@@ -428,7 +449,8 @@ class AppendTree:
     def _append(self, node: Node, listings: dict[Names, Listing]) -> bytes:
         self.nodes[node.seq] = node
         self.length = node.seq + 1
-        self._listings.update(listings)
+        for names, listing in listings.items():
+            self._cache(names, listing)
         return node.encode()
 
     def put(self, names: Names, value: bytes) -> bytes:
@@ -462,11 +484,13 @@ class AppendTree:
                 level.append(seq)
             levels.append(level)
         node = Node(seq, ignore, names, None, encode_paths(seq, levels), levels)
-        # Listings below the new node's last level now resolve to nothing; the rest are derived
-        # again on demand from the new head (cheap: one step per component).
-        stale = [p for p in self._listings if common_prefix(p, names) >= min(len(levels), len(p))]
-        for p in stale:
-            del self._listings[p]
+        # The listings the new node's levels rewrote (its folders down to `names[:depth]`) and
+        # those under that folder are derived again on demand from the new head (cheap: one
+        # step per component); the rest did not change.
+        for i in range(min(depth, len(names)) + 1):
+            self._listings.pop(names[:i], None)
+        if depth <= len(names):
+            self._drop_cached_below(names[:depth])
         return self._append(node, {})
 
     def _closest_live(self, names: Names, ignore: str) -> Names:
