@@ -81,6 +81,19 @@ def test_paths_roundtrip_of_vectors() -> None:
             assert encode_paths(100, decode_paths(100, node.paths)) == node.paths
 
 
+def test_paths_of_far_apart_entries() -> None:
+    """Deltas past one varint byte (a folder whose entries were written far apart in the log)."""
+    seq = 3_000_000
+    levels = [[1, 129, 16_513, 2_113_665, seq], [seq - 200, seq]]
+    paths = encode_paths(seq, levels)
+    # header 1 (each level ends with seq), then per level the count and the LEB128 deltas with
+    # seq left out: 1, 128, 16384, 2097152 | 2999800 (the first of a level is absolute)
+    assert paths == bytes.fromhex("01" "04" "01" "8001" "808001" "80808001" "01" "f88bb701")
+    assert decode_paths(seq, paths) == levels
+    mixed = [[5, 6, 7, 300, 301, 302, 20_000, 20_001]]
+    assert decode_paths(20_001, encode_paths(20_001, mixed)) == mixed
+
+
 @pytest.mark.parametrize(
     "paths",
     [

@@ -371,8 +371,9 @@ async def test_folder_nlink_counts_subfolders(tmp_path: Path) -> None:
 
 @trio_test
 async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_path: Path) -> None:
-    """The counts carried from put to put agree with ones counted from scratch by a drive that
-    opens the same log, whatever the mix of files, folders, implicit folders and links."""
+    """The counts carried across puts and deletions agree with ones counted from scratch by a
+    drive that opens the same log, whatever the mix of files, folders, implicit folders (made
+    and emptied) and links."""
     rng = random.Random(11)
     folders = ["/", "/a", "/a/b", "/c"]
     async with open_store(tmp_path) as store:
@@ -380,7 +381,7 @@ async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_pat
         for step in range(150):
             folder = rng.choice(folders)
             path = folder.rstrip("/") + f"/n{rng.randrange(6)}"
-            op = rng.choice(["mkdir", "file", "deep", "link", "chmod", "remove"])
+            op = rng.choice(["mkdir", "file", "deep", "link", "chmod", "remove", "rmdir", "undeep"])
             try:
                 if op == "mkdir":
                     await drive.mkdir(path)
@@ -392,11 +393,21 @@ async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_pat
                     await drive.symlink("n0", path)
                 elif op == "chmod":
                     await drive.chmod(path, 0o700)
+                elif op == "rmdir":
+                    await drive.rmdir(path)
+                elif op == "undeep":
+                    await drive.unlink(path + "/inner/f")  # the implicit folders go with it
                 elif (await drive.lstat(path)).is_dir():
                     await drive.rename(path, folder.rstrip("/") + f"/moved{step}")
                 else:
                     await drive.unlink(path)
-            except (FileExistsInDrive, FileNotFoundInDrive, IsADirectoryInDrive, NotADirectoryInDrive):
+            except (
+                FileExistsInDrive,
+                FileNotFoundInDrive,
+                IsADirectoryInDrive,
+                NotADirectoryInDrive,
+                DirectoryNotEmptyError,
+            ):
                 pass
             fresh = await Drive.open(store, drive.key)
             for name in folders:

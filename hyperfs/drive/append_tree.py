@@ -15,7 +15,9 @@ rebuilt from it; it is never the source of truth.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -73,12 +75,18 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
     raise DecodingError("append-tree paths: truncated or overlong varint")
 
 
-def encode_deltas(seqs: Sequence[int], out: bytearray) -> None:
+def encode_deltas(seqs: Iterable[int], out: bytearray) -> None:
     """Appends the varint deltas of the ascending `seqs` (the first one absolute)."""
-    prev = 0
-    for seq in seqs:
-        _put_varint(seq - prev, out)
-        prev = seq
+    values = list(seqs)
+    deltas = list(map(operator.sub, values, [0, *values[:-1]]))
+    # Most deltas take one byte (a folder's entries are mostly written together): those go out
+    # in runs, and only the few larger ones one at a time (all found without a Python loop).
+    start = 0
+    for big in itertools.compress(itertools.count(), map((0x7F).__lt__, deltas)):
+        out += bytes(deltas[start:big])
+        _put_varint(deltas[big], out)
+        start = big + 1
+    out += bytes(deltas[start:])
 
 
 def encode_paths(seq: int, levels: Sequence[Sequence[int]]) -> bytes:
@@ -470,28 +478,25 @@ class AppendTree:
         """Adds a deletion of `names` as entry `length`; returns the block to append."""
         self._check_writable()
         seq = self.length
-        ignore = join(names)
-        depth = common_prefix(names, self._closest_live(names, ignore)) + 1
+        depth = common_prefix(names, self._closest_live(names, join(names))) + 1
+        # Level i lists folder names[:i] without the entry for names[i]; the folders on the way
+        # to the last level lead to this node instead. Those are the folders' new listings too.
         levels: list[list[int]] = []
+        listings: dict[Names, Listing] = {}
         for i in range(depth):
             key = names[i] if i < len(names) else None
-            level = [
-                s
-                for s in self.listing(names[:i]).seqs()
-                if self.node(s).component(i) != key and self.node(s).name != ignore
-            ]
+            entries = dict(self.listing(names[:i]).entries)
+            entries.pop(key, None)
             if i < depth - 1:
-                level.append(seq)
-            levels.append(level)
-        node = Node(seq, ignore, names, None, encode_paths(seq, levels), levels)
-        # The listings the new node's levels rewrote (its folders down to `names[:depth]`) and
-        # those under that folder are derived again on demand from the new head (cheap: one
-        # step per component); the rest did not change.
-        for i in range(min(depth, len(names)) + 1):
-            self._listings.pop(names[:i], None)
+                entries[key] = seq
+            levels.append(list(entries.values()))
+            listings[names[:i]] = Listing(entries)
+        node = Node(seq, join(names), names, None, encode_paths(seq, levels), levels)
+        # The folder the levels end at, and every one below it, now resolve to nothing.
         if depth <= len(names):
+            self._listings.pop(names[:depth], None)
             self._drop_cached_below(names[:depth])
-        return self._append(node, {})
+        return self._append(node, listings)
 
     def _closest_live(self, names: Names, ignore: str) -> Names:
         """The names of the newest live node near `names` (append-tree `_del`'s `closest`)."""

@@ -24,7 +24,7 @@ from hyperfs.core.corestore import Corestore
 from hyperfs.core.hypercore import Hypercore, append_together, pieces
 from hyperfs.core.locking import held
 from hyperfs.drive import schema_pb2
-from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
+from hyperfs.drive.append_tree import AppendTree, Change, Listing, Names, Node, join
 from hyperfs.drive.paths import normalize
 from hyperfs.errors import (
     BlockNotAvailableError,
@@ -270,8 +270,8 @@ class Drive:
         """How many folders folder `names` holds (its `..` links, as ext4 counts them), from its
         listing: a child whose newest entry lies below it is a folder, one whose newest entry is
         its own node is one if that node says so. Counted once per listing, and carried across
-        puts into the folder (`_queue_put`), so a new file in a big folder costs O(1), not a
-        step per sibling."""
+        puts and deletions in the folder (`_carry_subfolder_counts`), so a new or removed file
+        in a big folder costs O(1), not a step per sibling."""
         listing = tree.listing(names)
         cached = self._subfolders.get(names)
         if cached is not None and cached[0] is listing:
@@ -428,19 +428,37 @@ class Drive:
         self._pending_bytes += len(data)
 
     def _queue_put(self, names: Names, st: Stat) -> None:
+        before = self._listings_on_the_way(names)
+        self._pending_nodes.append(self.tree.put(names, st.encode()))
+        self._carry_subfolder_counts(names, before)
+
+    def _queue_del(self, names: Names) -> None:
+        before = self._listings_on_the_way(names)
+        self._pending_nodes.append(self.tree.delete(names))
+        self._carry_subfolder_counts(names, before)
+
+    def _listings_on_the_way(self, names: Names) -> list[Listing]:
+        return [self.tree.listing(names[:depth]) for depth in range(len(names))]
+
+    def _carry_subfolder_counts(self, names: Names, before: list[Listing]) -> None:
+        """After a put or deletion of `names`, each folder on the way whose count was known for
+        its listing `before` gets it for its new one, in which only the entry for `names[depth]`
+        changed."""
         tree = self.tree
-        before = [tree.listing(names[:depth]) for depth in range(len(names))]
-        self._pending_nodes.append(tree.put(names, st.encode()))
-        # Each folder on the way whose count is known gets it for its new listing too.
         for depth, old in enumerate(before):
             folder = names[:depth]
             cached = self._subfolders.get(folder)
             if cached is None or cached[0] is not old:
                 continue
-            replaced = old.entries.get(names[depth])
-            was = replaced is not None and self._is_folder_entry(tree, folder, replaced)
-            count = cached[1] - was + (depth + 1 < len(names) or st.is_dir())
-            self._subfolders[folder] = (tree.listing(folder), count)
+            new = tree.listing(folder)
+            if not new.entries:  # below where a deletion's levels end: the folder is gone
+                del self._subfolders[folder]
+                continue
+            was, now = old.entries.get(names[depth]), new.entries.get(names[depth])
+            count = cached[1]
+            count -= was is not None and self._is_folder_entry(tree, folder, was)
+            count += now is not None and self._is_folder_entry(tree, folder, now)
+            self._subfolders[folder] = (new, count)
 
     async def _commit(self) -> None:
         """Append what waits, unless a batch gathers it and it is still small. Hold `_lock`."""
@@ -620,7 +638,7 @@ class Drive:
         if st.is_dir():
             raise IsADirectoryInDrive(f"{join(names)} is a folder")
         async with held(self._lock):
-            self._pending_nodes.append(self.tree.delete(names))
+            self._queue_del(names)
             await self._commit()
 
     async def rmdir(self, path: str) -> None:
@@ -632,7 +650,7 @@ class Drive:
         if self.tree.list(names):
             raise DirectoryNotEmptyError(f"{join(names)} is not empty")
         async with held(self._lock):
-            self._pending_nodes.append(self.tree.delete(names))
+            self._queue_del(names)
             await self._commit()
 
     async def rename(self, old: str, new: str) -> None:
@@ -660,7 +678,7 @@ class Drive:
             for names, node in moves:
                 self._pending_nodes.append(self.tree.put(dst + names[len(src) :], node.value))
             for names, _ in reversed(moves):
-                self._pending_nodes.append(self.tree.delete(names))
+                self._queue_del(names)
             await self._commit()
 
     def _subtree(self, top: Names) -> list[tuple[Names, Node]]:
