@@ -3,8 +3,8 @@
 
 For each file system: copy a 512 MiB file in with `cp` (and the mount process's peak RSS
 meanwhile), and again in 128 KiB writes (a program that ignores st_blksize), read it back cold
-(page cache dropped), untar the CPython stdlib, `ls -lR` it. Prints each figure, the
-passthrough's, and the ratio (ours / theirs, > 1 is better for speeds, < 1 for times).
+(page cache dropped), untar the CPython stdlib, `ls -lR` it, `rm -rf` it. Prints each figure,
+the passthrough's, and the ratio (ours / theirs, > 1 is better for speeds, < 1 for times).
 
 The machine may be shared and noisy, and its speed drifts over minutes: both file systems are
 mounted at once and each workload runs on one, then at once on the other (which goes first
@@ -122,6 +122,7 @@ class Figures:
     read_mib_s: float
     untar_s: float
     ls_lr_s: float
+    rm_rf_s: float
     steal_ticks: dict[str, tuple[int, int]]  # per workload: (stolen, all) CPU ticks of the host
 
     @property
@@ -205,6 +206,7 @@ def run_both(sides: list[Mounted], big: Path, tar: Path, first: int) -> list[Fig
         ("untar_s", lambda m: untar(tar, m.mnt)),
         ("ls_lr_s", lambda m: timed(lambda: subprocess.run(
             ["ls", "-lR", str(m.mnt / "untar")], check=True, stdout=subprocess.DEVNULL))),
+        ("rm_rf_s", lambda m: timed(lambda: subprocess.run(["rm", "-rf", str(m.mnt / "untar")], check=True))),
     ]
     results: list[dict[str, float]] = [{} for _ in sides]
     steal: list[dict[str, tuple[int, int]]] = [{} for _ in sides]
@@ -277,6 +279,7 @@ def main() -> int:
         (f"read {args.size_mib} MiB cold (MiB/s)", "read_mib_s", True, "read"),
         (f"untar stdlib, {files} files (s)", "untar_s", False, "untar"),
         ("ls -lR of it (s)", "ls_lr_s", False, "ls"),
+        ("rm -rf of it (s)", "rm_rf_s", False, "rm"),
         ("mount peak RSS while copying (MB)", "peak_rss_mb", None, ""),
         ("host CPU steal while measuring (%)", "steal_pct", None, ""),
     ]
