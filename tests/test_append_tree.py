@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,31 @@ def test_paths_roundtrip_of_vectors() -> None:
         for i, h in enumerate(step["metadata_blocks_appended"]):
             node = decode_node(100, bytes.fromhex(h))
             assert encode_paths(100, decode_paths(100, node.paths)) == node.paths
+
+
+@pytest.mark.parametrize("width", [3, 10])
+def test_incremental_encodings_match_a_fresh_tree(width: int) -> None:
+    """Puts and deletions in folders whose entries lie far apart in the log (deltas of one to
+    three varint bytes): each block a tree with warm listings appends, with encodings carried
+    from change to change, is the block a tree freshly opened on the same log appends."""
+    rng = random.Random(5)
+    log: list[bytes] = []
+    tree = _tree(log, offset=0)
+    names = [f"/d0/{n}" for n in "abcdefghij"[:width]] + [f"/d1/{n}" for n in "abc"]
+    for step in range(2000):
+        if rng.random() < 0.5:  # filler elsewhere, so the folders' next deltas grow
+            op, path = "put", f"/fill/{rng.randrange(50)}"
+        else:
+            op, path = rng.choice(["put", "del"]), rng.choice(names)
+        fresh = _tree(list(log), offset=0)
+        if op == "put":
+            block, want = tree.put(split(path), b"v"), fresh.put(split(path), b"v")
+        elif tree.get(split(path)) is None:
+            continue
+        else:
+            block, want = tree.delete(split(path)), fresh.delete(split(path))
+        assert block == want, (step, op, path)
+        log.append(block)
 
 
 def test_paths_of_far_apart_entries() -> None:

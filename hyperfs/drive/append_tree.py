@@ -193,6 +193,9 @@ def _change(node: Node) -> Change:
     return Change("put" if node.value else "del", node.name, node.seq, node.value)
 
 
+_SPLICE_WITHIN = 8  # `Listing.without` re-encodes in O(1) an entry this near the oldest
+
+
 class Listing:
     """One folder's list at one head: child name (None for the folder's own node) -> seq.
 
@@ -208,9 +211,6 @@ class Listing:
         self.entries = entries
         self._deltas: bytearray | None = None
         self._last_start = 0
-
-    def seqs(self) -> list[int]:
-        return list(self.entries.values())
 
     def deltas(self) -> bytearray:
         if self._deltas is None:
@@ -243,6 +243,41 @@ class Listing:
         _put_varint(seq - next(reversed(entries.values()), 0), new._deltas)
         entries[key] = seq
         return bytes(level), new
+
+    def without(self, key: str | None) -> Listing:
+        """The listing with no entry for `key`: O(1) encoding when it is the newest entry (an
+        edit undone) or among the oldest few (`rm -rf` removes in listing order, after the
+        folder's own entry)."""
+        if key not in self.entries:
+            return self
+        entries = dict(self.entries)
+        removed = entries.pop(key)
+        new = Listing(entries)
+        if removed == next(reversed(self.entries.values())):
+            new._deltas = self.deltas()[: self._last_start]
+            # The entry before is the last now: its delta starts after the terminating byte
+            # (< 0x80) of the one before it.
+            start = len(new._deltas) - 1
+            while start > 0 and new._deltas[start - 1] >= 0x80:
+                start -= 1
+            new._last_start = max(start, 0)
+            return new
+        oldest = list(itertools.islice(self.entries.items(), _SPLICE_WITHIN + 1))
+        at = next((i for i, (name, _) in enumerate(oldest[:_SPLICE_WITHIN]) if name == key), None)
+        if at is not None:
+            # Splice: the next entry's delta now counts from the entry before the removed one.
+            deltas = self.deltas()
+            start = end = 0
+            for i in range(at + 2):
+                if i == at:
+                    start = end
+                end = _get_varint(deltas, end)[1]
+            piece = bytearray()
+            _put_varint(oldest[at + 1][1] - (oldest[at - 1][1] if at else 0), piece)
+            new._deltas = deltas[:start] + piece + deltas[end:]
+            last = len(entries) == at + 1  # the next entry was the newest
+            new._last_start = start if last else self._last_start + len(piece) - (end - start)
+        return new
 
 
 EMPTY = Listing({})
@@ -480,18 +515,19 @@ class AppendTree:
         seq = self.length
         depth = common_prefix(names, self._closest_live(names, join(names))) + 1
         # Level i lists folder names[:i] without the entry for names[i]; the folders on the way
-        # to the last level lead to this node instead. Those are the folders' new listings too.
-        levels: list[list[int]] = []
+        # to the last level lead to this node instead. Those are the folders' new listings too,
+        # with their encoded deltas for the next change. The last level never holds this node,
+        # so the paths' header has no "each level ends with it" flag.
+        paths = bytearray((0,))
         listings: dict[Names, Listing] = {}
         for i in range(depth):
             key = names[i] if i < len(names) else None
-            entries = dict(self.listing(names[:i]).entries)
-            entries.pop(key, None)
-            if i < depth - 1:
-                entries[key] = seq
-            levels.append(list(entries.values()))
-            listings[names[:i]] = Listing(entries)
-        node = Node(seq, join(names), names, None, encode_paths(seq, levels), levels)
+            old = self.listing(names[:i])
+            new = old.replaced(key, seq)[1] if i < depth - 1 else old.without(key)
+            _put_varint(len(new.entries), paths)
+            paths += new.deltas()
+            listings[names[:i]] = new
+        node = Node(seq, join(names), names, None, bytes(paths))
         # The folder the levels end at, and every one below it, now resolve to nothing.
         if depth <= len(names):
             self._listings.pop(names[:depth], None)
@@ -501,7 +537,7 @@ class AppendTree:
     def _closest_live(self, names: Names, ignore: str) -> Names:
         """The names of the newest live node near `names` (append-tree `_del`'s `closest`)."""
         for j in range(len(names), -1, -1):
-            for seq in reversed(self.listing(names[:j]).seqs()):
+            for seq in reversed(self.listing(names[:j]).entries.values()):
                 node = self.node(seq)
                 if node.name != ignore and node.value:
                     return node.names

@@ -348,8 +348,11 @@ class DriveOperations(pyfuse3.Operations):
         # removed meanwhile neither repeat nor make others vanish.
         names = self._dirs.get(fh)
         if names is None:
-            fresh = {split(p)[1] for p in self._fresh_under(path) if split(p)[0] == path}
-            names = [".", ".."] + sorted(fresh.union(await self.drive.readdir(path)))
+            # In the drive's order (oldest change first), then files created and not written
+            # yet: ls sorts for itself, and rm -rf then takes a big folder's entries oldest
+            # first, which the format removes with O(1) re-encoding (`Listing.without`).
+            fresh = sorted(split(p)[1] for p in self._fresh_under(path) if split(p)[0] == path)
+            names = [".", "..", *dict.fromkeys([*await self.drive.readdir(path), *fresh])]
             self._dirs[fh] = names
         # "." and ".." as on a local file system (the kernel counts no lookup for them).
         dots = {".": path, "..": split(path)[0]}
