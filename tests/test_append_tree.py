@@ -10,6 +10,7 @@ import pytest
 
 from hyperfs.drive.append_tree import (
     AppendTree,
+    Listing,
     decode_node,
     decode_paths,
     encode_paths,
@@ -82,17 +83,18 @@ def test_paths_roundtrip_of_vectors() -> None:
             assert encode_paths(100, decode_paths(100, node.paths)) == node.paths
 
 
-@pytest.mark.parametrize("width", [3, 10])
-def test_incremental_encodings_match_a_fresh_tree(width: int) -> None:
+@pytest.mark.parametrize(("width", "filler"), [(3, 0.5), (10, 0.5), (40, 0.02)])
+def test_incremental_encodings_match_a_fresh_tree(width: int, filler: float) -> None:
     """Puts and deletions in folders whose entries lie far apart in the log (deltas of one to
-    three varint bytes): each block a tree with warm listings appends, with encodings carried
-    from change to change, is the block a tree freshly opened on the same log appends."""
+    three varint bytes), or close (a wide folder written together): each block a tree with
+    warm listings appends, with encodings carried from change to change, is the block a tree
+    freshly opened on the same log appends."""
     rng = random.Random(5)
     log: list[bytes] = []
     tree = _tree(log, offset=0)
-    names = [f"/d0/{n}" for n in "abcdefghij"[:width]] + [f"/d1/{n}" for n in "abc"]
+    names = [f"/d0/n{i}" for i in range(width)] + [f"/d1/{n}" for n in "abc"]
     for step in range(2000):
-        if rng.random() < 0.5:  # filler elsewhere, so the folders' next deltas grow
+        if rng.random() < filler:  # filler elsewhere, so the folders' next deltas grow
             op, path = "put", f"/fill/{rng.randrange(50)}"
         else:
             op, path = rng.choice(["put", "del"]), rng.choice(names)
@@ -105,6 +107,29 @@ def test_incremental_encodings_match_a_fresh_tree(width: int) -> None:
             block, want = tree.delete(split(path)), fresh.delete(split(path))
         assert block == want, (step, op, path)
         log.append(block)
+
+
+def test_listing_without_any_entry_matches_one_encoded_afresh() -> None:
+    """Each entry removed from listings whose deltas mix one-byte runs with larger ones: the
+    spliced encoding (and where its last delta starts, which the next change to the newest
+    entry relies on) is the one a listing of the same entries encodes from scratch."""
+    rng = random.Random(7)
+    for _ in range(60):
+        seq, entries = 0, {}
+        for i in range(rng.randrange(1, 40)):
+            seq += rng.choice([1] * 12 + [2, 127, 128, 300, 20_000])
+            entries[None if i == 0 and rng.random() < 0.5 else f"n{i}"] = seq
+        listing = Listing(entries)
+        listing.deltas()
+        for key in entries:
+            spliced = listing.without(key)
+            fresh = Listing({k: v for k, v in entries.items() if k != key})
+            assert spliced.entries == fresh.entries
+            assert spliced.deltas() == fresh.deltas(), (entries, key)
+            if fresh.entries:
+                newest = next(reversed(fresh.entries))
+                ours, theirs = spliced.replaced(newest, seq + 1), fresh.replaced(newest, seq + 1)
+                assert (ours[0], ours[1].deltas()) == (theirs[0], theirs[1].deltas()), (entries, key)
 
 
 def test_paths_of_far_apart_entries() -> None:

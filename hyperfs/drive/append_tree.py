@@ -193,7 +193,7 @@ def _change(node: Node) -> Change:
     return Change("put" if node.value else "del", node.name, node.seq, node.value)
 
 
-_SPLICE_WITHIN = 8  # `Listing.without` re-encodes in O(1) an entry this near the oldest
+_SPLICE_WITHIN = 8  # `Listing.without` finds an entry this near the oldest by walking the deltas
 
 
 class Listing:
@@ -245,9 +245,8 @@ class Listing:
         return bytes(level), new
 
     def without(self, key: str | None) -> Listing:
-        """The listing with no entry for `key`: O(1) encoding when it is the newest entry (an
-        edit undone) or among the oldest few (`rm -rf` removes in listing order, after the
-        folder's own entry)."""
+        """The listing with no entry for `key`, its deltas spliced rather than encoded again
+        (`rm -rf` removes in listing order, oldest first after the folder's own entry)."""
         if key not in self.entries:
             return self
         entries = dict(self.entries)
@@ -262,21 +261,28 @@ class Listing:
                 start -= 1
             new._last_start = max(start, 0)
             return new
-        oldest = list(itertools.islice(self.entries.items(), _SPLICE_WITHIN + 1))
-        at = next((i for i, (name, _) in enumerate(oldest[:_SPLICE_WITHIN]) if name == key), None)
-        if at is not None:
-            # Splice: the next entry's delta now counts from the entry before the removed one.
-            deltas = self.deltas()
+        # Splice: the next entry's delta now counts from the entry before the removed one. Its
+        # bytes are found by walking the deltas before it when it is among the oldest few, or
+        # directly when those are one byte each (a folder written together); else the
+        # deltas are encoded again, lazily.
+        at = list(self.entries).index(key)
+        deltas = self.deltas()
+        if at < _SPLICE_WITHIN:
             start = end = 0
             for i in range(at + 2):
                 if i == at:
                     start = end
                 end = _get_varint(deltas, end)[1]
-            piece = bytearray()
-            _put_varint(oldest[at + 1][1] - (oldest[at - 1][1] if at else 0), piece)
-            new._deltas = deltas[:start] + piece + deltas[end:]
-            last = len(entries) == at + 1  # the next entry was the newest
-            new._last_start = start if last else self._last_start + len(piece) - (end - start)
+        elif max(deltas[: at + 2]) < 0x80:
+            start, end = at, at + 2
+        else:
+            return new
+        seqs = list(itertools.islice(self.entries.values(), max(at - 1, 0), at + 2))
+        piece = bytearray()
+        _put_varint(seqs[-1] - (seqs[0] if at else 0), piece)
+        new._deltas = deltas[:start] + piece + deltas[end:]
+        last = len(entries) == at + 1  # the next entry was the newest
+        new._last_start = start if last else self._last_start + len(piece) - (end - start)
         return new
 
 
