@@ -427,9 +427,9 @@ class Drive:
         self._pending_content.append(data)
         self._pending_bytes += len(data)
 
-    def _queue_put(self, names: Names, st: Stat) -> None:
+    def _queue_put(self, names: Names, value: bytes) -> None:
         before = self._listings_on_the_way(names)
-        self._pending_nodes.append(self.tree.put(names, st.encode()))
+        self._pending_nodes.append(self.tree.put(names, value))
         self._carry_subfolder_counts(names, before)
 
     def _queue_del(self, names: Names) -> None:
@@ -628,7 +628,7 @@ class Drive:
                 ctime=now if ctime is None else ctime,
                 **fields,
             )
-            self._queue_put(names, st)
+            self._queue_put(names, st.encode())
             await self._commit()
 
     async def unlink(self, path: str) -> None:
@@ -676,7 +676,7 @@ class Drive:
         moves = self._subtree(src) if src_st.is_dir() else [(src, self.tree.get(src))]
         async with held(self._lock):
             for names, node in moves:
-                self._pending_nodes.append(self.tree.put(dst + names[len(src) :], node.value))
+                self._queue_put(dst + names[len(src) :], node.value)
             for names, _ in reversed(moves):
                 self._queue_del(names)
             await self._commit()
@@ -698,7 +698,7 @@ class Drive:
         names = await self._writable_names(path)
         st = await self._lstat_names(names)
         async with held(self._lock):
-            self._queue_put(names, change(st))
+            self._queue_put(names, change(st).encode())
             await self._commit()
 
     async def chmod(self, path: str, mode: int) -> None:
@@ -874,7 +874,7 @@ class FileWriter:
                 await self._queue(tail)
             self._stat.size = self._size
             self._stat.blocks = self._blocks
-            drive._queue_put(self._names, self._stat)
+            drive._queue_put(self._names, self._stat.encode())
             await drive._commit()
         return self._stat
 
