@@ -54,15 +54,18 @@ def _column_options() -> rocksdict.Options:
     # one drive wrote 0.5, 0.8, 0.9 and 1.7 GiB of compaction output, growing with the drive.
     # Universal merges sorted runs by size, so a byte is rewritten about log(size) times.
     opts.set_compaction_style(rocksdict.DBCompactionStyle.universal())
-    # Merging starts at 16 sorted runs, not RocksDB's 4: a 512 MiB copy into a mount then writes
-    # its 16 flushes and no merge while it runs (disk writes 513 MiB, not 880-920), and a byte
-    # is rewritten about log16 rather than log4 times (two copies: 1.55 GiB written, not 2.1).
-    # Cold copies (the disk also reads the source) ran at 158-171 MiB/s against 131-156. The
-    # slowdown and stop thresholds move up with it (RocksDB's 20 and 36): at 12 runs and a
-    # slowdown at 20, the next copy met the merge of the first at 20 runs and ran at half speed.
-    opts.set_level_zero_file_num_compaction_trigger(16)
-    opts.set_level_zero_slowdown_writes_trigger(40)
-    opts.set_level_zero_stop_writes_trigger(48)
+    # Merging starts at 32 sorted runs, not RocksDB's 4: a 512 MiB copy into a mount writes 16
+    # flushes, so two copies in a row write no merge while they run (disk writes 513 MiB a copy,
+    # not 880-920), and a byte is rewritten about log32 rather than log4 times. A merge running
+    # beside a copy shares the disk and the CPU with its flushes, which then take 2-3x as long
+    # and stop the writer (3 memtables waiting): at 16 runs, the second copy into a fresh mount
+    # met the merge of the first and ran at 107-133 MiB/s against 156-173 for the first; at 32,
+    # 160. Five copies in a row: 156 160 118 110 109 MiB/s (at 16: 168 107 114 93 93). The
+    # slowdown and stop thresholds move up with it (RocksDB's 20 and 36), so the runs a copy
+    # flushes while a merge runs never throttle it.
+    opts.set_level_zero_file_num_compaction_trigger(32)
+    opts.set_level_zero_slowdown_writes_trigger(80)
+    opts.set_level_zero_stop_writes_trigger(96)
     opts.set_target_file_size_base(64 * _MiB)
     # Block data is hashes and (often already compressed or encrypted) user bytes.
     opts.set_compression_type(rocksdict.DBCompressionType.none())
