@@ -61,6 +61,19 @@ def test_import_export_round_trip(tmp_path: Path) -> None:
     assert (dest / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
 
 
+def test_import_of_a_file_from_before_1970(tmp_path: Path) -> None:
+    """The format's times start at the epoch: an older one is kept as the epoch (as the kernel
+    clamps a time a file system cannot hold), and the next import finds the file unchanged."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    src.mkdir()
+    (src / "old.txt").write_text("punched cards\n")
+    os.utime(src / "old.txt", ns=(0, -315_619_200_000_000_000))  # 1960-01-01
+    hyperfs(store, "create", "t")
+    assert "imported 1," in hyperfs(store, "import", str(src), "t", "--quiet").stdout
+    assert "imported 0, unchanged 1," in hyperfs(store, "import", str(src), "t", "--quiet").stdout
+    assert hyperfs(store, "cat", "t", "/old.txt").stdout == "punched cards\n"
+
+
 def test_read_commands_and_names(tmp_path: Path) -> None:
     store, src = tmp_path / "store", tmp_path / "src"
     (src / "docs").mkdir(parents=True)

@@ -15,6 +15,7 @@ from hyperfs.errors import (
     DirectoryNotEmptyError,
     FileExistsInDrive,
     FileNotFoundInDrive,
+    InvalidArgumentError,
     InvalidPathError,
     IsADirectoryInDrive,
     NameTooLongError,
@@ -152,6 +153,14 @@ async def test_rename_symlink_xattr_attrs(tmp_path: Path) -> None:
         assert (stat_mod.S_IMODE(st.mode), st.uid, st.gid, st.mtime, st.metadata) == (0o600, 7, 8, 1234, {"user.k": b"v"})
         await drive.set_metadata("/g", "user.k", None)
         assert await drive.get_metadata("/g") == {}
+        # Stat's fields are uint64 times and uint32 ids: a value one cannot hold is refused
+        # with a clear error, and nothing is written.
+        version = drive.version
+        with pytest.raises(InvalidArgumentError, match="out of range"):
+            await drive.utimes("/g", None, -1)
+        with pytest.raises(InvalidArgumentError, match="out of range"):
+            await drive.chown("/g", 1 << 32, 0)
+        assert ((await drive.lstat("/g")).mtime, (await drive.lstat("/g")).uid, drive.version) == (1234, 7, version)
 
         await drive.truncate("/g", 3)
         assert await drive.read_file("/g") == b"con"

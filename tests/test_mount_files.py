@@ -227,6 +227,25 @@ def test_xattrs_chmod_utimes_symlink(mount):
     assert (m / "l").lstat().st_size == 1
 
 
+def test_times_before_1970_are_kept_as_the_epoch(tmp_path):
+    """The format holds ms since the epoch: an older time is stored as the epoch, as the kernel
+    clamps a time outside what a file system can hold, never an EIO (`touch -d 1960-01-01`,
+    `tar x` of an old archive). While mounted, the kernel shows the time it was given (with the
+    writeback cache it keeps mtime itself); the drive, and so the next mount, has the epoch."""
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt) as first:
+        (mnt / "closed").write_text("x")
+        os.utime(mnt / "closed", ns=(0, -315_619_200_000_000_000))  # 1960-01-01
+        with open(mnt / "open", "w") as f:  # kept with the open file's content until closed
+            f.write("y")
+            f.flush()
+            os.utime(f.fileno(), ns=(0, -1))
+        first.unmount()
+    with mounted(store, mnt):
+        assert [(mnt / n).stat().st_mtime_ns for n in ("closed", "open")] == [0, 0]
+        assert (mnt / "closed").read_text() == "x" and (mnt / "open").read_text() == "y"
+
+
 def test_readdir_neither_repeats_nor_drops_during_changes(mount):
     m = mount.path
     for i in range(300):

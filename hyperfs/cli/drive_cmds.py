@@ -24,7 +24,7 @@ from tqdm import tqdm
 from hyperfs.cli.common import add_drive_argument, command_adder, local_drive, open_named_drive, registry
 from hyperfs.core.z32 import encode_id
 from hyperfs.drive.append_tree import join
-from hyperfs.drive.drive import Drive, Stat
+from hyperfs.drive.drive import Drive, Stat, ms_from_ns
 from hyperfs.errors import (
     FileNotFoundInDrive,
     HyperfsError,
@@ -205,7 +205,7 @@ def _same(st: Stat, local: os.stat_result) -> bool:
         return False
     if st.is_dir():
         return True
-    same_time = st.mtime == local.st_mtime_ns // 1_000_000
+    same_time = st.mtime == ms_from_ns(local.st_mtime_ns)
     return same_time and (st.is_symlink() or st.size == local.st_size)
 
 
@@ -247,7 +247,7 @@ async def cmd_import(store: Any, args: argparse.Namespace) -> int:
 async def _import_one(
     drive: Drive, drive_path: str, local: os.stat_result, path: Path, have: Stat | None, bar: tqdm
 ) -> None:
-    mode, mtime = stat_mod.S_IMODE(local.st_mode), local.st_mtime_ns // 1_000_000
+    mode, mtime = stat_mod.S_IMODE(local.st_mode), ms_from_ns(local.st_mtime_ns)
     if stat_mod.S_ISDIR(local.st_mode):
         if have is None:
             await drive.mkdir(drive_path, mode=mode, mtime=mtime, ctime=mtime)

@@ -56,6 +56,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def ms_from_ns(ns: int) -> int:
+    """A time in ns since the epoch as the format holds it (Stat.mtime/ctime, uint64 ms): whole
+    ms, and a time before the epoch as the epoch itself, as the kernel clamps a time outside
+    what a file system can hold."""
+    return max(ns, 0) // 1_000_000
+
+
 @dataclass(slots=True)
 class Stat:
     """A file's, folder's or symlink's attributes (the `Stat` message, times in ms).
@@ -88,6 +95,14 @@ class Stat:
         return stat_mod.S_ISLNK(self.mode)
 
     def encode(self) -> bytes:
+        """The protobuf `Stat`; InvalidArgumentError for a value its field cannot hold (a
+        negative time, a uid past 32 bits)."""
+        try:
+            return self._message().SerializeToString()
+        except ValueError as err:  # protobuf's range check, on assignment
+            raise InvalidArgumentError(f"attributes out of range: {err}") from None
+
+    def _message(self) -> schema_pb2.Stat:
         msg = schema_pb2.Stat(mode=self.mode)
         if self.is_dir():
             if self.uid:
@@ -104,7 +119,7 @@ class Stat:
             msg.linkname = self.linkname
         for key, value in self.metadata.items():
             msg.metadata[key] = value
-        return msg.SerializeToString()
+        return msg
 
     @classmethod
     def decode(cls, data: bytes, ino: int = 0) -> Stat:

@@ -31,7 +31,7 @@ from hyperfs.errors import (
     NotSupportedError,
 )
 from hyperfs.fuse.errors import fuse_errors, log
-from hyperfs.drive.drive import Stat
+from hyperfs.drive.drive import Stat, ms_from_ns
 from hyperfs.drive.paths import NAME_MAX
 from hyperfs.fuse.inodes import InodeTable, join, split
 from hyperfs.fuse.open_file import Handle, OpenFile
@@ -213,7 +213,7 @@ class DriveOperations(pyfuse3.Operations):
             # (tar and cp send chown, chmod and utimens for every file they write).
             open_file.pending.update(changes)
             if "mtime" in changes:
-                open_file.mtime_ns = attr.st_mtime_ns
+                open_file.mtime_ns = changes["mtime"] * MS
             return await self.getattr(inode, ctx)
         path = self.inodes.path(inode)
         if changes and path != "/":  # the format has no entry for the root: nothing to keep
@@ -725,5 +725,5 @@ def _attr_changes(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) 
     if fields.update_gid:
         changes["gid"] = attr.st_gid
     if fields.update_mtime:
-        changes["mtime"] = attr.st_mtime_ns // MS
+        changes["mtime"] = ms_from_ns(attr.st_mtime_ns)
     return changes
