@@ -163,6 +163,13 @@ class StorageError(HyperfsError):
     errno = _errno.EIO
 
 
+class StorageFullError(StorageError):
+    """The disk holding the store has no room left: RocksDB could not write, and refuses every
+    write until the store is opened again (free space, then remount)."""
+
+    errno = _errno.ENOSPC
+
+
 # --- mount --------------------------------------------------------------------------------------
 
 
@@ -174,9 +181,12 @@ class MountError(HyperfsError):
 
 class ContentLostError(HyperfsError):
     """A file written through the mount whose content could not be kept: streaming it into the
-    drive failed after part of it had left memory for the drive."""
+    drive failed after part of it had left memory for the drive. `errno` is the failure's own
+    (ENOSPC for a full disk), EIO for one without."""
 
-    errno = _errno.EIO
+    def __init__(self, message: str, errno: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -11,8 +12,10 @@ import stat as stat_mod
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
 from hyperfs.fuse.mount import COMMIT_DELAY
@@ -244,6 +247,45 @@ def test_times_before_1970_are_kept_as_the_epoch(tmp_path):
     with mounted(store, mnt):
         assert [(mnt / n).stat().st_mtime_ns for n in ("closed", "open")] == [0, 0]
         assert (mnt / "closed").read_text() == "x" and (mnt / "open").read_text() == "y"
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, mib: int) -> Iterator[Path]:
+    """A tmpfs of `mib` MiB at `path`, unmounted afterwards: a disk that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def write_and_fsync(path: Path, data: bytes) -> None:
+    """Write, fsync and close `path`; the first failure is raised."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_is_enospc_and_keeps_what_was_synced(tmp_path):
+    """When the store's disk fills up, writing fails with ENOSPC ("No space left on device",
+    not an I/O error), what was fsynced before still reads back, and the mount unmounts."""
+    with small_disk(tmp_path / "disk", 48) as disk, mounted(disk / "store", tmp_path / "mnt") as m:
+        kept = os.urandom(20 << 20)
+        write_and_fsync(m.path / "kept", kept)
+        failures = set()
+        for i in range(4):
+            try:
+                write_and_fsync(m.path / f"more{i}", os.urandom(20 << 20))
+            except OSError as err:
+                failures.add(err.errno)
+        assert failures == {errno.ENOSPC}
+        assert (m.path / "kept").read_bytes() == kept
 
 
 def test_readdir_neither_repeats_nor_drops_during_changes(mount):

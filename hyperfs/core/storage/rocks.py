@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 
 import rocksdict
 
-from hyperfs.errors import NotWritableError, SessionClosedError, StorageError
+from hyperfs.errors import NotWritableError, SessionClosedError, StorageError, StorageFullError
 
 Change = tuple[bytes, bytes | None, bytes | None]
 """(key, value, None) puts, (key, None, None) deletes, (start, None, end) deletes [start, end)."""
@@ -96,6 +96,14 @@ def _db_options() -> rocksdict.Options:
     return opts
 
 
+def storage_error(action: str, err: Exception) -> StorageError:
+    """What a failed RocksDB call raises: StorageFullError (ENOSPC) when the disk is full, so
+    the mount and the CLI say so, else StorageError. rocksdict gives the status only as text."""
+    if "No space left on device" in str(err):
+        return StorageFullError(f"{action}: {err} (free space, then open the store again)")
+    return StorageError(f"{action}: {err}")
+
+
 def _is_not_found(err: Exception) -> bool:
     return type(err) is Exception and err.args == ("key not found",)
 
@@ -112,7 +120,7 @@ class Rocks:
             families = {name: _column_options() for name in {COLUMN_FAMILY, *existing} - {"default"}}
             self._db = rocksdict.Rdict(path, _db_options(), column_families=families, access_type=access)
         except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
-            raise StorageError(f"cannot open RocksDB at {path}: {err}") from None
+            raise storage_error(f"cannot open RocksDB at {path}", err) from None
         self._cf = self._db.get_column_family(COLUMN_FAMILY)
         self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
@@ -156,7 +164,7 @@ class Rocks:
             try:
                 self._db.write(batch, self._write_options if logged else self._unlogged_options)
             except Exception as err:
-                raise StorageError(f"RocksDB write failed: {err}") from None
+                raise storage_error("RocksDB write failed", err) from None
             self.unlogged = self.unlogged or not logged
 
     def _record_deletes(self, changes: list[Change], snapshots: list[SnapshotReader]) -> None:
@@ -184,7 +192,10 @@ class Rocks:
         self._check_open()
         with self._lock:
             self._persist_unlogged()
-        self._db.flush_wal(sync)
+        try:
+            self._db.flush_wal(sync)
+        except Exception as err:
+            raise storage_error("RocksDB WAL flush failed", err) from None
 
     def _persist_unlogged(self) -> None:
         """Write the memtables to disk if an unlogged commit waits in them. Hold `_lock`."""
@@ -192,7 +203,7 @@ class Rocks:
             try:
                 self._cf.flush(True)  # rocksdict lets go of the GIL meanwhile
             except Exception as err:
-                raise StorageError(f"RocksDB flush failed: {err}") from None
+                raise storage_error("RocksDB flush failed", err) from None
             self.unlogged = False
 
     def close(self) -> None:
@@ -307,7 +318,7 @@ class SnapshotReader:
         except Exception as err:
             if _is_not_found(err):
                 return None
-            raise StorageError(f"RocksDB snapshot read failed: {err}") from None
+            raise storage_error("RocksDB snapshot read failed", err) from None
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         return [self.get(key) for key in keys]
