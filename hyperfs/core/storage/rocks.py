@@ -42,12 +42,14 @@ def _column_options() -> rocksdict.Options:
     # measured here, a cold read of 64 KiB blocks from blob files costs 3x the CPU of one from
     # SSTs and flushing them twice as much (rocksdict's RocksDB has no hardware CRC32C, which
     # blob records are checked with; SST blocks use XXH3). Blob values a JS store wrote still read.
-    # Memtables are most of a mount's memory: three of 32 MiB still absorb write bursts (a
-    # 16 x 64 KiB append is 1 MiB) while one flushes, measured as fast as 4 x 128 MiB in
-    # scripts/bench_core.py (two of 32 MiB or three of 24 MiB stall 4 KiB x 64 appends), and
-    # keep a 512 MiB copy into a mount under 200 MB resident.
+    # Memtables are most of a mount's memory, and when flushes are slower than the writer (a
+    # busy disk) every one of them fills: three of 32 MiB put a 512 MiB copy into a mount at
+    # 216-222 MB resident, two at 181 (three of 24 MiB: 188-193), copying as fast (120-145
+    # MiB/s either way on a noisy host). scripts/bench_core.py measured two as fast as three
+    # too (4 KiB x 64 appends: 17-18.5k blocks/s both; earlier, on a quieter host, two stalled
+    # them). One 32 MiB memtable takes writes while the other flushes.
     opts.set_write_buffer_size(32 * _MiB)
-    opts.set_max_write_buffer_number(3)
+    opts.set_max_write_buffer_number(2)
     # Universal (size-tiered) compaction: every append batch writes a core's head and bitfield
     # beside its blocks, so each flushed file spans the core's whole key range, and leveled
     # compaction merged each one with every file of that core below: writing 4 x 512 MiB into
