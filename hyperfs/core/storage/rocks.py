@@ -60,11 +60,11 @@ def _column_options() -> rocksdict.Options:
     # flushes, so two copies in a row write no merge while they run (disk writes 513 MiB a copy,
     # not 880-920), and a byte is rewritten about log32 rather than log4 times. A merge running
     # beside a copy shares the disk and the CPU with its flushes, which then take 2-3x as long
-    # and stop the writer (3 memtables waiting): at 16 runs, the second copy into a fresh mount
-    # met the merge of the first and ran at 107-133 MiB/s against 156-173 for the first; at 32,
-    # 160. Five copies in a row: 156 160 118 110 109 MiB/s (at 16: 168 107 114 93 93). The
-    # slowdown and stop thresholds move up with it (RocksDB's 20 and 36), so the runs a copy
-    # flushes while a merge runs never throttle it.
+    # and stop the writer (every memtable waiting): at 16 runs (and three memtables), the second
+    # copy into a fresh mount met the merge of the first and ran at 107-133 MiB/s against
+    # 156-173 for the first; at 32, 160. Five copies in a row: 156 160 118 110 109 MiB/s (at 16:
+    # 168 107 114 93 93). The slowdown and stop thresholds move up with it (RocksDB's 20 and
+    # 36), so the runs a copy flushes while a merge runs never throttle it.
     opts.set_level_zero_file_num_compaction_trigger(32)
     opts.set_level_zero_slowdown_writes_trigger(80)
     opts.set_level_zero_stop_writes_trigger(96)
