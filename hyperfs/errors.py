@@ -181,12 +181,12 @@ class MountError(HyperfsError):
 
 class ContentLostError(HyperfsError):
     """A file written through the mount whose content could not be kept: streaming it into the
-    drive failed after part of it had left memory for the drive. `errno` is the failure's own
-    (ENOSPC for a full disk), EIO for one without."""
+    drive failed after part of it had left memory for the drive. `errno` is that of `cause`,
+    the failure (ENOSPC for a full disk), EIO for one without."""
 
-    def __init__(self, message: str, errno: int = _errno.EIO) -> None:
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
-        self.errno = errno
+        self.errno = getattr(cause, "errno", None) or _errno.EIO
 
 
 # --- command line -------------------------------------------------------------------------------

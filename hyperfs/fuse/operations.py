@@ -30,7 +30,7 @@ from hyperfs.errors import (
     NotADirectoryInDrive,
     NotSupportedError,
 )
-from hyperfs.fuse.errors import fuse_errors, log, to_fuse_error
+from hyperfs.fuse.errors import fuse_errors, log
 from hyperfs.drive.drive import Stat, ms_from_ns
 from hyperfs.drive.paths import NAME_MAX
 from hyperfs.fuse.inodes import InodeTable, join, split
@@ -556,9 +556,7 @@ class DriveOperations(pyfuse3.Operations):
         except Exception as err:  # noqa: BLE001 - the close writes the buffer whole, if it can
             log.exception("streaming inode %d into the drive stopped", open_file.ino)
             if open_file.buffer is not None and open_file.buffer.base:
-                open_file.lost = ContentLostError(
-                    f"{open_file.stream_path}: streaming into the drive failed: {err!r}", to_fuse_error(err).errno
-                )
+                open_file.lost = ContentLostError(f"{open_file.stream_path}: streaming into the drive failed: {err!r}", err)
             open_file.stop_stream()
         finally:
             open_file.feeding = False
@@ -656,9 +654,7 @@ class DriveOperations(pyfuse3.Operations):
             except BaseException as err:
                 writer.abort()
                 if buffer.base:
-                    open_file.lost = ContentLostError(
-                        f"{path}: writing it into the drive failed: {err!r}", to_fuse_error(err).errno
-                    )
+                    open_file.lost = ContentLostError(f"{path}: writing it into the drive failed: {err!r}", err)
                 raise
             if buffer.base:
                 # Its start is only in the drive: a later write reads it back from there.
