@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -12,14 +11,12 @@ import stat as stat_mod
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
 from hyperfs.fuse.mount import COMMIT_DELAY
 from tests.mounting import errno_of, is_mounted, mount, mounted  # noqa: F401 - `mount` is a fixture
+from tests.small_disk import small_disk
 
 
 def test_random_reads_writes_truncates_renames_match_a_local_file(tmp_path, mount):
@@ -249,19 +246,6 @@ def test_times_before_1970_are_kept_as_the_epoch(tmp_path):
         assert (mnt / "closed").read_text() == "x" and (mnt / "open").read_text() == "y"
 
 
-@contextlib.contextmanager
-def small_disk(path: Path, mib: int) -> Iterator[Path]:
-    """A tmpfs of `mib` MiB at `path`, unmounted afterwards: a disk that fills up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def write_and_fsync(path: Path, data: bytes) -> None:
     """Write, fsync and close `path`; the first failure is raised."""
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
@@ -286,6 +270,35 @@ def test_a_full_disk_is_enospc_and_keeps_what_was_synced(tmp_path):
                 failures.add(err.errno)
         assert failures == {errno.ENOSPC}
         assert (m.path / "kept").read_bytes() == kept
+
+
+def test_files_write_again_once_the_full_disk_has_room(tmp_path):
+    """Another program fills the store's disk: small files fail with ENOSPC; once it frees the
+    space they write again in the same mount, and everything reported written is kept."""
+    store, mnt = tmp_path / "disk" / "store", tmp_path / "mnt"
+    with small_disk(tmp_path / "disk", 64) as disk:
+        with mounted(store, mnt) as m:
+            write_and_fsync(m.path / "kept", b"k" * 1000)
+            free = os.statvfs(disk)
+            filler = disk / "filler"
+            filler.write_bytes(bytes(free.f_bavail * free.f_frsize - (2 << 20)))
+            written, failures = [], set()
+            for i in range(100):
+                try:
+                    write_and_fsync(m.path / f"f{i}", bytes([i]) * 65536)
+                    written.append(i)
+                except OSError as err:
+                    failures.add(err.errno)
+            assert failures == {errno.ENOSPC}
+            filler.unlink()
+            write_and_fsync(m.path / "after", b"room")
+            (m.path / "folder").mkdir()
+            write_and_fsync(m.path / "folder" / "inside", b"again")
+        with mounted(store, mnt) as m:
+            assert (m.path / "kept").read_bytes() == b"k" * 1000
+            assert all((m.path / f"f{i}").read_bytes() == bytes([i]) * 65536 for i in written)
+            assert (m.path / "after").read_bytes() == b"room"
+            assert (m.path / "folder" / "inside").read_bytes() == b"again"
 
 
 def test_readdir_neither_repeats_nor_drops_during_changes(mount):

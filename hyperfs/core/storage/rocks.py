@@ -33,6 +33,7 @@ Change = tuple[bytes, bytes | None, bytes | None]
 COLUMN_FAMILY = "corestore"
 
 _MiB = 1 << 20
+_REOPEN_ROOM = 4 * _MiB  # free space, beyond the WAL's size, before a full store is reopened
 
 
 def _column_options() -> rocksdict.Options:
@@ -102,7 +103,7 @@ def storage_error(action: str, err: Exception) -> StorageError:
     """What a failed RocksDB call raises: StorageFullError (ENOSPC) when the disk is full, so
     the mount and the CLI say so, else StorageError. rocksdict gives the status only as text."""
     if "No space left on device" in str(err):
-        return StorageFullError(f"{action}: {err} (free space, then open the store again)")
+        return StorageFullError(f"{action}: {err} (free space and try again; if it still fails, open the store again)")
     return StorageError(f"{action}: {err}")
 
 
@@ -115,31 +116,70 @@ class Rocks:
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
         os.makedirs(path, exist_ok=True)
-        access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
-        try:
-            # RocksDB opens only with every existing column family named (a JS store may have more).
-            existing = rocksdict.Rdict.list_cf(path) if os.path.exists(os.path.join(path, "CURRENT")) else []
-            families = {name: _column_options() for name in {COLUMN_FAMILY, *existing} - {"default"}}
-            self._db = rocksdict.Rdict(path, _db_options(), column_families=families, access_type=access)
-        except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
-            raise storage_error(f"cannot open RocksDB at {path}", err) from None
-        self._cf = self._db.get_column_family(COLUMN_FAMILY)
-        self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
+        self.path = path
+        self.read_only = read_only
+        self._open_db()
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
         self._unlogged_options = rocksdict.WriteOptions()
         self._unlogged_options.disable_wal = True
         self.unlogged = False  # an unlogged commit waits in the memtables
+        self._full = False  # the disk filled up: RocksDB refuses writes until reopened
         self._lock = threading.Lock()
         self._snapshots: weakref.WeakSet[SnapshotReader] = weakref.WeakSet()
         self._cursors: weakref.WeakSet[_Cursor] = weakref.WeakSet()
-        self.path = path
-        self.read_only = read_only
         self.closed = False
         self.live = LiveReader(self)
+
+    def _open_db(self) -> None:
+        access = rocksdict.AccessType.read_only() if self.read_only else rocksdict.AccessType.read_write()
+        try:
+            # RocksDB opens only with every existing column family named (a JS store may have more).
+            existing = rocksdict.Rdict.list_cf(self.path) if os.path.exists(os.path.join(self.path, "CURRENT")) else []
+            families = {name: _column_options() for name in {COLUMN_FAMILY, *existing} - {"default"}}
+            self._db = rocksdict.Rdict(self.path, _db_options(), column_families=families, access_type=access)
+        except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
+            raise storage_error(f"cannot open RocksDB at {self.path}", err) from None
+        self._cf = self._db.get_column_family(COLUMN_FAMILY)
+        self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
+
+    def _failed(self, action: str, err: Exception) -> StorageError:
+        """The error a failed RocksDB call raises, remembering a full disk (see `_recover`)."""
+        error = storage_error(action, err)
+        self._full = self._full or isinstance(error, StorageFullError)
+        return error
+
+    def _recover(self) -> None:
+        """Once the disk filled up, RocksDB refuses every write until it is opened again
+        (rocksdict has no `Resume()`), even after space is freed. Open it again when that loses
+        nothing: no commit waits unlogged in the memtables (each acknowledged one is in the
+        WAL, which the reopen replays), no snapshot or scan holds the old handle, and the disk
+        has room for the replay (the WAL's size). Otherwise the writes keep failing with
+        StorageFullError until the store is closed and opened. Hold `_lock`."""
+        if not self._full or self.unlogged or self._snapshots or self._cursors:
+            return
+        wal = sum(e.stat().st_size for e in os.scandir(self.path) if e.name.endswith(".log"))
+        disk = os.statvfs(self.path)
+        if disk.f_bavail * disk.f_frsize < wal + _REOPEN_ROOM:
+            return
+        self._cf = self._handle = None
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except Exception:  # noqa: BLE001 - it reports the full disk again; the files are let go
+                pass
+        # A reopen that fails leaves no database: each later call tries again (`_check_open`).
+        self._open_db()
+        self._full = False
 
     def _check_open(self) -> None:
         if self.closed:
             raise SessionClosedError(f"storage at {self.path} is closed")
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    self._open_db()
+                    self._full = False
 
     def commit(self, changes: Iterable[Change], *, logged: bool = True) -> None:
         """Write `changes` in order as one atomic WriteBatch (in the WAL when this returns, or
@@ -147,9 +187,30 @@ class Rocks:
         self._check_open()
         if self.read_only:
             raise NotWritableError(f"storage at {self.path} is open read-only")
+        changes = list(changes)
+        with self._lock:
+            self._recover()
+            if self._snapshots:
+                self._record_deletes(changes, list(self._snapshots))
+            if logged:
+                # What this commit may depend on must not be lost while it survives.
+                self._persist_unlogged()
+            batch = self._batch(changes)
+            try:
+                self._db.write(batch, self._write_options if logged else self._unlogged_options)
+            except Exception as err:
+                failure: StorageError | None = self._failed("RocksDB write failed", err)
+            else:
+                failure = None
+            # A traceback keeps its frames' locals, and a batch holds the database open (`_recover`).
+            del batch
+            if failure is not None:
+                raise failure from None
+            self.unlogged = self.unlogged or not logged
+
+    def _batch(self, changes: list[Change]) -> rocksdict.WriteBatch:
         batch = rocksdict.WriteBatch(raw_mode=True)
         handle = self._handle
-        changes = list(changes)
         for key, value, end in changes:
             if end is not None:
                 batch.delete_range(key, end, handle)
@@ -157,17 +218,7 @@ class Rocks:
                 batch.put(key, value, handle)
             else:
                 batch.delete(key, handle)
-        with self._lock:
-            if self._snapshots:
-                self._record_deletes(changes, list(self._snapshots))
-            if logged:
-                # What this commit may depend on must not be lost while it survives.
-                self._persist_unlogged()
-            try:
-                self._db.write(batch, self._write_options if logged else self._unlogged_options)
-            except Exception as err:
-                raise storage_error("RocksDB write failed", err) from None
-            self.unlogged = self.unlogged or not logged
+        return batch
 
     def _record_deletes(self, changes: list[Change], snapshots: list[SnapshotReader]) -> None:
         deleted: set[bytes] = set()
@@ -193,11 +244,12 @@ class Rocks:
         needs)."""
         self._check_open()
         with self._lock:
+            self._recover()
             self._persist_unlogged()
-        try:
-            self._db.flush_wal(sync)
-        except Exception as err:
-            raise storage_error("RocksDB WAL flush failed", err) from None
+            try:
+                self._db.flush_wal(sync)
+            except Exception as err:
+                raise self._failed("RocksDB WAL flush failed", err) from None
 
     def _persist_unlogged(self) -> None:
         """Write the memtables to disk if an unlogged commit waits in them. Hold `_lock`."""
@@ -205,26 +257,36 @@ class Rocks:
             try:
                 self._cf.flush(True)  # rocksdict lets go of the GIL meanwhile
             except Exception as err:
-                raise storage_error("RocksDB flush failed", err) from None
+                raise self._failed("RocksDB flush failed", err) from None
             self.unlogged = False
 
     def close(self) -> None:
+        """Close the database, first writing out unlogged commits; if that fails (a full disk),
+        the database is closed all the same and the failure raised (those commits are lost)."""
         if self.closed:
             return
-        with self._lock:
-            self._persist_unlogged()
-        self.closed = True
-        # Every rocksdict object holding the database must go, or its file lock stays taken.
-        for snap in list(self._snapshots):
-            snap._snapshot = None
-        for cursor in list(self._cursors):
-            cursor.it = None
-        self._snapshots.clear()
-        self._cursors.clear()
-        self.live = None  # type: ignore[assignment]
-        self._cf = self._handle = None
-        self._db.close()
-        self._db = None
+        try:
+            with self._lock:
+                self._persist_unlogged()
+        finally:
+            self.closed = True
+            # Every rocksdict object holding the database must go, or its file lock stays taken.
+            for snap in list(self._snapshots):
+                snap._snapshot = None
+            for cursor in list(self._cursors):
+                cursor.it = None
+            self._snapshots.clear()
+            self._cursors.clear()
+            self.live = None  # type: ignore[assignment]
+            self._cf = self._handle = None
+            db, self._db = self._db, None
+            if db is not None:
+                try:
+                    db.close()
+                except Exception as err:
+                    # After a failed write RocksDB reports it again here; nothing more is lost.
+                    if not self._full:
+                        raise storage_error("RocksDB close failed", err) from None
 
 
 class LiveReader:
