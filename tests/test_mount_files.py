@@ -290,6 +290,7 @@ def test_files_write_again_once_the_full_disk_has_room(tmp_path):
                 except OSError as err:
                     failures.add(err.errno)
             assert failures == {errno.ENOSPC}
+            assert errno_of(lambda: (m.path / "lost").mkdir()) == errno.ENOSPC
             filler.unlink()
             write_and_fsync(m.path / "after", b"room")
             (m.path / "folder").mkdir()
@@ -299,6 +300,7 @@ def test_files_write_again_once_the_full_disk_has_room(tmp_path):
             assert all((m.path / f"f{i}").read_bytes() == bytes([i]) * 65536 for i in written)
             assert (m.path / "after").read_bytes() == b"room"
             assert (m.path / "folder" / "inside").read_bytes() == b"again"
+            assert not (m.path / "lost").exists()
 
 
 def test_readdir_neither_repeats_nor_drops_during_changes(mount):

@@ -293,6 +293,10 @@ class Corestore:
         """Fsync the write-ahead log (what an `fsync` of a mounted file asks for)."""
         self.root.storage.flush(sync)
 
+    def check_room(self) -> None:
+        """StorageFullError if a write would be refused now (the disk is full)."""
+        self.root.storage.check_room()
+
 
 def audit_core(core: Hypercore) -> AuditResult:
     """Check a core top-down: head signature, roots, every node against its parent, every block."""

@@ -420,6 +420,9 @@ class Drive:
     def _check_writable(self) -> None:
         if not self.writable:
             raise ReadOnlyDriveError(f"drive {self.id} is read-only here")
+        # A change a batch gathers is acknowledged before it is stored: on a full disk it must
+        # fail now, not vanish with the batch.
+        self.store.check_room()
 
     async def _writable_names(self, path: str) -> Names:
         """`path` normalised, checked writable and not the root; its parent must not be a file."""

@@ -172,6 +172,16 @@ class Rocks:
         self._open_db()
         self._full = False
 
+    def check_room(self) -> None:
+        """Raise StorageFullError if a write would be refused now: the disk filled up and the
+        database could not be opened again yet (see `_recover`). For work that is acknowledged
+        before it is committed, so it fails up front instead of vanishing later."""
+        if self._full:
+            with self._lock:
+                self._recover()
+                if self._full:
+                    raise StorageFullError(f"storage at {self.path}: the disk is full (free space and try again)")
+
     def _check_open(self) -> None:
         if self.closed:
             raise SessionClosedError(f"storage at {self.path} is closed")

@@ -239,6 +239,10 @@ class CorestoreStorage:
         """Make every committed write durable on disk (fsync the WAL)."""
         self.rocks.flush(sync)
 
+    def check_room(self) -> None:
+        """StorageFullError if a write would be refused now (the disk is full)."""
+        self.rocks.check_room()
+
     @property
     def unlogged(self) -> bool:
         """Whether a commit made without the write-ahead log is not durable yet (the next
