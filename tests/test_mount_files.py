@@ -273,32 +273,35 @@ def test_a_full_disk_is_enospc_and_keeps_what_was_synced(tmp_path):
 
 
 def test_files_write_again_once_the_full_disk_has_room(tmp_path):
-    """Another program fills the store's disk: small files fail with ENOSPC; once it frees the
-    space they write again in the same mount, and everything reported written is kept."""
+    """Another program fills the store's disk: files small and streamed (past STREAM_START)
+    fail with ENOSPC, and so does a mkdir; once it frees the space they write again in the
+    same mount, and everything reported written is kept."""
     store, mnt = tmp_path / "disk" / "store", tmp_path / "mnt"
+    big, small = 8 << 20, 65536
     with small_disk(tmp_path / "disk", 64) as disk:
         with mounted(store, mnt) as m:
             write_and_fsync(m.path / "kept", b"k" * 1000)
             free = os.statvfs(disk)
             filler = disk / "filler"
-            filler.write_bytes(bytes(free.f_bavail * free.f_frsize - (2 << 20)))
-            written, failures = [], set()
-            for i in range(100):
+            filler.write_bytes(bytes(free.f_bavail * free.f_frsize - (6 << 20)))
+            written, failures = {}, set()
+            for i in range(12):
+                data = bytes([i]) * (big if i % 2 else small)
                 try:
-                    write_and_fsync(m.path / f"f{i}", bytes([i]) * 65536)
-                    written.append(i)
+                    write_and_fsync(m.path / f"f{i}", data)
+                    written[i] = data
                 except OSError as err:
                     failures.add(err.errno)
             assert failures == {errno.ENOSPC}
             assert errno_of(lambda: (m.path / "lost").mkdir()) == errno.ENOSPC
             filler.unlink()
-            write_and_fsync(m.path / "after", b"room")
+            write_and_fsync(m.path / "after", b"room" * (big // 4))
             (m.path / "folder").mkdir()
             write_and_fsync(m.path / "folder" / "inside", b"again")
         with mounted(store, mnt) as m:
             assert (m.path / "kept").read_bytes() == b"k" * 1000
-            assert all((m.path / f"f{i}").read_bytes() == bytes([i]) * 65536 for i in written)
-            assert (m.path / "after").read_bytes() == b"room"
+            assert all((m.path / f"f{i}").read_bytes() == data for i, data in written.items())
+            assert (m.path / "after").read_bytes() == b"room" * (big // 4)
             assert (m.path / "folder" / "inside").read_bytes() == b"again"
             assert not (m.path / "lost").exists()
 

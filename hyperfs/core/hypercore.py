@@ -750,7 +750,8 @@ class Hypercore:
         the blocks become durable with the store's next logged write, `flush()` or close, and a
         crash before that loses them (the core reopens at its length before them, as if they
         were never appended). Honoured only while no replicator is attached, so no peer can
-        hold a signed block that a crash could take back."""
+        hold a signed block that a crash could take back, and while the disk has room (see
+        `storage.rocks.RESERVE`)."""
         [result] = await append_together([(self, blocks)], logged=logged)
         return result
 

@@ -9,6 +9,9 @@ write is most of what storing a block costs, and rocksdict holds the GIL through
 commit is durable only once the memtables holding it are on disk, so the next logged commit,
 `flush()` and `close()` write them out first: a crash loses the unlogged commits since the last
 of those and nothing after them, so what survives is always a prefix of the commits.
+On a nearly full disk (under `reserve` bytes free) every commit is logged: an unlogged one
+stuck in the memtables when the disk fills would keep the store from taking writes again
+(`_recover`).
 
 Snapshots are RocksDB snapshots for point reads. rocksdict 0.3's snapshot iterators ignore the
 snapshot, so a `SnapshotReader` scans a range as: the keys live now, plus every key deleted
@@ -34,6 +37,9 @@ COLUMN_FAMILY = "corestore"
 
 _MiB = 1 << 20
 _REOPEN_ROOM = 4 * _MiB  # free space, beyond the WAL's size, before a full store is reopened
+# Free space under which commits are all logged: room to write out the two memtables (the
+# unlogged commits they may hold) with a margin for the WAL and for other writers of the disk.
+RESERVE = 128 * _MiB
 
 
 def _column_options() -> rocksdict.Options:
@@ -114,10 +120,11 @@ def _is_not_found(err: Exception) -> bool:
 class Rocks:
     """An open RocksDB: reads, scans, atomic commits, snapshots."""
 
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, reserve: int = RESERVE) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.read_only = read_only
+        self.reserve = reserve
         self._open_db()
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
         self._unlogged_options = rocksdict.WriteOptions()
@@ -198,6 +205,8 @@ class Rocks:
         if self.read_only:
             raise NotWritableError(f"storage at {self.path} is open read-only")
         changes = list(changes)
+        if not logged and self._low_on_space():
+            logged = True  # see RESERVE
         with self._lock:
             self._recover()
             if self._snapshots:
@@ -217,6 +226,10 @@ class Rocks:
             if failure is not None:
                 raise failure from None
             self.unlogged = self.unlogged or not logged
+
+    def _low_on_space(self) -> bool:
+        disk = os.statvfs(self.path)
+        return disk.f_bavail * disk.f_frsize < self.reserve
 
     def _batch(self, changes: list[Change]) -> rocksdict.WriteBatch:
         batch = rocksdict.WriteBatch(raw_mode=True)
