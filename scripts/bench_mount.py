@@ -12,7 +12,8 @@ alternates), so the two figures of a pair meet the same host. Each starts from a
 dirty data synced, caches dropped, and both mount processes idle (a merge our store runs after
 a copy finishes first, as the sync makes the passthrough's disk writes finish). `--runs N`
 repeats all of it on fresh mounts and prints each figure's median with its range (min-max);
-the ratio is of the medians. The host's CPU steal while each side's workloads ran is printed.
+the ratio is of the medians. The host's CPU steal while each side's workloads ran is printed,
+and before each run how long one process takes to wake another and be woken back.
 
 Usage: .venv/bin/python scripts/bench_mount.py [--size-mib 512] [--runs 1] [--keep]
 Needs root (to drop caches), /dev/fuse, fusermount3, and network once for `pip download`
@@ -159,6 +160,34 @@ def settle(pids: list[int], timeout: float = 120) -> None:
         before = now
 
 
+def wake_round_trip_us(rounds: int = 2000) -> float:
+    """Microseconds for a process to wake another through a pipe and be woken back: what each
+    FUSE request pays (the caller wakes the mount, the reply wakes the caller). On a shared VM
+    it swings with the host's load, and with it every workload of many small requests (untar
+    most): here 27 us across the two vCPUs (9 on one), when the same untar took 18 to 60 s
+    from run to run."""
+    ping_r, ping_w = os.pipe()
+    pong_r, pong_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ping_w)
+        os.close(pong_r)
+        while os.read(ping_r, 1):
+            os.write(pong_w, b"x")
+        os._exit(0)
+    os.close(ping_r)
+    os.close(pong_w)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        os.write(ping_w, b"x")
+        os.read(pong_r, 1)
+    elapsed = time.perf_counter() - start
+    os.close(ping_w)
+    os.waitpid(pid, 0)
+    os.close(pong_r)
+    return elapsed / rounds * 1e6
+
+
 def cpu_ticks() -> tuple[int, int]:
     """(steal, total) CPU ticks of the whole machine so far, from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -283,9 +312,11 @@ def main() -> int:
         ("mount peak RSS while copying (MB)", "peak_rss_mb", None, ""),
         ("host CPU steal while measuring (%)", "steal_pct", None, ""),
     ]
+    wakes: list[float] = []
     for run in range(args.runs):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
+        wakes.append(wake_round_trip_us())
         try:
             with ours_mounted(work) as us, passthrough_mounted(work) as them:
                 mine, other = run_both([us, them], big, tar, first=run % 2)
@@ -302,13 +333,14 @@ def main() -> int:
             for _, attr, up, short in rows
             if up is not None
         ]
-        print(f"run {run + 1}/{args.runs}, ratio (steal): " + "  ".join(pairs), flush=True)
+        print(f"run {run + 1}/{args.runs} (wake {wakes[-1]:.0f} us), ratio (steal): " + "  ".join(pairs), flush=True)
     print(f"{'workload':36} {'hyperfs':>20} {'passthrough':>20} {'ratio':>6}   ({args.runs} runs: median [min-max])")
     for name, attr, faster_is_more, _ in rows:
         a, b = [getattr(f, attr) for f in ours], [getattr(f, attr) for f in theirs]
         ratio = _ratio(statistics.median(a), statistics.median(b), faster_is_more)
         print(f"{name:36} {_spread(a):>20} {_spread(b):>20} {ratio:6.2f}")
     print("ratio: speed over passthrough's (>1 = we are faster); peak RSS target < 200 MB")
+    print(f"host wake round trip before each run (us): {' '.join(f'{w:.0f}' for w in wakes)} (see wake_round_trip_us)")
     return 0
 
 
