@@ -190,13 +190,21 @@ class Rocks:
                     raise StorageFullError(f"storage at {self.path}: the disk is full (free space and try again)")
 
     def _check_open(self) -> None:
+        self._column()
+
+    def _column(self) -> rocksdict.Rdict:
+        """The open column family, opening the database again if a reopen failed (`_recover`);
+        a reader that raced a reopen waits for it here instead of finding no database."""
         if self.closed:
             raise SessionClosedError(f"storage at {self.path} is closed")
-        if self._db is None:
+        cf = self._cf
+        if cf is None:
             with self._lock:
                 if self._db is None:
                     self._open_db()
                     self._full = False
+                cf = self._cf
+        return cf
 
     def commit(self, changes: Iterable[Change], *, logged: bool = True) -> None:
         """Write `changes` in order as one atomic WriteBatch (in the WAL when this returns, or
@@ -327,21 +335,20 @@ class LiveReader:
         """Nothing to let go (see `acquire`)."""
 
     def get(self, key: bytes) -> bytes | None:
-        self._rocks._check_open()
-        return self._rocks._cf.get(key)
+        return self._rocks._column().get(key)
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        self._rocks._check_open()
-        return self._rocks._cf.get(keys) if keys else []
+        return self._rocks._column().get(keys) if keys else []
 
     def scan(
         self, start: bytes, end: bytes, reverse: bool = False, keys_only: bool = False
     ) -> Iterator[tuple[bytes, bytes | None]]:
         """(key, value) for keys in [start, end), ascending or descending."""
-        self._rocks._check_open()
+        column = self._rocks._column()
         read = rocksdict.ReadOptions()
         read.set_iterate_upper_bound(end)  # lets RocksDB stop at range tombstones early
-        cursor = _Cursor(self._rocks._cf.iter(read))
+        cursor = _Cursor(column.iter(read))
+        del column  # no local may hold the database across a yield (see below)
         self._rocks._cursors.add(cursor)
         # The bounds are checked here too: rocksdict does not apply every ReadOptions bound.
         if reverse:
