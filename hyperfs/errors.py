@@ -164,8 +164,8 @@ class StorageError(HyperfsError):
 
 
 class StorageFullError(StorageError):
-    """The disk holding the store has no room left: RocksDB could not write, and refuses every
-    write until the store is opened again (free space, then remount)."""
+    """The disk holding the store has no room left: RocksDB could not write. Writes resume once
+    space is freed (see `Rocks._recover`), or else after the store is opened again."""
 
     errno = _errno.ENOSPC
 

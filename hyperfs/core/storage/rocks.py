@@ -130,12 +130,11 @@ class Rocks:
         self.path = path
         self.read_only = read_only
         self.reserve = reserve
-        self._open_db()
+        self._open_db()  # sets `_full`
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
         self._unlogged_options = rocksdict.WriteOptions()
         self._unlogged_options.disable_wal = True
         self.unlogged = False  # an unlogged commit waits in the memtables
-        self._full = False  # the disk filled up: RocksDB refuses writes until reopened
         self._lock = threading.Lock()
         self._snapshots: weakref.WeakSet[SnapshotReader] = weakref.WeakSet()
         self._cursors: weakref.WeakSet[_Cursor] = weakref.WeakSet()
@@ -153,6 +152,7 @@ class Rocks:
             raise storage_error(f"cannot open RocksDB at {self.path}", err) from None
         self._cf = self._db.get_column_family(COLUMN_FAMILY)
         self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
+        self._full = False  # the disk filled up: RocksDB refuses writes until opened again
 
     def _failed(self, action: str, err: Exception) -> StorageError:
         """The error a failed RocksDB call raises, remembering a full disk (see `_recover`)."""
@@ -180,9 +180,8 @@ class Rocks:
                 db.close()
             except Exception:  # noqa: BLE001 - it reports the full disk again; the files are let go
                 pass
-        # A reopen that fails leaves no database: each later call tries again (`_check_open`).
+        # A reopen that fails leaves no database: each later call tries again (`_column`).
         self._open_db()
-        self._full = False
 
     def check_room(self) -> None:
         """Raise StorageFullError if a write would be refused now: the disk filled up and the
@@ -207,7 +206,6 @@ class Rocks:
             with self._lock:
                 if self._db is None:
                     self._open_db()
-                    self._full = False
                 cf = self._cf
         return cf
 
