@@ -2,13 +2,16 @@
 sparse gets, streams, snapshots, sessions, notifications, proofs from a writer to a reader, and
 named errors for bad input and damaged storage."""
 
+import random
 from dataclasses import replace
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperfs.core import Corestore, Hypercore
-from hyperfs.core.hypercore import append_together
+from hyperfs.core.hypercore import append_together, cut
 from hyperfs.core.crypto import key_pair
 from hyperfs.core.encoding import TreeNode
 from hyperfs.core.manifest import default_signer_manifest
@@ -207,6 +210,45 @@ async def test_seek_streams_and_live(tmp_path):
         await trio.sleep(0.01)
         await core.append([b"x", b"y"])
     assert seen == blocks[38:] + [b"x", b"y"]
+    await core.close()
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=9), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=8),
+    st.integers(min_value=1, max_value=80),
+)
+def test_cut_takes_a_byte_range_of_blocks_and_says_where_it_ends(blocks, skip, size):
+    skip %= len(blocks[0])
+    data, index, rel = cut(blocks, 10, skip, size)
+    assert data == b"".join(blocks)[skip : skip + size]
+    ends = [sum(map(len, blocks[: i + 1])) for i in range(len(blocks))]
+    consumed = skip + len(data)
+    whole = sum(end <= consumed for end in ends)  # blocks read to their end
+    assert (index, rel) == (10 + whole, consumed - (ends[whole - 1] if whole else 0))
+
+
+@trio_test
+async def test_read_bytes_joins_any_range_and_waits_for_missing_blocks(tmp_path):
+    core = await open_core(tmp_path)
+    blocks = [bytes([65 + i % 26]) * (i * 7 % 23 + 1) for i in range(60)]  # uneven sizes
+    await core.append(blocks)
+    data = b"".join(blocks)
+    rng = random.Random(5)
+    ranges = [(0, 1), (0, len(data)), (3, 100), (len(data) - 3, 10)]
+    ranges += [(rng.randrange(len(data)), rng.randrange(1, 300)) for _ in range(40)]
+    for offset, size in ranges:
+        index, skip = await core.seek(offset)
+        after = await core.seek(min(offset + size, len(data)))
+        for got in (await core.read_bytes(index, skip, size, 60), core.read_bytes_sync(index, skip, size, 60)):
+            assert got == (data[offset : offset + size], *after)
+    assert await core.read_bytes(0, 0, len(data), 3) == (b"".join(blocks[:3]), 3, 0)  # `end` bounds it
+    await core.clear(20, 21)
+    with pytest.raises(BlockNotAvailableError):
+        core.read_bytes_sync(19, 0, 100, 60)
+    with trio.move_on_after(0.2) as waited:
+        await core.read_bytes(19, 0, 100, 60)  # waits for a peer to bring block 20
+    assert waited.cancelled_caught
     await core.close()
 
 

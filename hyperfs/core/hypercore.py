@@ -89,6 +89,28 @@ async def pieces(blocks: AsyncIterator[bytes], skip: int, count: int) -> AsyncIt
             return
 
 
+def cut(blocks: Sequence[bytes], index: int, skip: int, size: int) -> tuple[bytes, int, int]:
+    """The `size` bytes of `blocks` (block `index` first) that start `skip` bytes into the
+    first, fewer where the blocks end, as one buffer, and where they end: (block, offset in it).
+    A whole block is not copied; the pieces are joined once."""
+    parts: list[bytes] = []
+    for block in blocks:
+        piece = block[skip : skip + size]
+        parts.append(piece)
+        size -= len(piece)
+        if skip + len(piece) < len(block):
+            skip += len(piece)  # ends inside this block
+            break
+        index, skip = index + 1, 0
+        if size == 0:
+            break
+    return _joined(parts), index, skip
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class Head(NamedTuple):
     """The signed head of a core: what a peer's upgrade proof must reach."""
 
@@ -842,10 +864,13 @@ class Hypercore:
 
     async def seek(self, byte_offset: int) -> tuple[int, int]:
         """(block index, offset in it) of a byte offset of the user data."""
+        return await trio.to_thread.run_sync(self.seek_sync, byte_offset)
+
+    def seek_sync(self, byte_offset: int) -> tuple[int, int]:
+        """`seek` in the calling thread, for a core whose tree is stored here."""
         if not 0 <= byte_offset <= self.byte_length:
             raise InvalidArgumentError(f"byte offset {byte_offset} is outside 0..{self.byte_length}")
-        roots, padding, get = self._roots, self.padding, self.read_node_sync
-        return await trio.to_thread.run_sync(lambda: merkle.seek(byte_offset, roots, get, padding))
+        return merkle.seek(byte_offset, self._roots, self.read_node_sync, self.padding)
 
     async def tree_hash(self, length: int | None = None) -> bytes:
         """The Merkle tree hash at `length` (default: the current length)."""
@@ -906,6 +931,49 @@ class Hypercore:
         for i, value in enumerate(values):
             out.append(self._decode(start + i, value) if value is not None else await self.get(start + i))
         return out
+
+    async def read_bytes(self, index: int, skip: int, size: int, end: int) -> tuple[bytes, int, int]:
+        """`size` bytes of the blocks [index, end) that start `skip` bytes into block `index`
+        (fewer only where the blocks end), and where they end: (block, offset in it). Stored
+        blocks are fetched, cut and joined by a worker thread, so a large read costs the event
+        loop one hand-off, not a step and a copy per block; missing ones are waited for as
+        `get` does."""
+        if self.state.bitfield.has_all(index, end):
+            try:
+                return await trio.to_thread.run_sync(self.read_bytes_sync, index, skip, size, end)
+            except BlockNotAvailableError:
+                pass  # cleared meanwhile
+        parts: list[bytes] = []
+        while size > 0 and index < end:
+            data, index, skip = cut([await self.get(index)], index, skip, size)
+            parts.append(data)
+            size -= len(data)
+        return _joined(parts), index, skip
+
+    def read_bytes_sync(self, index: int, skip: int, size: int, end: int) -> tuple[bytes, int, int]:
+        """`read_bytes` in the calling thread, of blocks stored here (BlockNotAvailableError
+        for one that is not)."""
+        parts: list[bytes] = []
+        per_block = max(1, self.byte_length // max(1, self.length))
+        while size > 0 and index < end:
+            count = min(end - index, (skip + size + per_block - 1) // per_block)
+            at = index, skip
+            data, index, skip = self._read_cut(index, count, skip, size)
+            if (index, skip) == at:
+                raise BlockNotAvailableError(f"block {index} of core {self.state.id} is not available locally")
+            parts.append(data)
+            size -= len(data)
+        return _joined(parts), index, skip
+
+    def _read_cut(self, index: int, count: int, skip: int, size: int) -> tuple[bytes, int, int]:
+        """`cut` of the stored blocks [index, index + count), up to the first that is gone."""
+        values = self._storage().read().get_blocks(list(range(index, index + count)))
+        blocks = []
+        for i, value in enumerate(values):
+            if value is None:  # cleared meanwhile: the caller fetches it the slow way
+                break
+            blocks.append(self._decode(index + i, value))
+        return cut(blocks, index, skip, size)
 
     async def byte_stream(self, byte_offset: int = 0, byte_length: int | None = None) -> AsyncIterator[bytes]:
         """The user bytes [byte_offset, byte_offset + byte_length) as block-sized pieces."""
