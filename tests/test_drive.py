@@ -87,6 +87,38 @@ async def test_reopen_and_read_ranges(tmp_path: Path) -> None:
 
 
 @trio_test
+async def test_file_reader_reads_anywhere_in_order_or_not_and_at_once(tmp_path: Path) -> None:
+    data = random.Random(3).randbytes(5 * BLOCK_SIZE + 1234)
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/f", b"before")  # the file's blocks do not start at block 0
+        await drive.write_file("/f", data)
+        reader = await drive.open_reader("/f")
+        assert reader.size == len(data)
+        step = 100_000  # not a multiple of the block size: reads end inside blocks
+        assert [await reader.read(o, step) for o in range(0, len(data), step)] == [
+            data[o : o + step] for o in range(0, len(data), step)
+        ]
+        rng = random.Random(4)
+        for _ in range(30):
+            offset, size = rng.randrange(len(data) + 10), rng.randrange(1, 3 * BLOCK_SIZE)
+            assert await reader.read(offset, size) == data[offset : offset + size]
+        got: dict[int, bytes] = {}
+
+        async def read(offset: int) -> None:
+            got[offset] = await reader.read(offset, BLOCK_SIZE)
+
+        async with trio.open_nursery() as nursery:  # the kernel asks for several pieces at once
+            for offset in range(0, len(data), BLOCK_SIZE):
+                nursery.start_soon(read, offset)
+        assert b"".join(got[o] for o in sorted(got)) == data
+        await drive.write_file("/f", b"after")
+        assert await reader.read(0, 10) == data[:10]  # the file as it was when opened
+        with pytest.raises(IsADirectoryInDrive):
+            await drive.open_reader("/")
+
+
+@trio_test
 async def test_files_folders_errors(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from hyperfs.core.corestore import Corestore
 from hyperfs.core.hypercore import Hypercore, append_together, pieces
 from hyperfs.core.locking import held
+from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Listing, Names, Node, join
 from hyperfs.drive.paths import normalize
@@ -356,25 +357,33 @@ class Drive:
 
     async def open_read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The bytes [start, end) of file `path` as chunks, reading only the blocks they lie in."""
-        names, st = await self._resolve(normalize(path))
-        if st.is_dir():
-            raise IsADirectoryInDrive(f"{join(names)} is a folder")
-        size = st.size
-        stop = size if end is None else min(end, size)
+        st = await self._file_stat(path)
+        stop = st.size if end is None else min(end, st.size)
         if start < 0 or start >= stop:
             return
-        last = st.offset + st.blocks
-        if last > self.content.length:
-            # Queued, or being appended by a batch right now (which holds the lock).
-            await self.flush_pending()
-        if last > self.content.length and self.content.replicator is None:
-            # No peer can bring those blocks: waiting for them would hang the reader.
-            raise DecodingError(f"{join(names)} points past the end of the content core")
         first, skip = st.offset, 0
         if start:
             first, skip = await self.content.seek(st.byte_offset + start)
-        async for piece in pieces(self.content.read_stream(first, last), skip, stop - start):
+        async for piece in pieces(self.content.read_stream(first, st.offset + st.blocks), skip, stop - start):
             yield piece
+
+    async def open_reader(self, path: str) -> FileReader:
+        """Reads anywhere in file `path` as it is now (see `FileReader`)."""
+        st = await self._file_stat(path)
+        return FileReader(self.content, st, await self.content.has(st.offset, st.offset + st.blocks))
+
+    async def _file_stat(self, path: str) -> Stat:
+        """The Stat of file `path` (symlinks followed), once its content blocks can be read."""
+        names, st = await self._resolve(normalize(path))
+        if st.is_dir():
+            raise IsADirectoryInDrive(f"{join(names)} is a folder")
+        if st.offset + st.blocks > self.content.length:
+            # Queued, or being appended by a batch right now (which holds the lock).
+            await self.flush_pending()
+        if st.offset + st.blocks > self.content.length and self.content.replicator is None:
+            # No peer can bring those blocks: waiting for them would hang the reader.
+            raise DecodingError(f"{join(names)} points past the end of the content core")
+        return st
 
     async def readlink(self, path: str) -> str:
         st = await self.lstat(path)
@@ -775,6 +784,50 @@ class Drive:
         if self._checkout is None:
             await self.content.close()
             await self.metadata.close()
+
+
+class FileReader:
+    """Reads anywhere in one file, as it was when opened. A read that starts where the last one
+    ended goes on from the block that one stopped in; any other seeks the content core first.
+    While every block of the file is stored here (`stored`), reads run in order on one worker
+    thread, which goes straight on to the next read asked for meanwhile (`SerialThread`)."""
+
+    def __init__(self, content: Hypercore, st: Stat, stored: bool) -> None:
+        self._content, self._stat = content, st
+        self._end = st.offset + st.blocks
+        self._next = (0, st.offset, 0)  # (file offset, block, offset in it) the last read ended at
+        self._thread = SerialThread() if stored else None
+
+    @property
+    def size(self) -> int:
+        return self._stat.size
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset`, fewer only at the end of the file."""
+        size = min(size, self._stat.size - offset)
+        if offset < 0 or size <= 0:
+            return b""
+        if self._thread is not None:
+            try:
+                return await self._thread.run(self._read_here, offset, size)
+            except BlockNotAvailableError:
+                self._thread = None  # cleared meanwhile: wait for replication from now on
+        index, skip = self._place(offset) or await self._content.seek(self._stat.byte_offset + offset)
+        return self._ended(offset, *await self._content.read_bytes(index, skip, size, self._end))
+
+    def _read_here(self, offset: int, size: int) -> bytes:
+        """`read` of stored blocks, in the worker thread."""
+        index, skip = self._place(offset) or self._content.seek_sync(self._stat.byte_offset + offset)
+        return self._ended(offset, *self._content.read_bytes_sync(index, skip, size, self._end))
+
+    def _place(self, offset: int) -> tuple[int, int] | None:
+        """(block, offset in it) of file offset `offset`, if the last read ended there."""
+        at, index, skip = self._next
+        return (index, skip) if offset == at else None
+
+    def _ended(self, offset: int, data: bytes, index: int, skip: int) -> bytes:
+        self._next = (offset + len(data), index, skip)
+        return data
 
 
 class FileWriter:

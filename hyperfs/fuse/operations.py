@@ -430,7 +430,9 @@ class DriveOperations(pyfuse3.Operations):
         reader = self._readers.get(fh)
         if reader is None:
             reader = self._readers[fh] = ContentReader(self.drive)
-        return await reader.read(self.inodes.path(open_file.ino), off, size)
+        # Its content changes with a commit through this mount, or with the drive from elsewhere.
+        stamp = (open_file.committed, self.drive.version)
+        return await reader.read(self.inodes.path(open_file.ino), stamp, off, size)
 
     @fuse_errors
     async def write(self, fh, off, buf):
@@ -474,9 +476,7 @@ class DriveOperations(pyfuse3.Operations):
     @fuse_errors
     async def release(self, fh):
         handle = self._handles.pop(fh)
-        reader = self._readers.pop(fh, None)
-        if reader is not None:
-            await reader.close()
+        self._readers.pop(fh, None)
         open_file = handle.file
         try:
             await self._commit(open_file)
