@@ -21,7 +21,7 @@ import trio
 from google.protobuf.message import DecodeError
 
 from hyperfs.core.corestore import Corestore
-from hyperfs.core.hypercore import Hypercore, append_together, pieces
+from hyperfs.core.hypercore import Hypercore, append_together
 from hyperfs.core.locking import held
 from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
@@ -51,6 +51,7 @@ MAX_SYMLINKS = 40
 # A batch (or a streaming writer) appends once this much content or this many nodes wait.
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_NODES = 2048
+READ_PIECE = 1024 * 1024  # what `open_read` yields at a time
 
 
 def now_ms() -> int:
@@ -356,16 +357,14 @@ class Drive:
         return b"".join([chunk async for chunk in self.open_read(path)])
 
     async def open_read(self, path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The bytes [start, end) of file `path` as chunks, reading only the blocks they lie in."""
-        st = await self._file_stat(path)
-        stop = st.size if end is None else min(end, st.size)
-        if start < 0 or start >= stop:
+        """The bytes [start, end) of file `path` in pieces of up to READ_PIECE bytes, reading
+        only the blocks they lie in."""
+        reader = await self.open_reader(path)
+        stop = reader.size if end is None else min(end, reader.size)
+        if start < 0:
             return
-        first, skip = st.offset, 0
-        if start:
-            first, skip = await self.content.seek(st.byte_offset + start)
-        async for piece in pieces(self.content.read_stream(first, st.offset + st.blocks), skip, stop - start):
-            yield piece
+        for offset in range(start, stop, READ_PIECE):
+            yield await reader.read(offset, min(READ_PIECE, stop - offset))
 
     async def open_reader(self, path: str) -> FileReader:
         """Reads anywhere in file `path` as it is now (see `FileReader`)."""
@@ -917,9 +916,8 @@ class FileWriter:
                 if drive._pending_content:
                     await drive._append_pending(logged=False)
             first, skip = divmod(start, BLOCK_SIZE)
-            last = (min(stop, whole) + BLOCK_SIZE - 1) // BLOCK_SIZE
-            blocks = drive.content.read_stream(self._stat.offset + first, self._stat.offset + last)
-            parts += [piece async for piece in pieces(blocks, skip, min(stop, whole) - start)]
+            end = self._stat.offset + (min(stop, whole) + BLOCK_SIZE - 1) // BLOCK_SIZE
+            parts.append((await drive.content.read_bytes(self._stat.offset + first, skip, min(stop, whole) - start, end))[0])
         if stop > whole:
             parts.append(bytes(self._buffer[max(start, whole) - whole : stop - whole]))
         return b"".join(parts)
