@@ -32,6 +32,7 @@ from hyperfs.core.manifest import (
     manifest_hash,
     manifest_to_dict,
 )
+from hyperfs.core.node_cache import NodeCache
 from hyperfs.core.proof import VerifiedProof
 from hyperfs.core.storage import schema
 from hyperfs.core.storage.core import HypercoreStorage
@@ -169,6 +170,7 @@ class CoreState:
         self._truncated = trio.Event()
         self._append_channels: list[trio.MemorySendChannel[tuple[int, int]]] = []
         self._truncate_channels: list[trio.MemorySendChannel[tuple[int, int]]] = []
+        self.nodes = NodeCache()
         self._load()
 
     # --- loading and checking ---------------------------------------------------------------------
@@ -188,6 +190,13 @@ class CoreState:
         self.byte_length = merkle.byte_length(self.roots)
         self.bitfield = Bitfield(self.storage.create_bitfield_stream())
         self.contiguous_length = min(self.bitfield.first_unset(0), self.length)
+
+    def tree_node(self, index: int) -> TreeNode | None:
+        """Stored tree node `index` (None if it is not stored), kept in `nodes` once read."""
+        return self.nodes.get(index, self._read_tree_node)
+
+    def _read_tree_node(self, index: int) -> TreeNode | None:
+        return self.storage.read().get_tree_node(index)
 
     def _stored_roots(self, length: int, get: Any) -> list[TreeNode]:
         roots = []
@@ -374,6 +383,7 @@ class CoreState:
         # at block 0 (a scan of every full bitfield page at each append of a big core).
         scan = self.contiguous_length
         if change.truncated_to is not None:
+            self.nodes.forget()
             self.bitfield.set_range(change.truncated_to, max(old_length, change.truncated_to), False)
             self.bitfield.take_dirty()
             scan = min(scan, change.truncated_to)
@@ -1020,16 +1030,15 @@ class Hypercore:
 
     def read_nodes_sync(self, indexes: Sequence[int]) -> dict[int, TreeNode]:
         """The stored tree nodes among `indexes` (blocking)."""
-        rx = self._storage().read()
-        out = {}
-        for index in indexes:
-            node = rx.get_tree_node(index)
-            if node is not None:
-                out[index] = node
-        return out
+        get = self._node_reader()
+        return {index: node for index in indexes if (node := get(index)) is not None}
+
+    def _node_reader(self) -> Callable[[int], TreeNode | None]:
+        # A snapshot reads its own nodes: a truncation since may have replaced the live ones.
+        return self._snap.storage.read().get_tree_node if self._snap else self.state.tree_node
 
     def read_node_sync(self, index: int) -> TreeNode:
-        node = self._storage().read().get_tree_node(index)
+        node = self._node_reader()(index)
         if node is None:
             raise CorruptStorageError(f"core {self.state.id}: tree node {index} is missing")
         return node
