@@ -7,10 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperfs.drive.append_tree import (
     AppendTree,
     Listing,
+    decode_level,
     decode_node,
     decode_paths,
     encode_paths,
@@ -143,6 +146,32 @@ def test_paths_of_far_apart_entries() -> None:
     assert decode_paths(seq, paths) == levels
     mixed = [[5, 6, 7, 300, 301, 302, 20_000, 20_001]]
     assert decode_paths(20_001, encode_paths(20_001, mixed)) == mixed
+
+
+@given(
+    st.lists(st.lists(st.integers(min_value=0, max_value=300_000), max_size=40), min_size=1, max_size=6),
+    st.booleans(),
+)
+def test_one_level_decodes_as_all_of_them_do(levels: list[list[int]], ends_with_seq: bool) -> None:
+    seq = 300_001
+    levels = [sorted(level) + [seq] if ends_with_seq else sorted(level) for level in levels]
+    paths = encode_paths(seq, levels)
+    everything = decode_paths(seq, paths)
+    for depth in range(len(everything) + 2):
+        assert decode_level(seq, paths, depth) == (everything[depth] if depth < len(everything) else None)
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        b"\x01\x02\x80",  # truncated in the list stepped over
+        b"\x01\x03\x81\x81",  # the stepped-over list runs past the end
+        b"\x01\x01\x01\x01\x07",  # the list decoded names a later entry
+    ],
+)
+def test_a_level_behind_malformed_ones_is_refused(paths: bytes) -> None:
+    with pytest.raises(DecodingError):
+        decode_level(5, paths, 1)
 
 
 @pytest.mark.parametrize(

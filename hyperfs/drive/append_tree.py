@@ -106,35 +106,81 @@ def decode_paths(seq: int, buf: bytes) -> list[list[int]]:
     A list may only name nodes at or before `seq` (the log cannot point forward), and a count
     may not promise more entries than bytes remain, so hostile input cannot loop or blow up.
     """
+    ends_with_seq, pos = _paths_header(seq, buf)
+    levels: list[list[int]] = []
+    while pos < len(buf):
+        level, pos = _decode_level(seq, buf, pos, ends_with_seq)
+        levels.append(level)
+    return levels
+
+
+def decode_level(seq: int, buf: bytes, depth: int) -> list[int] | None:
+    """The list at `depth` of node `seq` (None when it has fewer), as `decode_paths` gives it.
+    The lists before it are stepped over at C speed, not decoded: a lookup through a node
+    wants one list, and the one of a wide folder holds thousands of entries."""
+    ends_with_seq, pos = _paths_header(seq, buf)
+    for _ in range(depth):
+        if pos >= len(buf):
+            return None
+        count, pos = _level_count(seq, buf, pos)
+        pos = _skip_varints(seq, buf, pos, count)
+    if pos >= len(buf):
+        return None
+    return _decode_level(seq, buf, pos, ends_with_seq)[0]
+
+
+def _paths_header(seq: int, buf: bytes) -> tuple[bool, int]:
     if not buf:
         raise DecodingError(f"append-tree node {seq}: empty paths index")
     header, pos = _get_varint(buf, 0)
-    ends_with_seq = bool(header & 1)
-    levels: list[list[int]] = []
-    size = len(buf)
-    while pos < size:
-        count, pos = _get_varint(buf, pos)
-        if count > size - pos:
+    return bool(header & 1), pos
+
+
+def _level_count(seq: int, buf: bytes, pos: int) -> tuple[int, int]:
+    count, pos = _get_varint(buf, pos)
+    if count > len(buf) - pos:
+        raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
+    return count, pos
+
+
+_CONTINUATION = bytes(range(0x80, 0x100))
+
+
+def _skip_varints(seq: int, buf: bytes, pos: int, count: int) -> int:
+    """The position after `count` varints from `pos`. Each ends in the one byte of it below
+    0x80, so a span of `count` bytes holding `t` of those needs `count - t` more bytes, and so on."""
+    need = count
+    while need:
+        chunk = buf[pos : pos + need]
+        if len(chunk) < need:
             raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
-        level: list[int] = []
-        prev = 0
-        for _ in range(count):
-            if pos >= size:
-                raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
-            byte = buf[pos]
-            if byte < 0x80:  # most deltas fit one byte: no call for them
-                prev += byte
-                pos += 1
-            else:
-                delta, pos = _get_varint(buf, pos)
-                prev += delta
-            level.append(prev)
-        if level and level[-1] > seq:
-            raise DecodingError(f"append-tree node {seq}: paths names a later entry {level[-1]}")
-        if ends_with_seq:
-            level.append(seq)
-        levels.append(level)
-    return levels
+        pos += need
+        need -= len(chunk.translate(None, _CONTINUATION))
+    return pos
+
+
+def _decode_level(seq: int, buf: bytes, pos: int, ends_with_seq: bool) -> tuple[list[int], int]:
+    """One list from `pos` (its count, then its deltas) and the position after it."""
+    count, pos = _level_count(seq, buf, pos)
+    size = len(buf)
+    level: list[int] = []
+    prev = 0
+    for _ in range(count):
+        if pos >= size:
+            raise DecodingError(f"append-tree node {seq}: paths list longer than its bytes")
+        byte = buf[pos]
+        if byte < 0x80:  # most deltas fit one byte: no call for them
+            prev += byte
+            pos += 1
+        else:
+            delta, pos = _get_varint(buf, pos)
+            prev += delta
+        level.append(prev)
+    if level and level[-1] > seq:
+        raise DecodingError(f"append-tree node {seq}: paths names a later entry {level[-1]}")
+    if ends_with_seq:
+        level.append(seq)
+    return level, pos
 
 
 # --- nodes --------------------------------------------------------------------------------------
@@ -149,13 +195,15 @@ class Node:
     names: Names
     value: bytes | None
     paths: bytes
-    _levels: list[list[int]] | None = None
+    _levels: dict[int, list[int] | None] | None = None  # decoded lists by depth
 
-    @property
-    def levels(self) -> list[list[int]]:
+    def level(self, depth: int) -> list[int] | None:
+        """The list at `depth` (None when the paths end before it), decoded on first use alone."""
         if self._levels is None:
-            self._levels = decode_paths(self.seq, self.paths)
-        return self._levels
+            self._levels = {}
+        if depth not in self._levels:
+            self._levels[depth] = decode_level(self.seq, self.paths, depth)
+        return self._levels[depth]
 
     def component(self, depth: int) -> str | None:
         """The name component at `depth`, None when the name is not that deep."""
@@ -329,11 +377,11 @@ class AppendTree:
         return self.node(self.length - 1) if self.length > self.offset else None
 
     def _level_listing(self, node: Node, depth: int) -> Listing:
-        levels = node.levels
-        if depth >= len(levels):
+        level = node.level(depth)
+        if level is None:
             return EMPTY
         entries: dict[str | None, int] = {}
-        for seq in levels[depth]:
+        for seq in level:
             entries.setdefault(self.node(seq).component(depth), seq)
         return Listing(entries)
 
@@ -343,12 +391,12 @@ class AppendTree:
             cmp = common_prefix(node.names, names)
             if cmp == len(names):
                 return self._level_listing(node, cmp)
-            levels = node.levels
-            if cmp >= len(levels):
+            level = node.level(cmp)
+            if level is None:
                 return EMPTY
             target = names[cmp]
             # Each hop moves to an older entry, so a hostile index cannot make this loop.
-            for seq in levels[cmp]:
+            for seq in level:
                 if seq < node.seq and self.node(seq).component(cmp) == target:
                     node = self.node(seq)
                     break
@@ -430,11 +478,11 @@ class AppendTree:
             cmp = common_prefix(names, node.names)
             if cmp == len(names) == len(node.names):
                 break
-            levels = node.levels
-            if cmp >= len(levels):
+            level = node.level(cmp)
+            if level is None:
                 break
             target = names[cmp] if cmp < len(names) else None
-            candidates = [s for s in levels[cmp] if s < node.seq]
+            candidates = [s for s in level if s < node.seq]
             node = next((self.node(s) for s in candidates if self.node(s).component(cmp) == target), None)
         return visited
 
