@@ -165,7 +165,7 @@ def test_one_level_decodes_as_all_of_them_do(levels: list[list[int]], ends_with_
     "paths",
     [
         b"\x01\x02\x80",  # truncated in the list stepped over
-        b"\x01\x03\x81\x81",  # the stepped-over list runs past the end
+        b"\x01\x03\x81\x81",  # the stepped-over list counts more entries than bytes remain
         b"\x01\x01\x01\x01\x07",  # the list decoded names a later entry
     ],
 )

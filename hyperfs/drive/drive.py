@@ -376,10 +376,11 @@ class Drive:
         names, st = await self._resolve(normalize(path))
         if st.is_dir():
             raise IsADirectoryInDrive(f"{join(names)} is a folder")
-        if st.offset + st.blocks > self.content.length:
+        last = st.offset + st.blocks
+        if last > self.content.length:
             # Queued, or being appended by a batch right now (which holds the lock).
             await self.flush_pending()
-        if st.offset + st.blocks > self.content.length and self.content.replicator is None:
+        if last > self.content.length and self.content.replicator is None:
             # No peer can bring those blocks: waiting for them would hang the reader.
             raise DecodingError(f"{join(names)} points past the end of the content core")
         return st
@@ -917,7 +918,8 @@ class FileWriter:
                     await drive._append_pending(logged=False)
             first, skip = divmod(start, BLOCK_SIZE)
             end = self._stat.offset + (min(stop, whole) + BLOCK_SIZE - 1) // BLOCK_SIZE
-            parts.append((await drive.content.read_bytes(self._stat.offset + first, skip, min(stop, whole) - start, end))[0])
+            data, _, _ = await drive.content.read_bytes(self._stat.offset + first, skip, min(stop, whole) - start, end)
+            parts.append(data)
         if stop > whole:
             parts.append(bytes(self._buffer[max(start, whole) - whole : stop - whole]))
         return b"".join(parts)
