@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hyperfs.drive.append_tree import (
+    EMPTY,
     AppendTree,
     Listing,
     decode_level,
@@ -133,6 +134,25 @@ def test_listing_without_any_entry_matches_one_encoded_afresh() -> None:
                 newest = next(reversed(fresh.entries))
                 ours, theirs = spliced.replaced(newest, seq + 1), fresh.replaced(newest, seq + 1)
                 assert (ours[0], ours[1].deltas()) == (theirs[0], theirs[1].deltas()), (entries, key)
+
+
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=60), st.lists(st.sampled_from([1, 1, 1, 2, 200, 20_000]), min_size=60, max_size=60))
+def test_listing_replaced_in_place_matches_one_encoded_afresh(keys: list[int], gaps: list[int]) -> None:
+    """A chain of puts, each taking the last listing over in place (a new name, the newest
+    entry again, an older one, the folder's own entry as None): every level and every new
+    listing's deltas are what a listing of the same entries encodes from scratch. The shared
+    EMPTY listing the chain starts from stays empty."""
+    listing, seq = EMPTY, 0
+    for key, gap in zip(keys, gaps):
+        name = None if key == 0 else f"n{key}"
+        seq += gap
+        fresh = Listing(dict(listing.entries))
+        want_level, want = fresh.replaced(name, seq)
+        level, listing = listing.replaced(name, seq)
+        assert level == want_level
+        assert listing.entries == want.entries and list(listing.entries) == list(want.entries)
+        assert listing.deltas() == Listing(dict(listing.entries)).deltas()
+    assert EMPTY.entries == {} and EMPTY.deltas() == bytearray()
 
 
 def test_paths_of_far_apart_entries() -> None:

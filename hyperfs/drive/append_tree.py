@@ -271,24 +271,32 @@ class Listing:
         return self._deltas
 
     def replaced(self, key: str | None, seq: int) -> tuple[bytes, Listing]:
-        """For a put of node `seq` under child `key`: its encoded level and the new listing."""
-        entries = dict(self.entries)
-        old = entries.pop(key, None)
-        deltas = self.deltas()
-        if old is None:
-            kept = deltas
-        elif old == next(reversed(self.entries.values())):
-            kept = deltas[: self._last_start]
+        """For a put of node `seq` under child `key`: its encoded level and the new listing.
+
+        The new listing takes this one's entries and deltas over and changes them in place, so
+        a put into a wide folder copies only the level it encodes. This listing is spent: it
+        reads as the new one from now on, and its identity no longer names a state (`EMPTY`,
+        shared by every empty folder, is copied instead)."""
+        if self is EMPTY:
+            entries: dict[str | None, int] = {}
+            deltas = bytearray()
         else:
-            kept = bytearray()
-            encode_deltas(entries.values(), kept)
+            entries, deltas = self.entries, self.deltas()
+            self._deltas = None  # spent: read again, it encodes its (new) entries afresh
+        old = entries.pop(key, None)
+        if old is not None:
+            if old > next(reversed(entries.values()), 0):  # it was the newest entry
+                del deltas[self._last_start :]
+            else:
+                deltas = bytearray()
+                encode_deltas(entries.values(), deltas)
         level = bytearray()
         _put_varint(len(entries), level)
-        level += kept
+        level += deltas
         new = Listing(entries)
-        new._deltas = bytearray(kept)
-        new._last_start = len(kept)
-        _put_varint(seq - next(reversed(entries.values()), 0), new._deltas)
+        new._deltas = deltas
+        new._last_start = len(deltas)
+        _put_varint(seq - next(reversed(entries.values()), 0), deltas)
         entries[key] = seq
         return bytes(level), new
 
@@ -554,11 +562,13 @@ class AppendTree:
         """Adds a put of `names` as entry `length`; returns the block to append to the log."""
         self._check_writable()
         seq = self.length
+        # Every listing first: `replaced` spends each, so none may be read after a failure.
+        folders = [self.listing(names[:depth]) for depth in range(len(names) + 1)]
         levels = bytearray()
         listings: dict[Names, Listing] = {}
-        for depth in range(len(names) + 1):
+        for depth, folder in enumerate(folders):
             key = names[depth] if depth < len(names) else None
-            level, listings[names[:depth]] = self.listing(names[:depth]).replaced(key, seq)
+            level, listings[names[:depth]] = folder.replaced(key, seq)
             levels += level
         node = Node(seq, join(names), names, value, bytes((1,)) + bytes(levels))
         return self._append(node, listings)
@@ -574,9 +584,9 @@ class AppendTree:
         # so the paths' header has no "each level ends with it" flag.
         paths = bytearray((0,))
         listings: dict[Names, Listing] = {}
-        for i in range(depth):
+        folders = [self.listing(names[:i]) for i in range(depth)]  # first, as in `put`
+        for i, old in enumerate(folders):
             key = names[i] if i < len(names) else None
-            old = self.listing(names[:i])
             new = old.replaced(key, seq)[1] if i < depth - 1 else old.without(key)
             _put_varint(len(new.entries), paths)
             paths += new.deltas()

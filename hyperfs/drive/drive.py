@@ -25,7 +25,7 @@ from hyperfs.core.hypercore import Hypercore, append_together
 from hyperfs.core.locking import held
 from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
-from hyperfs.drive.append_tree import AppendTree, Change, Listing, Names, Node, join
+from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
 from hyperfs.drive.paths import normalize
 from hyperfs.errors import (
     BlockNotAvailableError,
@@ -455,34 +455,42 @@ class Drive:
         self._pending_bytes += len(data)
 
     def _queue_put(self, names: Names, value: bytes) -> None:
-        before = self._listings_on_the_way(names)
+        before = self._counts_on_the_way(names)
         self._pending_nodes.append(self.tree.put(names, value))
         self._carry_subfolder_counts(names, before)
 
     def _queue_del(self, names: Names) -> None:
-        before = self._listings_on_the_way(names)
+        before = self._counts_on_the_way(names)
         self._pending_nodes.append(self.tree.delete(names))
         self._carry_subfolder_counts(names, before)
 
-    def _listings_on_the_way(self, names: Names) -> list[Listing]:
-        return [self.tree.listing(names[:depth]) for depth in range(len(names))]
+    def _counts_on_the_way(self, names: Names) -> list[tuple[int, int | None] | None]:
+        """For each folder on the way to `names` whose subfolder count is known for its current
+        listing: (that count, its entry for the next name). The change spends the listings."""
+        tree, known = self.tree, self._subfolders
+        out: list[tuple[int, int | None] | None] = []
+        for depth in range(len(names)):
+            folder = names[:depth]
+            cached = known.get(folder)
+            listing = tree.listing(folder)
+            out.append((cached[1], listing.entries.get(names[depth])) if cached and cached[0] is listing else None)
+        return out
 
-    def _carry_subfolder_counts(self, names: Names, before: list[Listing]) -> None:
-        """After a put or deletion of `names`, each folder on the way whose count was known for
-        its listing `before` gets it for its new one, in which only the entry for `names[depth]`
+    def _carry_subfolder_counts(self, names: Names, before: list[tuple[int, int | None] | None]) -> None:
+        """After a put or deletion of `names`, each folder on the way whose count was known
+        `before` gets it for its new listing, in which only the entry for `names[depth]`
         changed."""
         tree = self.tree
-        for depth, old in enumerate(before):
-            folder = names[:depth]
-            cached = self._subfolders.get(folder)
-            if cached is None or cached[0] is not old:
+        for depth, known in enumerate(before):
+            if known is None:
                 continue
+            folder = names[:depth]
             new = tree.listing(folder)
             if not new.entries:  # below where a deletion's levels end: the folder is gone
                 del self._subfolders[folder]
                 continue
-            was, now = old.entries.get(names[depth]), new.entries.get(names[depth])
-            count = cached[1]
+            count, was = known
+            now = new.entries.get(names[depth])
             count -= was is not None and self._is_folder_entry(tree, folder, was)
             count += now is not None and self._is_folder_entry(tree, folder, now)
             self._subfolders[folder] = (new, count)
