@@ -301,44 +301,50 @@ class Listing:
         return bytes(level), new
 
     def without(self, key: str | None) -> Listing:
-        """The listing with no entry for `key`, its deltas spliced rather than encoded again
+        """The listing with no entry for `key`. Like `replaced`, it takes this listing's entries
+        and deltas over and spends it. The deltas are spliced rather than encoded again
         (`rm -rf` removes in listing order, oldest first after the folder's own entry)."""
-        if key not in self.entries:
+        entries = self.entries
+        if key not in entries:
             return self
-        entries = dict(self.entries)
-        removed = entries.pop(key)
+        deltas, last_start = self.deltas(), self._last_start
+        self._deltas = None  # spent, as in `replaced`
         new = Listing(entries)
-        if removed == next(reversed(self.entries.values())):
-            new._deltas = self.deltas()[: self._last_start]
+        if key == next(reversed(entries)):
+            del entries[key]
+            del deltas[last_start:]
             # The entry before is the last now: its delta starts after the terminating byte
             # (< 0x80) of the one before it.
-            start = len(new._deltas) - 1
-            while start > 0 and new._deltas[start - 1] >= 0x80:
+            start = len(deltas) - 1
+            while start > 0 and deltas[start - 1] >= 0x80:
                 start -= 1
-            new._last_start = max(start, 0)
+            new._deltas, new._last_start = deltas, max(start, 0)
             return new
         # Splice: the next entry's delta now counts from the entry before the removed one. Its
         # bytes are found by walking the deltas before it when it is among the oldest few, or
         # directly when those are one byte each (a folder written together); else the
         # deltas are encoded again, lazily.
-        at = list(self.entries).index(key)
-        deltas = self.deltas()
-        if at < _SPLICE_WITHIN:
+        at = next((i for i, k in enumerate(itertools.islice(entries, _SPLICE_WITHIN)) if k == key), None)
+        if at is not None:
             start = end = 0
             for i in range(at + 2):
                 if i == at:
                     start = end
                 end = _get_varint(deltas, end)[1]
-        elif max(deltas[: at + 2]) < 0x80:
-            start, end = at, at + 2
         else:
-            return new
-        seqs = list(itertools.islice(self.entries.values(), max(at - 1, 0), at + 2))
+            at = list(entries).index(key)
+            if max(deltas[: at + 2]) >= 0x80:
+                del entries[key]
+                return new
+            start, end = at, at + 2
+        seqs = list(itertools.islice(entries.values(), max(at - 1, 0), at + 2))
+        del entries[key]
         piece = bytearray()
         _put_varint(seqs[-1] - (seqs[0] if at else 0), piece)
-        new._deltas = deltas[:start] + piece + deltas[end:]
+        deltas[start:end] = piece
         last = len(entries) == at + 1  # the next entry was the newest
-        new._last_start = start if last else self._last_start + len(piece) - (end - start)
+        new._deltas = deltas
+        new._last_start = start if last else last_start + len(piece) - (end - start)
         return new
 
 
