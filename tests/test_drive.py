@@ -22,6 +22,7 @@ from hyperfs.errors import (
     NotADirectoryInDrive,
     ReadOnlyDriveError,
     StorageError,
+    StorageFullError,
 )
 from tests.drive_store import open_store, trio_test
 from tests.vectors import load
@@ -199,6 +200,12 @@ async def test_rename_symlink_xattr_attrs(tmp_path: Path) -> None:
         await drive.truncate("/g", 5)
         assert await drive.read_file("/g") == b"con\0\0"
         assert stat_mod.S_IMODE((await drive.lstat("/g")).mode) == 0o600
+        # A file made longer than the disk holds fails before a single zero is stored, not
+        # once they have filled the disk.
+        content, version = drive.content.length, drive.version
+        with pytest.raises(StorageFullError, match="do not fit"):
+            await drive.truncate("/g", 1 << 50)
+        assert (drive.content.length, drive.version, await drive.read_file("/g")) == (content, version, b"con\0\0")
 
 
 @trio_test

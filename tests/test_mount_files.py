@@ -272,6 +272,28 @@ def test_a_full_disk_is_enospc_and_keeps_what_was_synced(tmp_path):
         assert (m.path / "kept").read_bytes() == kept
 
 
+def test_a_file_made_longer_than_the_disk_holds_is_enospc_up_front(tmp_path):
+    """A Hyperdrive file has no holes: its zeros are stored like any bytes. A truncate or a
+    write past the end that would need more than the disk has fails with ENOSPC before it
+    writes them, so the disk does not fill and the mount goes on writing."""
+    with small_disk(tmp_path / "disk", 64) as disk, mounted(disk / "store", tmp_path / "mnt") as m:
+        assert errno_of(lambda: os.truncate(m.path / "kept", 0)) == errno.ENOENT
+        (m.path / "kept").write_bytes(b"k" * 1000)
+        assert errno_of(lambda: os.truncate(m.path / "kept", 1 << 30)) == errno.ENOSPC
+
+        def write_far() -> None:
+            with open(m.path / "far", "wb") as f:
+                f.seek(1 << 30)
+                f.write(b"x")
+
+        assert errno_of(write_far) == errno.ENOSPC
+        free = os.statvfs(disk)
+        assert free.f_bavail * free.f_frsize > 48 << 20
+        (m.path / "after").write_bytes(b"a" * 100_000)
+        assert (m.path / "kept").read_bytes() == b"k" * 1000
+        assert (m.path / "after").read_bytes() == b"a" * 100_000
+
+
 def test_files_write_again_once_the_full_disk_has_room(tmp_path):
     """Another program fills the store's disk: files small and streamed (past STREAM_START)
     fail with ENOSPC, and so does a mkdir; once it frees the space they write again in the

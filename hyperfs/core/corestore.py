@@ -293,9 +293,10 @@ class Corestore:
         """Fsync the write-ahead log (what an `fsync` of a mounted file asks for)."""
         self.root.storage.flush(sync)
 
-    def check_room(self) -> None:
-        """StorageFullError if a write would be refused now (the disk is full)."""
-        self.root.storage.check_room()
+    def check_room(self, size: int = 0) -> None:
+        """StorageFullError if a write would be refused now (the disk is full) or `size` more
+        bytes would not fit."""
+        self.root.storage.check_room(size)
 
 
 def audit_core(core: Hypercore) -> AuditResult:

@@ -433,6 +433,12 @@ class Drive:
         # fail now, not vanish with the batch.
         self.store.check_room()
 
+    def check_room(self, size: int) -> None:
+        """StorageFullError unless `size` more bytes fit on the store's disk. For a file made
+        longer without its bytes (a truncate, a write past the end): its zeros are stored like
+        any bytes, and would otherwise fill the disk before the append fails."""
+        self.store.check_room(size)
+
     async def _writable_names(self, path: str) -> Names:
         """`path` normalised, checked writable and not the root; its parent must not be a file."""
         self._check_writable()
@@ -770,6 +776,7 @@ class Drive:
             raise IsADirectoryInDrive(f"{path} is a folder")
         if st.size == size:
             return
+        self.check_room(size - st.size)
         # The kept bytes are written again: a Node pointing at a prefix of the old blocks would
         # show old readers (which read whole blocks) the cut bytes.
         writer = await self.open_write(path, mtime=now_ms())

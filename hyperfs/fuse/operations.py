@@ -453,6 +453,8 @@ class DriveOperations(pyfuse3.Operations):
                     await self._take_back(open_file)
             if open_file.lost is not None:
                 raise open_file.lost
+            if off > open_file.buffer.size:
+                self.drive.check_room(off - open_file.buffer.size)  # the zeros of the gap
             open_file.buffer.write(off, buf)
             self._changed(open_file)
             if self._should_feed(open_file):
@@ -521,7 +523,9 @@ class DriveOperations(pyfuse3.Operations):
             await self._end_stream(open_file)
         if open_file.lost is not None:
             raise open_file.lost
-        (await self._buffer(open_file)).truncate(size)
+        buffer = await self._buffer(open_file)
+        self.drive.check_room(size - buffer.size)
+        buffer.truncate(size)
 
     def _should_feed(self, open_file: OpenFile) -> bool:
         """Has a streamable file gained enough unfed bytes to go to the drive now?"""

@@ -183,15 +183,24 @@ class Rocks:
         # A reopen that fails leaves no database: each later call tries again (`_column`).
         self._open_db()
 
-    def check_room(self) -> None:
+    def check_room(self, size: int = 0) -> None:
         """Raise StorageFullError if a write would be refused now: the disk filled up and the
-        database could not be opened again yet (see `_recover`). For work that is acknowledged
-        before it is committed, so it fails up front instead of vanishing later."""
+        database could not be opened again yet (see `_recover`), or `size` more bytes would eat
+        into the reserve. For work that is acknowledged before it is committed, so it fails up
+        front instead of vanishing later, and for work that would fill the disk before failing
+        (zeros written for a file made longer by millions of blocks)."""
         if self._full:
             with self._lock:
                 self._recover()
                 if self._full:
                     raise StorageFullError(f"storage at {self.path}: the disk is full (free space and try again)")
+        if size > 0:
+            disk = os.statvfs(self.path)
+            room = disk.f_bavail * disk.f_frsize - self.reserve
+            if size > room:
+                raise StorageFullError(
+                    f"storage at {self.path}: {size} more bytes do not fit (room for {max(room, 0)})"
+                )
 
     def _check_open(self) -> None:
         self._column()

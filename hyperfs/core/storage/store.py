@@ -239,9 +239,10 @@ class CorestoreStorage:
         """Make every committed write durable on disk (fsync the WAL)."""
         self.rocks.flush(sync)
 
-    def check_room(self) -> None:
-        """StorageFullError if a write would be refused now (the disk is full)."""
-        self.rocks.check_room()
+    def check_room(self, size: int = 0) -> None:
+        """StorageFullError if a write would be refused now (the disk is full) or `size` more
+        bytes would not fit."""
+        self.rocks.check_room(size)
 
     @property
     def unlogged(self) -> bool:
