@@ -303,7 +303,9 @@ class DriveOperations(pyfuse3.Operations):
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         self._writable()
-        if flags & pyfuse3.RENAME_EXCHANGE:
+        if flags & ~pyfuse3.RENAME_NOREPLACE:
+            # RENAME_EXCHANGE, and RENAME_WHITEOUT (overlayfs's, a device node the format has
+            # no entry for): refused as by a local file system without them.
             raise pyfuse3.FUSEError(errno.EINVAL)
         old = self._child(parent_inode_old, name_old)
         new = self._child(parent_inode_new, name_new)
