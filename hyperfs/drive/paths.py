@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from hyperfs.errors import InvalidPathError, NameTooLongError
 
 NAME_MAX = 255  # bytes of one component, as on Linux
@@ -15,6 +17,14 @@ def normalize(path: str) -> tuple[str, ...]:
     """
     if not isinstance(path, str):
         raise InvalidPathError(f"a path must be text, not {type(path).__name__}")
+    return _normalized(path)
+
+
+# A mount asks about the same few paths again and again (`tar x` looks up, creates, chowns,
+# chmods, stats and writes each file: ~12 lookups of its path); splitting and checking one
+# costs more than the dictionary lookup that finds it done.
+@functools.lru_cache(maxsize=4096)
+def _normalized(path: str) -> tuple[str, ...]:
     if "\0" in path:
         raise InvalidPathError(f"path {path!r} contains NUL")
     parts = path.split("/")
