@@ -418,10 +418,43 @@ async def test_folder_nlink_counts_subfolders(tmp_path: Path) -> None:
 
 
 @trio_test
+async def test_exchange_swaps_files_symlinks_and_folders(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/f", b"file")
+        await drive.mkdir("/d")
+        await drive.write_file("/d/x", b"x")
+        await drive.write_file("/d/sub/y", b"y")
+        await drive.write_file("/i/z", b"z")  # a folder only through its file
+        await drive.symlink("f", "/l")
+        content_length = drive.content.length
+        await drive.exchange("/f", "/d")  # a file and a folder
+        assert await drive.read_file("/d") == b"file"
+        assert sorted(await drive.readdir("/f")) == ["sub", "x"] and await drive.read_file("/f/sub/y") == b"y"
+        await drive.exchange("/i", "/l")  # an implicit folder and a symlink
+        assert await drive.readlink("/i") == "f" and await drive.readdir("/l") == ["z"]
+        await drive.exchange("/l", "/f")  # two folders
+        assert sorted(await drive.readdir("/l")) == ["sub", "x"] and await drive.read_file("/f/z") == b"z"
+        assert (await drive.lstat("/")).nlink == 4 and (await drive.lstat("/l")).nlink == 3
+        assert drive.content.length == content_length  # names move, content stays
+        with pytest.raises(InvalidPathError):
+            await drive.exchange("/l", "/l/sub")
+        with pytest.raises(FileNotFoundInDrive):
+            await drive.exchange("/l", "/missing")
+        # A drive reading the same log from scratch finds the same tree.
+        fresh = await Drive.open(store, drive.key)
+        for folder in ["/", "/l", "/l/sub", "/f"]:
+            assert await fresh.readdir(folder) == await drive.readdir(folder)
+        for path in ["/d", "/f", "/f/z", "/i", "/l", "/l/x", "/l/sub", "/l/sub/y"]:
+            ours, theirs = await drive.lstat(path), await fresh.lstat(path)
+            assert (ours.mode, ours.size, ours.nlink, ours.linkname) == (theirs.mode, theirs.size, theirs.nlink, theirs.linkname)
+
+
+@trio_test
 async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_path: Path) -> None:
     """The counts carried across puts and deletions agree with ones counted from scratch by a
     drive that opens the same log, whatever the mix of files, folders, implicit folders (made
-    and emptied) and links."""
+    and emptied), links and swaps."""
     rng = random.Random(11)
     folders = ["/", "/a", "/a/b", "/c"]
     async with open_store(tmp_path) as store:
@@ -429,7 +462,7 @@ async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_pat
         for step in range(150):
             folder = rng.choice(folders)
             path = folder.rstrip("/") + f"/n{rng.randrange(6)}"
-            op = rng.choice(["mkdir", "file", "deep", "link", "chmod", "remove", "rmdir", "undeep"])
+            op = rng.choice(["mkdir", "file", "deep", "link", "chmod", "remove", "rmdir", "undeep", "swap"])
             try:
                 if op == "mkdir":
                     await drive.mkdir(path)
@@ -445,6 +478,8 @@ async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_pat
                     await drive.rmdir(path)
                 elif op == "undeep":
                     await drive.unlink(path + "/inner/f")  # the implicit folders go with it
+                elif op == "swap":
+                    await drive.exchange(path, rng.choice(folders).rstrip("/") + f"/n{rng.randrange(6)}")
                 elif (await drive.lstat(path)).is_dir():
                     await drive.rename(path, folder.rstrip("/") + f"/moved{step}")
                 else:
@@ -455,6 +490,7 @@ async def test_folder_nlink_carried_across_changes_matches_a_fresh_count(tmp_pat
                 IsADirectoryInDrive,
                 NotADirectoryInDrive,
                 DirectoryNotEmptyError,
+                InvalidPathError,  # a swap of a folder with something inside it
             ):
                 pass
             fresh = await Drive.open(store, drive.key)

@@ -95,11 +95,23 @@ def test_rename_noreplace_and_over_existing(mount):
     renameat2 = _renameat2()
     if renameat2 is not None:
         assert renameat2(m / "a", m / "b") == errno.EEXIST
-        # Swapping two names and overlayfs's whiteouts are not kept by the format: EINVAL, as
+        # overlayfs's whiteouts are device nodes, which the format has no entry for: EINVAL, as
         # from a local file system without them, and nothing moves.
-        assert renameat2(m / "a", m / "b", RENAME_EXCHANGE) == errno.EINVAL
         assert renameat2(m / "a", m / "c", RENAME_WHITEOUT) == errno.EINVAL
         assert (m / "a").read_text() == "a" and not (m / "c").exists()
+        # A file and a folder swap names, and their inodes go with them, as on ext4.
+        (m / "d").mkdir()
+        (m / "d" / "in").write_text("in")
+        ino_a, ino_d = (m / "a").stat().st_ino, (m / "d").stat().st_ino
+        assert renameat2(m / "a", m / "d", RENAME_EXCHANGE) == 0
+        assert (m / "d").read_text() == "a" and (m / "a" / "in").read_text() == "in"
+        assert ((m / "d").stat().st_ino, (m / "a").stat().st_ino) == (ino_a, ino_d)
+        with open(m / "a" / "open", "w") as f:  # created, in the drive only once closed
+            f.write("x")
+            assert renameat2(m / "d", m / "a", RENAME_EXCHANGE) == 0
+            f.write("y")
+        assert (m / "a").read_text() == "a" and (m / "d" / "open").read_text() == "xy"
+        assert sorted(os.listdir(m / "d")) == ["in", "open"]
     os.rename(m / "a", m / "b")
     assert (m / "b").read_text() == "a" and not (m / "a").exists()
     (m / "d1" / "in").mkdir(parents=True)

@@ -714,13 +714,41 @@ class Drive:
                 raise IsADirectoryInDrive(f"{join(dst)} is a folder")
             if dst_st.is_dir() and self.tree.list(dst):
                 raise DirectoryNotEmptyError(f"{join(dst)} is not empty")
-        moves = self._subtree(src) if src_st.is_dir() else [(src, self.tree.get(src))]
+        moves = self._entries(src, src_st)
         async with held(self._lock):
             for names, node in moves:
                 self._queue_put(dst + names[len(src) :], node.value)
             for names, _ in reversed(moves):
                 self._queue_del(names)
             await self._commit()
+
+    async def exchange(self, a: str, b: str) -> None:
+        """Swap `a` and `b`, files, symlinks or folders of either kind, in one append (what
+        renameat2's RENAME_EXCHANGE asks of a file system)."""
+        x, y = await self._writable_names(a), await self._writable_names(b)
+        x_st, y_st = await self._lstat_names(x), await self._lstat_names(y)
+        if x == y:
+            return
+        if x[: len(y)] == y or y[: len(x)] == x:
+            raise InvalidPathError(f"cannot swap {join(x)} and {join(y)}: one is inside the other")
+        xs, ys = self._entries(x, x_st), self._entries(y, y_st)
+        after = {y + names[len(x) :]: node.value for names, node in xs}
+        after.update((x + names[len(y) :], node.value) for names, node in ys)
+        async with held(self._lock):
+            # What goes first, children before parents, so that no entry is ever put below a
+            # file (the tree would drop a folder emptied that way from its parent's listing,
+            # file and all); one append holds it all, so no reader sees the way between.
+            for names, _ in reversed(xs + ys):
+                if names not in after:
+                    self._queue_del(names)
+            for names, value in after.items():
+                self._queue_put(names, value)
+            await self._commit()
+
+    def _entries(self, top: Names, st: Stat) -> list[tuple[Names, Node]]:
+        """The live nodes of `top` (whose Stat is `st`) and, for a folder, of everything under
+        it, parents before children (an implicit folder has no node of its own)."""
+        return self._subtree(top) if st.is_dir() else [(top, self.tree.get(top))]
 
     def _subtree(self, top: Names) -> list[tuple[Names, Node]]:
         """Every live node at or below folder `top`, parents before children."""

@@ -64,13 +64,24 @@ class InodeTable:
         if old == new:
             return
         self.detach(new)
-        prefix = old + "/"
-        moved = [p for p in self._ino if p == old or p.startswith(prefix)]
-        for path in moved:
-            target = new + path[len(old) :]
-            ino = self._ino.pop(path)
-            self._ino[target] = ino
-            self._path[ino] = target
+        self._place(new, self._take(old))
+
+    def exchange(self, a: str, b: str) -> None:
+        """Swap the numbers of `a` and `b` and of everything under each (neither holds the other)."""
+        if a != b:
+            under_a, under_b = self._take(a), self._take(b)
+            self._place(b, under_a)
+            self._place(a, under_b)
+
+    def _take(self, top: str) -> list[tuple[str, int]]:
+        """Take the numbers of `top` and everything under it out: (path after `top`, inode)."""
+        prefix = top + "/"
+        return [(path[len(top) :], self._ino.pop(path)) for path in list(self._ino) if path == top or path.startswith(prefix)]
+
+    def _place(self, top: str, taken: list[tuple[str, int]]) -> None:
+        for rest, ino in taken:
+            self._ino[top + rest] = ino
+            self._path[ino] = top + rest
 
     def forget(self, ino: int) -> None:
         """Drop an unlinked inode the kernel no longer holds (a live path keeps its number)."""

@@ -303,14 +303,17 @@ class DriveOperations(pyfuse3.Operations):
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         self._writable()
-        if flags & ~pyfuse3.RENAME_NOREPLACE:
-            # RENAME_EXCHANGE, and RENAME_WHITEOUT (overlayfs's, a device node the format has
-            # no entry for): refused as by a local file system without them.
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
+            # RENAME_WHITEOUT (overlayfs's): a device node, which the format has no entry for.
             raise pyfuse3.FUSEError(errno.EINVAL)
         old = self._child(parent_inode_old, name_old)
         new = self._child(parent_inode_new, name_new)
         await self._materialize(old)
         await self._materialize(new)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            await self.drive.exchange(old, new)
+            self.inodes.exchange(old, new)
+            return
         src = await self._stat(old)
         try:
             dst = await self._stat(new)
