@@ -735,9 +735,10 @@ class Drive:
         after = {y + names[len(x) :]: node.value for names, node in xs}
         after.update((x + names[len(y) :], node.value) for names, node in ys)
         async with held(self._lock):
-            # What goes first, children before parents, so that no entry is ever put below a
-            # file (the tree would drop a folder emptied that way from its parent's listing,
-            # file and all); one append holds it all, so no reader sees the way between.
+            # The entries no name keeps go first, children before parents, so that no entry is
+            # ever put below a file (the tree would drop a folder emptied that way from its
+            # parent's listing, file and all); one append holds it all, so no reader sees the
+            # way between.
             for names, _ in reversed(xs + ys):
                 if names not in after:
                     self._queue_del(names)

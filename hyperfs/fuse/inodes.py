@@ -76,7 +76,8 @@ class InodeTable:
     def _take(self, top: str) -> list[tuple[str, int]]:
         """Take the numbers of `top` and everything under it out: (path after `top`, inode)."""
         prefix = top + "/"
-        return [(path[len(top) :], self._ino.pop(path)) for path in list(self._ino) if path == top or path.startswith(prefix)]
+        under = [path for path in self._ino if path == top or path.startswith(prefix)]
+        return [(path[len(top) :], self._ino.pop(path)) for path in under]
 
     def _place(self, top: str, taken: list[tuple[str, int]]) -> None:
         for rest, ino in taken:
