@@ -117,6 +117,9 @@ def test_rename_noreplace_and_over_existing(mount):
     (m / "d1" / "in").mkdir(parents=True)
     (m / "d1" / "in" / "f").write_text("f")
     (m / "d2").mkdir()
+    with open(m / "d2" / "open", "w"):  # created, in the drive only once closed
+        assert errno_of(lambda: os.rename(m / "d1", m / "d2")) == errno.ENOTEMPTY
+    (m / "d2" / "open").unlink()
     os.rename(m / "d1", m / "d2")  # over an empty folder
     assert (m / "d2" / "in" / "f").read_text() == "f"
     assert not (m / "d1").exists()

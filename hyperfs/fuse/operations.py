@@ -328,7 +328,7 @@ class DriveOperations(pyfuse3.Operations):
                 raise NotADirectoryInDrive(f"{new} is not a folder")
             if not stat_mod.S_ISDIR(src.mode) and stat_mod.S_ISDIR(dst.mode):
                 raise IsADirectoryInDrive(f"{new} is a folder")
-            if stat_mod.S_ISDIR(dst.mode) and await self.drive.readdir(new):
+            if stat_mod.S_ISDIR(dst.mode) and (self._fresh_under(new) or await self.drive.readdir(new)):
                 raise DirectoryNotEmptyError(f"{new} is not empty")
             await self._keep_if_open(new, dst)
         await self.drive.rename(old, new)
