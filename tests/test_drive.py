@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from hyperfs.core.hypercore import THREAD_BYTES
 from hyperfs.drive.drive import BLOCK_SIZE, Drive, Stat
 from hyperfs.errors import (
     DecodingError,
@@ -560,7 +561,7 @@ async def test_lookups_while_a_write_is_appended_see_it(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)
         await drive.mkdir("/d")
-        data = b"b" * (BLOCK_SIZE * 8)  # big enough for the content append to leave the loop
+        data = b"b" * (THREAD_BYTES + BLOCK_SIZE)  # big enough for the content append to leave the loop
         seen: list[int] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drive.write_file, "/d/big", data)
