@@ -96,6 +96,8 @@ def _detach(args: argparse.Namespace) -> int:
         argv += ["--checkout", str(args.checkout)]
     if args.peer:
         argv += ["--peer", args.peer]
+    if args.verbose:
+        argv.append("--verbose")
     argv += ["--ready-fd", str(write_end)]
     log_path = pid_file(args.mountpoint).with_suffix(".log")
     with open(log_path, "ab") as log_file:
