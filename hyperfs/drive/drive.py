@@ -694,8 +694,9 @@ class Drive:
             self._queue_del(names)
             await self._commit()
 
-    async def rename(self, old: str, new: str) -> None:
-        """Move `old` (file, symlink or folder) to `new`; new nodes point at the same content."""
+    async def rename(self, old: str, new: str, moved: Callable[[], None] | None = None) -> None:
+        """Move `old` (file, symlink or folder) to `new`; new nodes point at the same content.
+        `moved` is called the moment the tree shows the move (a mount moves its inodes then)."""
         src = await self._writable_names(old)
         dst = await self._writable_names(new)
         src_st = await self._lstat_names(src)
@@ -714,27 +715,30 @@ class Drive:
                 raise IsADirectoryInDrive(f"{join(dst)} is a folder")
             if dst_st.is_dir() and self.tree.list(dst):
                 raise DirectoryNotEmptyError(f"{join(dst)} is not empty")
-        moves = self._entries(src, src_st)
         async with held(self._lock):
+            # Taken under the lock: a Node a writer put while this waited for it moves too.
+            moves = self._entries(src, src_st)
             for names, node in moves:
                 self._queue_put(dst + names[len(src) :], node.value)
             for names, _ in reversed(moves):
                 self._queue_del(names)
+            if moved is not None:
+                moved()
             await self._commit()
 
-    async def exchange(self, a: str, b: str) -> None:
+    async def exchange(self, a: str, b: str, moved: Callable[[], None] | None = None) -> None:
         """Swap `a` and `b`, files, symlinks or folders of either kind, in one append (what
-        renameat2's RENAME_EXCHANGE asks of a file system)."""
+        renameat2's RENAME_EXCHANGE asks of a file system). `moved`: as for `rename`."""
         x, y = await self._writable_names(a), await self._writable_names(b)
         x_st, y_st = await self._lstat_names(x), await self._lstat_names(y)
         if x == y:
             return
         if x[: len(y)] == y or y[: len(x)] == x:
             raise InvalidPathError(f"cannot swap {join(x)} and {join(y)}: one is inside the other")
-        xs, ys = self._entries(x, x_st), self._entries(y, y_st)
-        after = {y + names[len(x) :]: node.value for names, node in xs}
-        after.update((x + names[len(y) :], node.value) for names, node in ys)
         async with held(self._lock):
+            xs, ys = self._entries(x, x_st), self._entries(y, y_st)  # under the lock, as in `rename`
+            after = {y + names[len(x) :]: node.value for names, node in xs}
+            after.update((x + names[len(y) :], node.value) for names, node in ys)
             # The entries no name keeps go first, children before parents, so that no entry is
             # ever put below a file (the tree would drop a folder emptied that way from its
             # parent's listing, file and all); one append holds it all, so no reader sees the
@@ -744,12 +748,19 @@ class Drive:
                     self._queue_del(names)
             for names, value in after.items():
                 self._queue_put(names, value)
+            if moved is not None:
+                moved()
             await self._commit()
 
     def _entries(self, top: Names, st: Stat) -> list[tuple[Names, Node]]:
         """The live nodes of `top` (whose Stat is `st`) and, for a folder, of everything under
         it, parents before children (an implicit folder has no node of its own)."""
-        return self._subtree(top) if st.is_dir() else [(top, self.tree.get(top))]
+        if st.is_dir():
+            return self._subtree(top)
+        node = self.tree.get(top)
+        if node is None:
+            raise FileNotFoundInDrive(f"{join(top)}: no such file or folder")
+        return [(top, node)]
 
     def _subtree(self, top: Names) -> list[tuple[Names, Node]]:
         """Every live node at or below folder `top`, parents before children."""
@@ -969,10 +980,18 @@ class FileWriter:
         return b"".join(parts)
 
     async def close(
-        self, mode: int | None = None, uid: int | None = None, gid: int | None = None, mtime: int | None = None
+        self,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime: int | None = None,
+        path: Callable[[], str] | None = None,
     ) -> Stat:
         """Append the rest and the file's `Node` (with the attributes given, changed since the
-        writer opened); returns its Stat."""
+        writer opened); returns its Stat. `path`, called once the drive's lock is held, names
+        where the Node goes when that may have moved since the writer opened (a mount's file
+        whose folder was renamed meanwhile: the rename and this put are then one after the
+        other, never interleaved)."""
         if not self._open:
             raise InvalidArgumentError(f"{join(self._names)}: closed twice")
         self._open = False
@@ -989,6 +1008,8 @@ class FileWriter:
                 await self._queue(tail)
             self._stat.size = self._size
             self._stat.blocks = self._blocks
+            if path is not None:
+                self._names = normalize(path())
             drive._queue_put(self._names, self._stat.encode())
             await drive._commit()
         return self._stat

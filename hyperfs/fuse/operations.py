@@ -310,9 +310,10 @@ class DriveOperations(pyfuse3.Operations):
         new = self._child(parent_inode_new, name_new)
         await self._materialize(old)
         await self._materialize(new)
+        # The inodes move the moment the drive's tree does, so a commit meanwhile (another
+        # handle's close of a file inside) finds its Node's name under one or the other.
         if flags & pyfuse3.RENAME_EXCHANGE:
-            await self.drive.exchange(old, new)
-            self.inodes.exchange(old, new)
+            await self.drive.exchange(old, new, moved=lambda: self.inodes.exchange(old, new))
             return
         src = await self._stat(old)
         try:
@@ -331,8 +332,7 @@ class DriveOperations(pyfuse3.Operations):
             if stat_mod.S_ISDIR(dst.mode) and (self._fresh_under(new) or await self.drive.readdir(new)):
                 raise DirectoryNotEmptyError(f"{new} is not empty")
             await self._keep_if_open(new, dst)
-        await self.drive.rename(old, new)
-        self.inodes.rename(old, new)
+        await self.drive.rename(old, new, moved=lambda: self.inodes.rename(old, new))
 
     # --- folders --------------------------------------------------------------------------------
 
@@ -515,22 +515,25 @@ class DriveOperations(pyfuse3.Operations):
 
     async def _truncate(self, open_file: OpenFile, size: int) -> None:
         """Cut or extend an open file's content to `size`. Cut to nothing, it is new content from
-        the start that may stream (again); a cut into what was streamed ends the stream."""
-        if size == 0:
-            open_file.stop_stream()
-            open_file.lost = None
-            if open_file.buffer is not None:
-                open_file.buffer.close()
-            open_file.buffer = self._new_buffer()
-            open_file.streamable = not open_file.unlinked
-            return
-        if size < open_file.fed:
-            await self._end_stream(open_file)
-        if open_file.lost is not None:
-            raise open_file.lost
-        buffer = await self._buffer(open_file)
-        self.drive.check_room(size - buffer.size)
-        buffer.truncate(size)
+        the start that may stream (again); a cut into what was streamed ends the stream. It
+        holds the file's `admit` and lock, as writes and commits do: a commit (of another
+        handle's close) reading the buffer, or a stream handing on a chunk, finishes first."""
+        async with held(open_file.admit), held(open_file.lock):
+            if size == 0:
+                open_file.stop_stream()
+                open_file.lost = None
+                if open_file.buffer is not None:
+                    open_file.buffer.close()
+                open_file.buffer = self._new_buffer()
+                open_file.streamable = not open_file.unlinked
+                return
+            if size < open_file.fed:
+                await self._take_back(open_file)
+            if open_file.lost is not None:
+                raise open_file.lost
+            buffer = await self._filled_buffer(open_file)
+            self.drive.check_room(size - buffer.size)
+            buffer.truncate(size)
 
     def _should_feed(self, open_file: OpenFile) -> bool:
         """Has a streamable file gained enough unfed bytes to go to the drive now?"""
@@ -634,9 +637,13 @@ class DriveOperations(pyfuse3.Operations):
         if open_file.buffer is not None:
             return open_file.buffer  # no wait behind a stream's append
         async with held(open_file.lock):
-            if open_file.buffer is None:
-                open_file.buffer = await self._filled(self.drive.open_read(self.inodes.path(open_file.ino)))
-            return open_file.buffer
+            return await self._filled_buffer(open_file)
+
+    async def _filled_buffer(self, open_file: OpenFile) -> WriteBuffer:
+        """`_buffer` for a caller that holds the file's lock."""
+        if open_file.buffer is None:
+            open_file.buffer = await self._filled(self.drive.open_read(self.inodes.path(open_file.ino)))
+        return open_file.buffer
 
     async def _commit(self, open_file: OpenFile) -> None:
         """Give the drive the file's new content and its Node (appended with others closed
@@ -659,7 +666,8 @@ class DriveOperations(pyfuse3.Operations):
             try:
                 for chunk in buffer.chunks(start=start):
                     await writer.write(chunk)
-                await writer.close(**self._node_attrs(open_file))
+                # Named as it is when the Node is put: its folder may be renamed meanwhile.
+                await writer.close(**self._node_attrs(open_file), path=lambda: self.inodes.path(open_file.ino))
             except BaseException as err:
                 writer.abort()
                 if buffer.base:
