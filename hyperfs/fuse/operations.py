@@ -92,6 +92,10 @@ class DriveOperations(pyfuse3.Operations):
         self._dirs: dict[int, list[str]] = {}
         self._dir_paths: dict[int, str] = {}
         self._fh = itertools.count(1)
+        # Held by an unlink, or a rename (which may replace a file), from its look for the
+        # name's open files until the name is gone, and by an open: no handle opens an inode in
+        # between, which would find its name gone and no copy of its content kept.
+        self._unlinking = trio.Lock()
         # Where streaming files are fed to the drive in the background (set by `serve`); without
         # one, a write that fills a chunk feeds it before it returns.
         self.nursery: trio.Nursery | None = None
@@ -258,10 +262,11 @@ class DriveOperations(pyfuse3.Operations):
         st = await self._stat(path)
         if stat_mod.S_ISDIR(st.mode):
             raise IsADirectoryInDrive(f"{path} is a folder")
-        await self._materialize(path)
-        await self._keep_if_open(path, st)
-        await self.drive.unlink(path)
-        self.inodes.detach(path)
+        async with held(self._unlinking):
+            await self._materialize(path)
+            await self._keep_if_open(path, st)
+            await self.drive.unlink(path)
+            self.inodes.detach(path)
 
     async def _keep_if_open(self, path: str, st: Any) -> None:
         """Before `path` goes away (unlink, or replaced by a rename), give its open handles their
@@ -306,33 +311,34 @@ class DriveOperations(pyfuse3.Operations):
         if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
             # RENAME_WHITEOUT (overlayfs's): a device node, which the format has no entry for.
             raise pyfuse3.FUSEError(errno.EINVAL)
-        old = self._child(parent_inode_old, name_old)
-        new = self._child(parent_inode_new, name_new)
-        await self._materialize(old)
-        await self._materialize(new)
-        # The inodes move the moment the drive's tree does, so a commit meanwhile (another
-        # handle's close of a file inside) finds its Node's name under one or the other.
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            await self.drive.exchange(old, new, moved=lambda: self.inodes.exchange(old, new))
-            return
-        src = await self._stat(old)
-        try:
-            dst = await self._stat(new)
-        except FileNotFoundInDrive:
-            dst = None
-        if dst is not None:
-            if flags & pyfuse3.RENAME_NOREPLACE:
-                raise FileExistsInDrive(f"{new} exists")
-            if old == new:
+        async with held(self._unlinking):
+            old = self._child(parent_inode_old, name_old)
+            new = self._child(parent_inode_new, name_new)
+            await self._materialize(old)
+            await self._materialize(new)
+            # The inodes move the moment the drive's tree does, so a commit meanwhile (another
+            # handle's close of a file inside) finds its Node's name under one or the other.
+            if flags & pyfuse3.RENAME_EXCHANGE:
+                await self.drive.exchange(old, new, moved=lambda: self.inodes.exchange(old, new))
                 return
-            if stat_mod.S_ISDIR(src.mode) and not stat_mod.S_ISDIR(dst.mode):
-                raise NotADirectoryInDrive(f"{new} is not a folder")
-            if not stat_mod.S_ISDIR(src.mode) and stat_mod.S_ISDIR(dst.mode):
-                raise IsADirectoryInDrive(f"{new} is a folder")
-            if stat_mod.S_ISDIR(dst.mode) and (self._fresh_under(new) or await self.drive.readdir(new)):
-                raise DirectoryNotEmptyError(f"{new} is not empty")
-            await self._keep_if_open(new, dst)
-        await self.drive.rename(old, new, moved=lambda: self.inodes.rename(old, new))
+            src = await self._stat(old)
+            try:
+                dst = await self._stat(new)
+            except FileNotFoundInDrive:
+                dst = None
+            if dst is not None:
+                if flags & pyfuse3.RENAME_NOREPLACE:
+                    raise FileExistsInDrive(f"{new} exists")
+                if old == new:
+                    return
+                if stat_mod.S_ISDIR(src.mode) and not stat_mod.S_ISDIR(dst.mode):
+                    raise NotADirectoryInDrive(f"{new} is not a folder")
+                if not stat_mod.S_ISDIR(src.mode) and stat_mod.S_ISDIR(dst.mode):
+                    raise IsADirectoryInDrive(f"{new} is a folder")
+                if stat_mod.S_ISDIR(dst.mode) and (self._fresh_under(new) or await self.drive.readdir(new)):
+                    raise DirectoryNotEmptyError(f"{new} is not empty")
+                await self._keep_if_open(new, dst)
+            await self.drive.rename(old, new, moved=lambda: self.inodes.rename(old, new))
 
     # --- folders --------------------------------------------------------------------------------
 
@@ -382,8 +388,9 @@ class DriveOperations(pyfuse3.Operations):
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if writable or flags & os.O_TRUNC:
             self._writable()
-        self.inodes.path(inode)  # ENOENT for a stale inode
-        return await self._open(inode, flags)
+        async with held(self._unlinking):
+            self.inodes.path(inode)  # ENOENT for a stale inode
+            return await self._open(inode, flags)
 
     async def _open(self, inode: int, flags: int) -> pyfuse3.FileInfo:
         open_file = self._files.get(inode)
