@@ -419,6 +419,23 @@ async def test_folder_nlink_counts_subfolders(tmp_path: Path) -> None:
 
 
 @trio_test
+async def test_a_writer_closed_after_its_folder_moved_names_the_node_where_it_is_then(tmp_path: Path) -> None:
+    """A mount's file whose folder is renamed while it is written: `close(path=...)` reads the
+    name once the drive's lock is held, so the Node lands in the moved folder, not in a
+    folder of the old name made again by it."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.mkdir("/d")
+        writer = await drive.open_write("/d/f")
+        await writer.write(b"x" * (BLOCK_SIZE + 10))
+        where = {"path": "/d/f"}
+        await drive.rename("/d", "/e", moved=lambda: where.update(path="/e/f"))
+        await writer.close(path=lambda: where["path"])
+        assert await drive.read_file("/e/f") == b"x" * (BLOCK_SIZE + 10)
+        assert not await drive.exists("/d")
+
+
+@trio_test
 async def test_exchange_swaps_files_symlinks_and_folders(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)
