@@ -312,33 +312,35 @@ class DriveOperations(pyfuse3.Operations):
             # RENAME_WHITEOUT (overlayfs's): a device node, which the format has no entry for.
             raise pyfuse3.FUSEError(errno.EINVAL)
         async with held(self._unlinking):
-            old = self._child(parent_inode_old, name_old)
-            new = self._child(parent_inode_new, name_new)
-            await self._materialize(old)
-            await self._materialize(new)
-            # The inodes move the moment the drive's tree does, so a commit meanwhile (another
-            # handle's close of a file inside) finds its Node's name under one or the other.
-            if flags & pyfuse3.RENAME_EXCHANGE:
-                await self.drive.exchange(old, new, moved=lambda: self.inodes.exchange(old, new))
+            await self._rename(self._child(parent_inode_old, name_old), self._child(parent_inode_new, name_new), flags)
+
+    async def _rename(self, old: str, new: str, flags: int) -> None:
+        """`rename` of drive paths, holding `_unlinking`."""
+        await self._materialize(old)
+        await self._materialize(new)
+        # The inodes move the moment the drive's tree does, so a commit meanwhile (another
+        # handle's close of a file inside) finds its Node's name under one or the other.
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            await self.drive.exchange(old, new, moved=lambda: self.inodes.exchange(old, new))
+            return
+        src = await self._stat(old)
+        try:
+            dst = await self._stat(new)
+        except FileNotFoundInDrive:
+            dst = None
+        if dst is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise FileExistsInDrive(f"{new} exists")
+            if old == new:
                 return
-            src = await self._stat(old)
-            try:
-                dst = await self._stat(new)
-            except FileNotFoundInDrive:
-                dst = None
-            if dst is not None:
-                if flags & pyfuse3.RENAME_NOREPLACE:
-                    raise FileExistsInDrive(f"{new} exists")
-                if old == new:
-                    return
-                if stat_mod.S_ISDIR(src.mode) and not stat_mod.S_ISDIR(dst.mode):
-                    raise NotADirectoryInDrive(f"{new} is not a folder")
-                if not stat_mod.S_ISDIR(src.mode) and stat_mod.S_ISDIR(dst.mode):
-                    raise IsADirectoryInDrive(f"{new} is a folder")
-                if stat_mod.S_ISDIR(dst.mode) and (self._fresh_under(new) or await self.drive.readdir(new)):
-                    raise DirectoryNotEmptyError(f"{new} is not empty")
-                await self._keep_if_open(new, dst)
-            await self.drive.rename(old, new, moved=lambda: self.inodes.rename(old, new))
+            if stat_mod.S_ISDIR(src.mode) and not stat_mod.S_ISDIR(dst.mode):
+                raise NotADirectoryInDrive(f"{new} is not a folder")
+            if not stat_mod.S_ISDIR(src.mode) and stat_mod.S_ISDIR(dst.mode):
+                raise IsADirectoryInDrive(f"{new} is a folder")
+            if stat_mod.S_ISDIR(dst.mode) and (self._fresh_under(new) or await self.drive.readdir(new)):
+                raise DirectoryNotEmptyError(f"{new} is not empty")
+            await self._keep_if_open(new, dst)
+        await self.drive.rename(old, new, moved=lambda: self.inodes.rename(old, new))
 
     # --- folders --------------------------------------------------------------------------------
 
