@@ -52,6 +52,7 @@ async def serve(
         read_only=read_only,
         cache_timeout=LIVE_CACHE_TIMEOUT if live else CACHE_TIMEOUT,
         store_dir=store_dir,
+        mountpoint=mountpoint,
     )
     pyfuse3.init(ops, mountpoint, mount_options(ops.read_only))
     try:

@@ -40,6 +40,12 @@ class OpenFile:
     fed: int = 0
     feeding: bool = False  # a task is handing chunks to `stream`
     lost: Exception | None = None  # the stream failed after the buffer dropped what it took
+    # A size change (O_TRUNC, truncate) came while another handle could write. The kernel may
+    # then still send bytes that were in its cache before the change and that it dropped with
+    # it: its own size says where the file ends (see `DriveOperations._settle_size`).
+    size_unsure: bool = False
+    resized_at: int = -1  # the generation the last size change made
+    settled_at: int = -1  # the last generation found within the kernel's size
 
     @property
     def dirty(self) -> bool:

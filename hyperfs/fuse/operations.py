@@ -75,9 +75,12 @@ class DriveOperations(pyfuse3.Operations):
         cache_timeout: float = 300.0,
         spill_dir: str | None = None,
         store_dir: str | None = None,
+        mountpoint: str | None = None,
     ):
         super().__init__()
         self.drive = drive
+        # Where the kernel shows it: a flush may ask the kernel for a file's size (`_settle_size`).
+        self.mountpoint = mountpoint
         self.read_only = read_only or not drive.writable
         # The kernel gathers small writes into large ones; it is the only writer of a writable
         # mount (a read-only one is the one that changes from elsewhere), so its cache is right.
@@ -207,8 +210,7 @@ class DriveOperations(pyfuse3.Operations):
             if open_file is None:
                 await self.drive.truncate(self.inodes.path(inode), attr.st_size)
             else:
-                await self._truncate(open_file, attr.st_size)
-                self._changed(open_file)
+                await self._truncate(open_file, attr.st_size, by=fh)
                 if not any(h.writable for h in self._handles_of(open_file)):
                     await self._commit(open_file)
         changes = _attr_changes(attr, fields)
@@ -404,8 +406,7 @@ class DriveOperations(pyfuse3.Operations):
             open_file, writable=flags & os.O_ACCMODE != os.O_RDONLY, append=bool(flags & os.O_APPEND)
         )
         if flags & os.O_TRUNC:
-            await self._truncate(open_file, 0)
-            self._changed(open_file)
+            await self._truncate(open_file, 0, by=fh)
         # Every change to a file of a writable mount comes through here, so the kernel's page
         # cache stays right across opens; live changes invalidate it explicitly.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -482,11 +483,11 @@ class DriveOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def flush(self, fh):
-        await self._commit(self._handles[fh].file)
+        await self._flush(self._handles[fh].file)
 
     @fuse_errors
     async def fsync(self, fh, datasync):
-        await self._commit(self._handles[fh].file)
+        await self._flush(self._handles[fh].file)
         await self.drive.flush()
 
     @fuse_errors
@@ -495,7 +496,7 @@ class DriveOperations(pyfuse3.Operations):
         self._readers.pop(fh, None)
         open_file = handle.file
         try:
-            await self._commit(open_file)
+            await self._flush(open_file)
         finally:
             open_file.handles -= 1
             if open_file.handles == 0:
@@ -522,27 +523,77 @@ class DriveOperations(pyfuse3.Operations):
         open_file.changed()
         open_file.mtime_ns = time.time_ns()
 
-    async def _truncate(self, open_file: OpenFile, size: int) -> None:
-        """Cut or extend an open file's content to `size`. Cut to nothing, it is new content from
-        the start that may stream (again); a cut into what was streamed ends the stream. It
-        holds the file's `admit` and lock, as writes and commits do: a commit (of another
-        handle's close) reading the buffer, or a stream handing on a chunk, finishes first."""
+    async def _truncate(self, open_file: OpenFile, size: int, *, by: int | None) -> None:
+        """The kernel sets an open file's size (an O_TRUNC or a truncate through handle `by`,
+        None for one by name). It holds the file's `admit` and lock, as writes and commits do:
+        a commit (of another handle's close) reading the buffer, or a stream handing on a
+        chunk, finishes first."""
+        if self.enable_writeback_cache and any(
+            h.writable for fh, h in self._handles.items() if h.file is open_file and fh != by
+        ):
+            open_file.size_unsure = True
         async with held(open_file.admit), held(open_file.lock):
-            if size == 0:
-                open_file.stop_stream()
-                open_file.lost = None
-                if open_file.buffer is not None:
-                    open_file.buffer.close()
-                open_file.buffer = self._new_buffer()
-                open_file.streamable = not open_file.unlinked
+            await self._cut(open_file, size)
+            self._changed(open_file)
+            open_file.resized_at = open_file.generation
+
+    async def _cut(self, open_file: OpenFile, size: int) -> None:
+        """Cut or extend an open file's content to `size`, for a caller that holds its `admit`
+        and lock. Cut to nothing, it is new content from the start that may stream (again); a
+        cut into what was streamed ends the stream."""
+        if size == 0:
+            open_file.stop_stream()
+            open_file.lost = None
+            if open_file.buffer is not None:
+                open_file.buffer.close()
+            open_file.buffer = self._new_buffer()
+            open_file.streamable = not open_file.unlinked
+            return
+        if size < open_file.fed:
+            await self._take_back(open_file)
+        if open_file.lost is not None:
+            raise open_file.lost
+        buffer = await self._filled_buffer(open_file)
+        self.drive.check_room(size - buffer.size)
+        buffer.truncate(size)
+
+    async def _flush(self, open_file: OpenFile) -> None:
+        """A handle's flush, fsync or close: the file's content, at the kernel's size, to the drive."""
+        await self._settle_size(open_file)
+        await self._commit(open_file)
+
+    async def _settle_size(self, open_file: OpenFile) -> None:
+        """Cut a file whose size is unsure back to the kernel's size when its buffer runs past it.
+
+        With the writeback cache the kernel applies an O_TRUNC to its own cache only after we
+        answered it, and does not hold other writers off meanwhile: bytes one of them wrote
+        just then still reach us (after the cut), while the kernel drops them. Its size is then
+        the truth. Otherwise it never ends below our buffer: the kernel sends only bytes within
+        its size, and after a truncate (which it takes on only once we answered) nothing is cut.
+        Asked at a flush, when the kernel has sent what it holds for the file, until one finds
+        the content within the kernel's size (it may have been committed meanwhile); a change
+        while asking leaves it to the next flush."""
+        generation = open_file.generation
+        if not open_file.size_unsure or open_file.unlinked or not self.mountpoint:
+            return
+        if generation in (open_file.resized_at, open_file.settled_at):
+            return
+        path = self.inodes.path(open_file.ino)
+        # Through the mount, so the kernel asks us in turn: from a thread, holding no lock.
+        size = await trio.to_thread.run_sync(kernel_size, self.mountpoint, path, open_file.ino)
+        if size is None:
+            return
+        async with held(open_file.admit), held(open_file.lock):
+            if open_file.generation != generation:
                 return
-            if size < open_file.fed:
-                await self._take_back(open_file)
-            if open_file.lost is not None:
-                raise open_file.lost
-            buffer = await self._filled_buffer(open_file)
-            self.drive.check_room(size - buffer.size)
-            buffer.truncate(size)
+            buffer = open_file.buffer
+            # A file streamed and committed has its content in the drive only.
+            ours = buffer.size if buffer is not None else (await self._stat(path)).size or 0
+            if size < ours:
+                log.info("%s: the kernel dropped its last %d bytes; cut to its size", path, ours - size)
+                await self._cut(open_file, size)
+                self._changed(open_file)
+            open_file.settled_at = open_file.generation
 
     def _should_feed(self, open_file: OpenFile) -> bool:
         """Has a streamable file gained enough unfed bytes to go to the drive now?"""
@@ -738,6 +789,16 @@ class DriveOperations(pyfuse3.Operations):
         data.f_favail = 0 if self.read_only else disk.f_favail
         data.f_namemax = NAME_MAX
         return data
+
+
+def kernel_size(mountpoint: str, path: str, ino: int) -> int | None:
+    """The size the kernel gives inode `ino`, found at `path` in the mount (None: that name
+    leads elsewhere or nowhere now). Blocks until the mount answers the kernel's requests."""
+    try:
+        st = os.lstat(os.path.join(mountpoint, path.lstrip("/")))
+    except OSError:
+        return None
+    return st.st_size if st.st_ino == ino else None
 
 
 def _attr_changes(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> dict[str, int]:
