@@ -8,10 +8,9 @@ whose type, size or content differs between the mount before unmounting and the 
 mounted again.
 
 This found the races fixed at 70f8770 (a cut under a commit; a file closed in a folder being
-renamed). Still open, and shown by the default operations in about one run of 5-20 (12 s):
-a file rewritten from the start (O_TRUNC), appended to, replaced or unlinked by one process
-while another writes it, with folders renamed meanwhile. Without the kernel's writeback cache
-the tree stays the same.
+renamed) and the one `DriveOperations._settle_size` handles (bytes another process wrote while
+the kernel was still inside an O_TRUNC open, which the kernel dropped but sent on; it showed in
+about one run of 5-20, now tested in tests/test_mount_races.py).
 
 Usage: .venv/bin/python scripts/stress_mount.py [--seconds 12] [--workers 4] [--ops mkdir,stream,...]
 Needs /dev/fuse and fusermount3 (as the tests do).
