@@ -528,7 +528,8 @@ class DriveOperations(pyfuse3.Operations):
         None for one by name). It holds the file's `admit` and lock, as writes and commits do:
         a commit (of another handle's close) reading the buffer, or a stream handing on a
         chunk, finishes first."""
-        if self.enable_writeback_cache and any(
+        others = open_file.handles - (by is not None)
+        if self.enable_writeback_cache and others and any(
             h.writable for fh, h in self._handles.items() if h.file is open_file and fh != by
         ):
             open_file.size_unsure = True
