@@ -45,7 +45,6 @@ class OpenFile:
     # it: its own size says where the file ends (see `DriveOperations._settle_size`).
     size_unsure: bool = False
     resized_at: int = -1  # the generation the last size change made
-    settled_at: int = -1  # the last generation found within the kernel's size
 
     @property
     def dirty(self) -> bool:

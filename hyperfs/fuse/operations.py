@@ -571,13 +571,14 @@ class DriveOperations(pyfuse3.Operations):
         just then still reach us (after the cut), while the kernel drops them. Its size is then
         the truth. Otherwise it never ends below our buffer: the kernel sends only bytes within
         its size, and after a truncate (which it takes on only once we answered) nothing is cut.
-        Asked at a flush, when the kernel has sent what it holds for the file, until one finds
-        the content within the kernel's size (it may have been committed meanwhile); a change
-        while asking leaves it to the next flush."""
+        Asked at every flush and close of such a file, when the kernel has sent what it holds
+        for it: one that comes while the kernel is still inside an O_TRUNC open finds the old
+        size, and the opener's own flush asks again. What runs past is cut even if committed
+        already; a change while asking leaves it to the next flush."""
         generation = open_file.generation
         if not open_file.size_unsure or open_file.unlinked or not self.mountpoint:
             return
-        if generation in (open_file.resized_at, open_file.settled_at):
+        if generation == open_file.resized_at:
             return
         path = self.inodes.path(open_file.ino)
         # Through the mount, so the kernel asks us in turn: from a thread, holding no lock.
@@ -594,7 +595,6 @@ class DriveOperations(pyfuse3.Operations):
                 log.info("%s: the kernel dropped its last %d bytes; cut to its size", path, ours - size)
                 await self._cut(open_file, size)
                 self._changed(open_file)
-            open_file.settled_at = open_file.generation
 
     def _should_feed(self, open_file: OpenFile) -> bool:
         """Has a streamable file gained enough unfed bytes to go to the drive now?"""
