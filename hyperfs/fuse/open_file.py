@@ -19,6 +19,7 @@ class OpenFile:
 
     ino: int
     handles: int = 0
+    writers: int = 0  # those of `handles` open for writing
     buffer: WriteBuffer | None = None
     generation: int = 0
     committed: int = 0

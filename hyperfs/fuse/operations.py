@@ -211,7 +211,7 @@ class DriveOperations(pyfuse3.Operations):
                 await self.drive.truncate(self.inodes.path(inode), attr.st_size)
             else:
                 await self._truncate(open_file, attr.st_size, by=fh)
-                if not any(h.writable for h in self._handles_of(open_file)):
+                if not open_file.writers:
                     await self._commit(open_file)
         changes = _attr_changes(attr, fields)
         if open_file is not None and (open_file.unlinked or open_file.dirty):
@@ -400,11 +400,11 @@ class DriveOperations(pyfuse3.Operations):
         open_file = self._files.get(inode)
         if open_file is None:
             open_file = self._files[inode] = OpenFile(inode)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
         open_file.handles += 1
+        open_file.writers += writable
         fh = next(self._fh)
-        self._handles[fh] = Handle(
-            open_file, writable=flags & os.O_ACCMODE != os.O_RDONLY, append=bool(flags & os.O_APPEND)
-        )
+        self._handles[fh] = Handle(open_file, writable=writable, append=bool(flags & os.O_APPEND))
         if flags & os.O_TRUNC:
             await self._truncate(open_file, 0, by=fh)
         # Every change to a file of a writable mount comes through here, so the kernel's page
@@ -499,6 +499,7 @@ class DriveOperations(pyfuse3.Operations):
             await self._flush(open_file)
         finally:
             open_file.handles -= 1
+            open_file.writers -= handle.writable
             if open_file.handles == 0:
                 del self._files[open_file.ino]
                 open_file.close()
@@ -513,9 +514,6 @@ class DriveOperations(pyfuse3.Operations):
             except Exception:  # noqa: BLE001 - keep flushing the others
                 log.exception("could not flush inode %d", open_file.ino)
 
-    def _handles_of(self, open_file: OpenFile) -> list[Handle]:
-        return [h for h in self._handles.values() if h.file is open_file]
-
     def _new_buffer(self) -> WriteBuffer:
         return WriteBuffer(spill_dir=self._spill_dir)
 
@@ -528,10 +526,8 @@ class DriveOperations(pyfuse3.Operations):
         None for one by name). It holds the file's `admit` and lock, as writes and commits do:
         a commit (of another handle's close) reading the buffer, or a stream handing on a
         chunk, finishes first."""
-        others = open_file.handles - (by is not None)
-        if self.enable_writeback_cache and others and any(
-            h.writable for fh, h in self._handles.items() if h.file is open_file and fh != by
-        ):
+        through = self._handles.get(by) if by is not None else None
+        if self.enable_writeback_cache and open_file.writers > (through is not None and through.writable):
             open_file.size_unsure = True
         async with held(open_file.admit), held(open_file.lock):
             await self._cut(open_file, size)
