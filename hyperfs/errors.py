@@ -119,6 +119,12 @@ class NameTooLongError(DriveError):
     errno = _errno.ENAMETOOLONG
 
 
+class UnencodableNameError(InvalidPathError):
+    """A file name that is not UTF-8: drive names are protobuf strings, so none can hold it."""
+
+    errno = _errno.EILSEQ
+
+
 class ReadOnlyDriveError(NotWritableError, DriveError):
     errno = _errno.EROFS
 

@@ -79,6 +79,14 @@ def test_errno_as_a_local_file_system(mount):
     assert errno_of(lambda: (m / "file").rmdir()) == errno.ENOTDIR
     assert errno_of(lambda: os.listdir(m / "file")) == errno.ENOTDIR
     assert errno_of(lambda: (m / ("n" * 256)).write_text("x")) == errno.ENAMETOOLONG
+    # Drive names are UTF-8: another name is in no drive, and none can be made.
+    latin1 = os.fsencode(m) + b"/caf\xe9"
+    assert errno_of(lambda: os.stat(latin1)) == errno.ENOENT
+    assert errno_of(lambda: open(latin1, "w")) == errno.EILSEQ
+    assert errno_of(lambda: os.mkdir(latin1)) == errno.EILSEQ
+    assert errno_of(lambda: os.symlink("file", latin1)) == errno.EILSEQ
+    assert errno_of(lambda: os.rename(m / "file", latin1)) == errno.EILSEQ
+    assert (m / "file").read_text() == "x"
     assert errno_of(lambda: os.rename(m / "empty", m / "file")) == errno.ENOTDIR
     assert errno_of(lambda: os.rename(m / "file", m / "empty")) == errno.EISDIR
     assert errno_of(lambda: os.rename(m / "empty", m / "dir")) == errno.ENOTEMPTY

@@ -24,11 +24,11 @@ from hyperfs.errors import (
     DirectoryNotEmptyError,
     FileExistsInDrive,
     FileNotFoundInDrive,
-    InvalidPathError,
     IsADirectoryInDrive,
     NameTooLongError,
     NotADirectoryInDrive,
     NotSupportedError,
+    UnencodableNameError,
 )
 from hyperfs.fuse.errors import fuse_errors, log
 from hyperfs.drive.drive import Stat, ms_from_ns
@@ -58,7 +58,7 @@ def decode_name(name: bytes) -> str:
     try:
         return name.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidPathError("drive names must be UTF-8") from None
+        raise UnencodableNameError(f"{name!r}: drive names must be UTF-8") from None
 
 
 class DriveOperations(pyfuse3.Operations):
@@ -182,11 +182,11 @@ class DriveOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def lookup(self, parent_inode, name, ctx=None):
-        path = self._child(parent_inode, name)
         try:
-            return await self._entry(path)
-        except FileNotFoundInDrive:
-            # A negative entry the kernel may cache: every later create comes through us.
+            return await self._entry(self._child(parent_inode, name))
+        except (FileNotFoundInDrive, UnencodableNameError):
+            # A negative entry the kernel may cache: every later create comes through us (and a
+            # name that is not UTF-8 is in no drive; making one fails with EILSEQ).
             attrs = pyfuse3.EntryAttributes()
             attrs.st_ino = 0
             attrs.entry_timeout = self._cache_timeout
