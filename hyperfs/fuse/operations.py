@@ -756,11 +756,13 @@ class DriveOperations(pyfuse3.Operations):
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         self._writable()
-        if name.startswith(b"system."):
+        path = self.inodes.path(inode)
+        if name.startswith(b"system.") or path == "/":
             # POSIX ACLs and other kernel-interpreted names: refusing them makes `cp -a` and
-            # friends fall back to chmod, which the drive stores.
+            # friends fall back to chmod, which the drive stores. The format has no entry for
+            # the root to keep any in.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        await self._materialize(self.inodes.path(inode))
+        await self._materialize(path)
         await self.drive.set_metadata(self.inodes.path(inode), os.fsdecode(name), bytes(value))
 
     @fuse_errors
