@@ -576,14 +576,18 @@ class DriveOperations(pyfuse3.Operations):
             return
         if generation == open_file.resized_at:
             return
-        path = self.inodes.path(open_file.ino)
-        # Through the mount, so the kernel asks us in turn: from a thread, holding no lock.
-        size = await trio.to_thread.run_sync(kernel_size, self.mountpoint, path, open_file.ino)
+        for _ in range(3):
+            path = self.inodes.path(open_file.ino)
+            # Through the mount, so the kernel asks us in turn: from a thread, holding no lock.
+            size = await trio.to_thread.run_sync(kernel_size, self.mountpoint, path, open_file.ino)
+            if size is not None or open_file.unlinked or self.inodes.path(open_file.ino) == path:
+                break  # else a rename moved the file meanwhile: ask at its new name
         if size is None:
             return
         async with held(open_file.admit), held(open_file.lock):
-            if open_file.generation != generation:
+            if open_file.generation != generation or open_file.unlinked:
                 return
+            path = self.inodes.path(open_file.ino)
             buffer = open_file.buffer
             # A file streamed and committed has its content in the drive only.
             ours = buffer.size if buffer is not None else (await self._stat(path)).size or 0
