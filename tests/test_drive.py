@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from hyperfs.core.hypercore import THREAD_BYTES
+from hyperfs.core.locking import held
 from hyperfs.drive.drive import BLOCK_SIZE, Drive, Stat
 from hyperfs.errors import (
     DecodingError,
@@ -433,6 +435,36 @@ async def test_a_writer_closed_after_its_folder_moved_names_the_node_where_it_is
         await writer.close(path=lambda: where["path"])
         assert await drive.read_file("/e/f") == b"x" * (BLOCK_SIZE + 10)
         assert not await drive.exists("/d")
+
+
+@trio_test
+async def test_attribute_changes_and_a_writer_closing_at_once_keep_both(tmp_path: Path) -> None:
+    """chmod, chown, utimes and xattrs change a path's newest Node, and a writer's close gives it
+    the file's new content: whichever takes the drive's lock first, the Node that stays has the
+    new content and every attribute. (A mount met this: an append lost to an xattr set while
+    the appending process closed the file.)"""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/f", b"old")
+        for change_first in (False, True):
+            writer = await drive.open_write("/f")
+            await writer.write(b"new content")
+            async with trio.open_nursery() as nursery:
+                async with held(drive._lock):  # both read what they need, then wait for the lock
+                    if not change_first:
+                        nursery.start_soon(writer.close)
+                        await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(drive.set_metadata, "/f", f"user.{change_first}", b"v")
+                    nursery.start_soon(drive.chmod, "/f", 0o600 + change_first)
+                    await trio.testing.wait_all_tasks_blocked()
+                    if change_first:
+                        nursery.start_soon(writer.close)
+                        await trio.testing.wait_all_tasks_blocked()
+            assert await drive.read_file("/f") == b"new content"
+            st = await drive.lstat("/f")
+            assert st.mode & 0o777 == 0o600 + change_first
+            assert st.metadata.get(f"user.{change_first}") == b"v"
+            assert st.metadata.get("user.False") == b"v"  # kept by the later writer too
 
 
 @trio_test

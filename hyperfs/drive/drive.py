@@ -777,8 +777,9 @@ class Drive:
     async def _update(self, path: str, change: Callable[[Stat], Stat]) -> None:
         """Append a new `Node` for `path` with `change(stat)` (an implicit folder gets its first)."""
         names = await self._writable_names(path)
-        st = await self._lstat_names(names)
         async with held(self._lock):
+            # Read under the lock: a Node a writer put while this waited for it is the one changed.
+            st = await self._lstat_names(names)
             self._queue_put(names, change(st).encode())
             await self._commit()
 
@@ -997,22 +998,27 @@ class FileWriter:
         self._open = False
         drive = self._drive
         st = self._stat
-        if mode is not None:
-            st.mode = stat_mod.S_IFREG | (mode & 0o7777)
-        st.uid = st.uid if uid is None else uid
-        st.gid = st.gid if gid is None else gid
-        st.mtime = st.mtime if mtime is None else mtime
         async with held(drive._lock):
             tail = [bytes(self._buffer)] if self._buffer else []
             if tail or not self._blocks:
                 await self._queue(tail)
-            self._stat.size = self._size
-            self._stat.blocks = self._blocks
             if path is not None:
                 self._names = normalize(path())
-            drive._queue_put(self._names, self._stat.encode())
+            # Attributes set on the file since the writer opened (a chmod, an xattr) stay.
+            node = (await drive._refresh()).get(self._names)
+            now = Stat.decode(node.value, node.seq) if node is not None else None
+            if now is not None and now.is_file():
+                st.mode, st.uid, st.gid, st.metadata = now.mode, now.uid, now.gid, dict(now.metadata)
+            if mode is not None:
+                st.mode = stat_mod.S_IFREG | (mode & 0o7777)
+            st.uid = st.uid if uid is None else uid
+            st.gid = st.gid if gid is None else gid
+            st.mtime = st.mtime if mtime is None else mtime
+            st.size = self._size
+            st.blocks = self._blocks
+            drive._queue_put(self._names, st.encode())
             await drive._commit()
-        return self._stat
+        return st
 
     def abort(self) -> None:
         """Give up: nothing more is written for this file (blocks already appended stay unused)."""

@@ -214,14 +214,24 @@ class DriveOperations(pyfuse3.Operations):
                 if not open_file.writers:
                     await self._commit(open_file)
         changes = _attr_changes(attr, fields)
-        if open_file is not None and (open_file.unlinked or open_file.dirty):
-            # Kept for the Node the content goes out with: one append, not one per change
-            # (tar and cp send chown, chmod and utimens for every file they write).
-            open_file.pending.update(changes)
-            if "mtime" in changes:
-                open_file.mtime_ns = changes["mtime"] * MS
-            return await self.getattr(inode, ctx)
-        path = self.inodes.path(inode)
+        if open_file is None:
+            await self._change_attrs(self.inodes.path(inode), changes)
+        else:
+            # Decided while no commit of the file is under way (it holds `admit`): one could
+            # take the pending changes into its Node or not, and clears them either way.
+            async with held(open_file.admit):
+                if open_file.unlinked or open_file.dirty:
+                    # Kept for the Node the content goes out with: one append, not one per
+                    # change (tar and cp send chown, chmod and utimens for every file they write).
+                    open_file.pending.update(changes)
+                    if "mtime" in changes:
+                        open_file.mtime_ns = changes["mtime"] * MS
+                else:
+                    await self._change_attrs(self.inodes.path(inode), changes)
+        return await self.getattr(inode, ctx)
+
+    async def _change_attrs(self, path: str, changes: dict[str, int]) -> None:
+        """Give the drive's `path` the mode, owner and mtime in `changes` that differ."""
         if changes and path != "/":  # the format has no entry for the root: nothing to keep
             st = await self._stat(path)
             if changes.get("mode", stat_mod.S_IMODE(st.mode)) != stat_mod.S_IMODE(st.mode):
@@ -231,7 +241,6 @@ class DriveOperations(pyfuse3.Operations):
                 await self.drive.chown(path, uid, gid)
             if changes.get("mtime", st.mtime) != st.mtime:
                 await self.drive.utimes(path, None, changes["mtime"])
-        return await self.getattr(inode, ctx)
 
     @fuse_errors
     async def forget(self, inode_list):
