@@ -4,13 +4,16 @@
 Each worker picks random paths (up to three levels deep among a few names) and random
 operations for a while. Printed: the failures a local file system would not give (ENOENT,
 EEXIST, ENOTEMPTY, EISDIR, ENOTDIR and EINVAL are races any file system has), and every entry
-whose type, size or content differs between the mount before unmounting and the drive
-mounted again.
+whose type, size, content, mode, xattrs or link target differs between the mount before
+unmounting and the drive mounted again. Symlinks all point at `target`, so writes through
+them meet other writers of the file that name leads to.
 
 This found the races fixed at 70f8770 (a cut under a commit; a file closed in a folder being
-renamed) and the one `DriveOperations._settle_size` handles (bytes another process wrote while
+renamed), the one `DriveOperations._settle_size` handles (bytes another process wrote while
 the kernel was still inside an O_TRUNC open, which the kernel dropped but sent on; it showed in
-about one run of 5-20, now tested in tests/test_mount_races.py).
+about one run of 5-20, now tested in tests/test_mount_races.py), and at ab98fcc an xattr set
+while another process closed the file, which put the file's old content back (one run in
+~45 of 25 s; tested in tests/test_drive.py).
 
 Usage: .venv/bin/python scripts/stress_mount.py [--seconds 12] [--workers 4] [--ops mkdir,stream,...]
 Needs /dev/fuse and fusermount3 (as the tests do).
@@ -19,11 +22,13 @@ Needs /dev/fuse and fusermount3 (as the tests do).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import hashlib
 import multiprocessing
 import os
 import random
+import stat
 import sys
 import tempfile
 import time
@@ -35,7 +40,16 @@ from tests.mounting import mounted  # noqa: E402 - after the path above
 
 RACES = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EINVAL}
 NAMES = [f"n{i}" for i in range(8)]
-OPS = ["mkdir", "stream", "append", "truncate", "rename", "unlink", "rmdir", "read"]
+OPS = ["mkdir", "stream", "append", "truncate", "rename", "unlink", "rmdir", "read", "chmod", "xattr", "symlink", "exchange"]
+RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> None:
+    """renameat2(a, b, RENAME_EXCHANGE): swap two entries in one step."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def work(root: Path, seed: int, seconds: float, ops: list[str], out: multiprocessing.Queue) -> None:
@@ -62,6 +76,14 @@ def work(root: Path, seed: int, seconds: float, ops: list[str], out: multiproces
                 path.unlink()
             elif op == "rmdir":
                 path.rmdir()
+            elif op == "chmod":
+                os.chmod(path, rng.choice([0o700, 0o711, 0o750, 0o755]))
+            elif op == "xattr":
+                os.setxattr(path, "user.k", rng.randbytes(8))
+            elif op == "symlink":
+                os.symlink("target", path)
+            elif op == "exchange":
+                exchange(path, root.joinpath(*rng.choices(NAMES, k=rng.randint(1, 3))))
             else:
                 path.read_bytes()
         except OSError as err:
@@ -71,14 +93,24 @@ def work(root: Path, seed: int, seconds: float, ops: list[str], out: multiproces
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every entry under `root`: a folder, or a file's size and content hash."""
+    """Every entry under `root`: a symlink's target, or a folder's or file's mode and xattrs,
+    and a file's size and content hash."""
     found = {}
     for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            found[os.path.relpath(os.path.join(folder, name), root)] = "folder"
-        for name in files:
-            data = Path(folder, name).read_bytes()
-            found[os.path.relpath(os.path.join(folder, name), root)] = f"{len(data)} {hashlib.sha256(data).hexdigest()[:12]}"
+        for name in dirs + files:
+            path = Path(folder, name)
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                entry = f"link to {os.readlink(path)}"
+            else:
+                xattrs = sorted((key, os.getxattr(path, key).hex()) for key in os.listxattr(path))
+                entry = f"mode {stat.S_IMODE(st.st_mode):o} xattrs {xattrs}"
+                if stat.S_ISDIR(st.st_mode):
+                    entry = f"folder, {entry}"
+                else:
+                    data = path.read_bytes()
+                    entry = f"{len(data)} bytes {hashlib.sha256(data).hexdigest()[:12]}, {entry}"
+            found[os.path.relpath(path, root)] = entry
     return found
 
 
