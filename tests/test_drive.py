@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import stat as stat_mod
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -465,6 +466,42 @@ async def test_attribute_changes_and_a_writer_closing_at_once_keep_both(tmp_path
             assert st.mode & 0o777 == 0o600 + change_first
             assert st.metadata.get(f"user.{change_first}") == b"v"
             assert st.metadata.get("user.False") == b"v"  # kept by the later writer too
+
+
+@trio_test
+async def test_name_changes_check_the_tree_they_change(tmp_path: Path) -> None:
+    """mkdir, symlink, rename, exchange, unlink and rmdir check the tree under the drive's lock:
+    a file a writer put while they waited for it is seen, not overwritten unchecked."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.mkdir("/d")
+        await drive.mkdir("/e")
+        await drive.write_file("/e/in", b"y")
+        writer = await drive.open_write("/x")
+        await writer.write(b"x")
+        outcomes: dict[str, BaseException | None] = {}
+
+        async def attempt(name: str, change: Any, *args: str) -> None:
+            try:
+                await change(*args)
+                outcomes[name] = None
+            except Exception as err:  # noqa: BLE001 - what each met is the test
+                outcomes[name] = err
+
+        async with trio.open_nursery() as nursery:
+            async with held(drive._lock):  # the writer's close goes first, the rest wait behind it
+                nursery.start_soon(writer.close)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(attempt, "mkdir", drive.mkdir, "/x")
+                nursery.start_soon(attempt, "symlink", drive.symlink, "t", "/x")
+                nursery.start_soon(attempt, "rename", drive.rename, "/d", "/x")
+                nursery.start_soon(attempt, "rmdir", drive.rmdir, "/x")
+                await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(outcomes["mkdir"], FileExistsInDrive)
+        assert isinstance(outcomes["symlink"], FileExistsInDrive)
+        assert isinstance(outcomes["rename"], NotADirectoryInDrive)
+        assert isinstance(outcomes["rmdir"], NotADirectoryInDrive)
+        assert await drive.read_file("/x") == b"x" and (await drive.lstat("/d")).is_dir()
 
 
 @trio_test

@@ -656,10 +656,10 @@ class Drive:
     ) -> None:
         """Append the `Node` of a new folder or symlink (its offsets: where content is now)."""
         names = await self._writable_names(path)
-        if await self.exists(path):
-            raise FileExistsInDrive(f"{join(names)} exists")
         now = now_ms()
-        async with held(self._lock):
+        async with held(self._lock):  # checks under the lock, as in `_update`
+            if await self.exists(path):
+                raise FileExistsInDrive(f"{join(names)} exists")
             offset, byte_offset = self._content_position()
             st = Stat(
                 mode=mode,
@@ -675,22 +675,20 @@ class Drive:
     async def unlink(self, path: str) -> None:
         """Remove file or symlink `path`."""
         names = await self._writable_names(path)
-        st = await self._lstat_names(names)
-        if st.is_dir():
-            raise IsADirectoryInDrive(f"{join(names)} is a folder")
         async with held(self._lock):
+            if (await self._lstat_names(names)).is_dir():
+                raise IsADirectoryInDrive(f"{join(names)} is a folder")
             self._queue_del(names)
             await self._commit()
 
     async def rmdir(self, path: str) -> None:
         """Remove the empty folder `path`."""
         names = await self._writable_names(path)
-        st = await self._lstat_names(names)
-        if not st.is_dir():
-            raise NotADirectoryInDrive(f"{join(names)} is not a folder")
-        if self.tree.list(names):
-            raise DirectoryNotEmptyError(f"{join(names)} is not empty")
         async with held(self._lock):
+            if not (await self._lstat_names(names)).is_dir():
+                raise NotADirectoryInDrive(f"{join(names)} is not a folder")
+            if self.tree.list(names):
+                raise DirectoryNotEmptyError(f"{join(names)} is not empty")
             self._queue_del(names)
             await self._commit()
 
@@ -699,24 +697,24 @@ class Drive:
         `moved` is called the moment the tree shows the move (a mount moves its inodes then)."""
         src = await self._writable_names(old)
         dst = await self._writable_names(new)
-        src_st = await self._lstat_names(src)
-        if src == dst:
-            return
-        if dst[: len(src)] == src:
-            raise InvalidPathError(f"cannot move {join(src)} into itself")
-        try:
-            dst_st: Stat | None = await self._lstat_names(dst)
-        except FileNotFoundInDrive:
-            dst_st = None
-        if dst_st is not None:
-            if src_st.is_dir() and not dst_st.is_dir():
-                raise NotADirectoryInDrive(f"{join(dst)} is not a folder")
-            if not src_st.is_dir() and dst_st.is_dir():
-                raise IsADirectoryInDrive(f"{join(dst)} is a folder")
-            if dst_st.is_dir() and self.tree.list(dst):
-                raise DirectoryNotEmptyError(f"{join(dst)} is not empty")
+        # Checked and moved under the lock: a Node a writer put meanwhile is checked and moves too.
         async with held(self._lock):
-            # Taken under the lock: a Node a writer put while this waited for it moves too.
+            src_st = await self._lstat_names(src)
+            if src == dst:
+                return
+            if dst[: len(src)] == src:
+                raise InvalidPathError(f"cannot move {join(src)} into itself")
+            try:
+                dst_st: Stat | None = await self._lstat_names(dst)
+            except FileNotFoundInDrive:
+                dst_st = None
+            if dst_st is not None:
+                if src_st.is_dir() and not dst_st.is_dir():
+                    raise NotADirectoryInDrive(f"{join(dst)} is not a folder")
+                if not src_st.is_dir() and dst_st.is_dir():
+                    raise IsADirectoryInDrive(f"{join(dst)} is a folder")
+                if dst_st.is_dir() and self.tree.list(dst):
+                    raise DirectoryNotEmptyError(f"{join(dst)} is not empty")
             moves = self._entries(src, src_st)
             for names, node in moves:
                 self._queue_put(dst + names[len(src) :], node.value)
@@ -730,13 +728,13 @@ class Drive:
         """Swap `a` and `b`, files, symlinks or folders of either kind, in one append (what
         renameat2's RENAME_EXCHANGE asks of a file system). `moved`: as for `rename`."""
         x, y = await self._writable_names(a), await self._writable_names(b)
-        x_st, y_st = await self._lstat_names(x), await self._lstat_names(y)
-        if x == y:
-            return
-        if x[: len(y)] == y or y[: len(x)] == x:
-            raise InvalidPathError(f"cannot swap {join(x)} and {join(y)}: one is inside the other")
-        async with held(self._lock):
-            xs, ys = self._entries(x, x_st), self._entries(y, y_st)  # under the lock, as in `rename`
+        async with held(self._lock):  # checked and swapped under the lock, as in `rename`
+            x_st, y_st = await self._lstat_names(x), await self._lstat_names(y)
+            if x == y:
+                return
+            if x[: len(y)] == y or y[: len(x)] == x:
+                raise InvalidPathError(f"cannot swap {join(x)} and {join(y)}: one is inside the other")
+            xs, ys = self._entries(x, x_st), self._entries(y, y_st)
             after = {y + names[len(x) :]: node.value for names, node in xs}
             after.update((x + names[len(y) :], node.value) for names, node in ys)
             # The entries no name keeps go first, children before parents, so that no entry is
