@@ -129,6 +129,13 @@ class ReadOnlyDriveError(NotWritableError, DriveError):
     errno = _errno.EROFS
 
 
+class FileChangedError(DriveError):
+    """A file's content changed while a change based on what it held was being made (the
+    change is not made; the caller may make it again from the new content)."""
+
+    errno = _errno.EAGAIN
+
+
 class NotSupportedError(DriveError):
     """An operation the format cannot express (hard links, for one)."""
 

@@ -469,6 +469,28 @@ async def test_attribute_changes_and_a_writer_closing_at_once_keep_both(tmp_path
 
 
 @trio_test
+async def test_truncate_cuts_the_content_a_writer_put_meanwhile(tmp_path: Path) -> None:
+    """A truncate rewrites the bytes it keeps: when a writer puts new content while it reads
+    the old, it cuts the new content instead of putting back the old. It follows symlinks."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/f", b"old content")
+        await drive.symlink("f", "/link")
+        writer = await drive.open_write("/f")
+        await writer.write(b"new content")
+        async with trio.open_nursery() as nursery:
+            async with held(drive._lock):  # the writer waits to put its Node, then the truncate
+                nursery.start_soon(writer.close)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(drive.truncate, "/f", 5)
+                await trio.testing.wait_all_tasks_blocked()
+        assert await drive.read_file("/f") == b"new c"
+        assert (await drive.lstat("/link")).is_symlink()
+        await drive.truncate("/link", 7)
+        assert await drive.read_file("/f") == b"new c\0\0"
+
+
+@trio_test
 async def test_name_changes_check_the_tree_they_change(tmp_path: Path) -> None:
     """mkdir, symlink, rename, exchange, unlink and rmdir check the tree under the drive's lock:
     a file a writer put while they waited for it is seen, not overwritten unchecked."""

@@ -31,6 +31,7 @@ from hyperfs.errors import (
     BlockNotAvailableError,
     DecodingError,
     DirectoryNotEmptyError,
+    FileChangedError,
     FileExistsInDrive,
     FileNotFoundInDrive,
     InvalidArgumentError,
@@ -89,6 +90,11 @@ class Stat:
 
     def is_file(self) -> bool:
         return stat_mod.S_ISREG(self.mode)
+
+    def same_content(self, other: Stat) -> bool:
+        """Do both point at the same bytes (whatever their other attributes)?"""
+        here, there = (self.size, self.blocks, self.offset), (other.size, other.blocks, other.offset)
+        return here == there and self.byte_offset == other.byte_offset
 
     def is_dir(self) -> bool:
         return stat_mod.S_ISDIR(self.mode)
@@ -807,17 +813,27 @@ class Drive:
         await self._update(path, change)
 
     async def truncate(self, path: str, size: int) -> None:
-        """Cut or zero-extend file `path` to `size` bytes (attributes kept, mtime now)."""
+        """Cut or zero-extend file `path` (symlinks followed) to `size` bytes (attributes kept,
+        mtime now)."""
         if size < 0:
             raise InvalidArgumentError(f"cannot truncate to a negative size {size}")
-        st = await self.lstat(path)
-        if st.is_dir():
-            raise IsADirectoryInDrive(f"{path} is a folder")
-        if st.size == size:
-            return
-        self.check_room(size - st.size)
-        # The kept bytes are written again: a Node pointing at a prefix of the old blocks would
-        # show old readers (which read whole blocks) the cut bytes.
+        while True:
+            names, st = await self._resolve(normalize(path))
+            if st.is_dir():
+                raise IsADirectoryInDrive(f"{join(names)} is a folder")
+            if st.size == size:
+                return
+            self.check_room(size - st.size)
+            try:
+                await self._rewrite(join(names), st, size)
+                return
+            except FileChangedError:
+                continue  # another writer's content came first: cut that instead
+
+    async def _rewrite(self, path: str, st: Stat, size: int) -> None:
+        """Write file `path`, whose content is `st`'s, again cut or zero-extended to `size`.
+        The kept bytes are written again: a Node pointing at a prefix of the old blocks would
+        show old readers (which read whole blocks) the cut bytes."""
         writer = await self.open_write(path, mtime=now_ms())
         try:
             async for chunk in self.open_read(path, 0, size):
@@ -829,7 +845,7 @@ class Drive:
         except BaseException:
             writer.abort()
             raise
-        await writer.close()
+        await writer.close(replaces=st)
 
     async def close(self) -> None:
         """Append what waits and close the drive's cores."""
@@ -985,26 +1001,30 @@ class FileWriter:
         gid: int | None = None,
         mtime: int | None = None,
         path: Callable[[], str] | None = None,
+        replaces: Stat | None = None,
     ) -> Stat:
         """Append the rest and the file's `Node` (with the attributes given, changed since the
         writer opened); returns its Stat. `path`, called once the drive's lock is held, names
         where the Node goes when that may have moved since the writer opened (a mount's file
         whose folder was renamed meanwhile: the rename and this put are then one after the
-        other, never interleaved)."""
+        other, never interleaved). With `replaces`, the Stat whose content this writer rewrote,
+        the Node is put only if the file still has that content then (else FileChangedError)."""
         if not self._open:
             raise InvalidArgumentError(f"{join(self._names)}: closed twice")
         self._open = False
         drive = self._drive
         st = self._stat
         async with held(drive._lock):
+            if path is not None:
+                self._names = normalize(path())
+            node = (await drive._refresh()).get(self._names)
+            now = Stat.decode(node.value, node.seq) if node is not None else None
+            if replaces is not None and (now is None or not now.same_content(replaces)):
+                raise FileChangedError(f"{join(self._names)} changed while it was rewritten")
             tail = [bytes(self._buffer)] if self._buffer else []
             if tail or not self._blocks:
                 await self._queue(tail)
-            if path is not None:
-                self._names = normalize(path())
             # Attributes set on the file since the writer opened (a chmod, an xattr) stay.
-            node = (await drive._refresh()).get(self._names)
-            now = Stat.decode(node.value, node.seq) if node is not None else None
             if now is not None and now.is_file():
                 st.mode, st.uid, st.gid, st.metadata = now.mode, now.uid, now.gid, dict(now.metadata)
             if mode is not None:
