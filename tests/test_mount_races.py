@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -91,3 +93,35 @@ def test_bytes_the_kernel_dropped_with_an_o_trunc_stay_out_of_the_drive(tmp_path
     assert set(REWRITES) <= set(shown.values()), "an iteration of each kind must hit the window"
     with mounted(store, mnt):
         assert [path for path, data in shown.items() if Path(path).read_bytes() != data] == []
+
+
+def test_a_truncate_by_name_cuts_the_file_a_rename_moved_meanwhile(tmp_path: Path) -> None:
+    """truncate(2) names a file, the kernel picks its inode, and the mount rewrites what it
+    keeps (a while, for a big file): a rename of its folder meanwhile, and another file put in
+    its place, must not take the cut. The file is cut wherever it went; the other is kept."""
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    cut_file = bytes(range(256)) * (48 << 12)  # 48 MiB
+    other = b"the file that takes its place"
+    with mounted(store, mnt):
+        (mnt / "a").mkdir()
+        (mnt / "b").mkdir()
+        (mnt / "a" / "f").write_bytes(cut_file)
+        (mnt / "b" / "f").write_bytes(other)
+        os.stat(mnt / "a" / "f")  # looked up: the truncate's one request is the setattr
+        # truncate(2) by name, not truncate(1), which opens the file and cuts it through the handle.
+        cut = f"import os; os.truncate({str(mnt / 'a' / 'f')!r}, {len(cut_file) // 2})"
+        truncate = subprocess.Popen([sys.executable, "-c", cut])
+        try:
+            deadline = time.monotonic() + 10
+            while not _waits_for_fuse(truncate.pid) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            time.sleep(0.05)
+            assert truncate.poll() is None, "the truncate ended before the renames could race it"
+            os.rename(mnt / "a", mnt / "c")
+            os.rename(mnt / "b", mnt / "a")
+        finally:
+            assert truncate.wait(60) == 0
+        shown = {name: (mnt / name / "f").read_bytes() for name in ("a", "c")}
+    assert shown == {"a": other, "c": cut_file[: len(cut_file) // 2]}
+    with mounted(store, mnt):
+        assert {name: (mnt / name / "f").read_bytes() for name in ("a", "c")} == shown

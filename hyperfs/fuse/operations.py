@@ -13,6 +13,7 @@ import os
 import stat as stat_mod
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pyfuse3
@@ -206,13 +207,13 @@ class DriveOperations(pyfuse3.Operations):
     async def setattr(self, inode, attr, fields, fh, ctx):
         self._writable()
         open_file = self._files.get(inode)
-        if fields.update_size:
-            if open_file is None:
-                await self.drive.truncate(self.inodes.path(inode), attr.st_size)
-            else:
-                await self._truncate(open_file, attr.st_size, by=fh)
-                if not open_file.writers:
-                    await self._commit(open_file)
+        if fields.update_size and (open_file is not None or (await self._stat_ino(inode)).size != attr.st_size):
+            # A truncate by name changes the file as a handle's would, and follows it through
+            # renames meanwhile (the kernel chose the inode, not the name).
+            async with self._holding(inode) as resized:
+                await self._truncate(resized, attr.st_size, by=fh)
+                if not resized.writers:
+                    await self._commit(resized)
         changes = _attr_changes(attr, fields)
         if open_file is None:
             await self._change_attrs(self.inodes.path(inode), changes)
@@ -406,12 +407,8 @@ class DriveOperations(pyfuse3.Operations):
             return await self._open(inode, flags)
 
     async def _open(self, inode: int, flags: int) -> pyfuse3.FileInfo:
-        open_file = self._files.get(inode)
-        if open_file is None:
-            open_file = self._files[inode] = OpenFile(inode)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        open_file.handles += 1
-        open_file.writers += writable
+        open_file = self._hold(inode, writable)
         fh = next(self._fh)
         self._handles[fh] = Handle(open_file, writable=writable, append=bool(flags & os.O_APPEND))
         if flags & os.O_TRUNC:
@@ -507,13 +504,36 @@ class DriveOperations(pyfuse3.Operations):
         try:
             await self._flush(open_file)
         finally:
-            open_file.handles -= 1
-            open_file.writers -= handle.writable
-            if open_file.handles == 0:
-                del self._files[open_file.ino]
-                open_file.close()
-                if open_file.unlinked:
-                    self.inodes.forget(open_file.ino)
+            self._let_go(open_file, handle.writable)
+
+    def _hold(self, inode: int, writable: bool) -> OpenFile:
+        """Count one more handle on the inode's OpenFile (made on the first)."""
+        open_file = self._files.get(inode)
+        if open_file is None:
+            open_file = self._files[inode] = OpenFile(inode)
+        open_file.handles += 1
+        open_file.writers += writable
+        return open_file
+
+    def _let_go(self, open_file: OpenFile, writable: bool) -> None:
+        """Count one handle less; the last one closes the OpenFile."""
+        open_file.handles -= 1
+        open_file.writers -= writable
+        if open_file.handles == 0:
+            del self._files[open_file.ino]
+            open_file.close()
+            if open_file.unlinked:
+                self.inodes.forget(open_file.ino)
+
+    @asynccontextmanager
+    async def _holding(self, inode: int) -> AsyncIterator[OpenFile]:
+        """The inode's OpenFile, held as by a read-only handle meanwhile (one opened then
+        shares it)."""
+        open_file = self._hold(inode, writable=False)
+        try:
+            yield open_file
+        finally:
+            self._let_go(open_file, writable=False)
 
     async def flush_all(self) -> None:
         """Write every open file's pending content (before an unmount)."""
