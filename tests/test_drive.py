@@ -491,6 +491,35 @@ async def test_truncate_cuts_the_content_a_writer_put_meanwhile(tmp_path: Path) 
 
 
 @trio_test
+async def test_attribute_changes_name_their_file_once_the_lock_is_held(tmp_path: Path) -> None:
+    """Given a function for the path (a mount's inode), set_attributes and set_metadata name
+    their file once they hold the drive's lock: the file a rename moved while they waited is
+    the one changed, not the one that took its name. A change to what is there already appends
+    nothing."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/a", b"a")
+        await drive.write_file("/b", b"b")
+        where = {"a": "/a"}
+        async with trio.open_nursery() as nursery:
+            async with held(drive._lock):  # the swap waits first, the changes behind it
+                nursery.start_soon(drive.exchange, "/a", "/b", lambda: where.update(a="/b"))
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(lambda: drive.set_attributes(lambda: where["a"], mode=0o600, mtime=5))
+                nursery.start_soon(drive.set_metadata, lambda: where["a"], "user.k", b"v")
+                await trio.testing.wait_all_tasks_blocked()
+        moved, other = await drive.lstat("/b"), await drive.lstat("/a")
+        assert await drive.read_file("/b") == b"a"
+        assert (stat_mod.S_IMODE(moved.mode), moved.mtime, moved.metadata) == (0o600, 5, {"user.k": b"v"})
+        assert (stat_mod.S_IMODE(other.mode), other.metadata) == (0o644, {})
+        version = drive.version
+        await drive.set_attributes("/b", mode=0o600, mtime=5)
+        await drive.set_metadata("/b", "user.k", b"v")
+        await drive.set_metadata("/a", "user.absent", None)
+        assert drive.version == version
+
+
+@trio_test
 async def test_name_changes_check_the_tree_they_change(tmp_path: Path) -> None:
     """mkdir, symlink, rename, exchange, unlink and rmdir check the tree under the drive's lock:
     a file a writer put while they waited for it is seen, not overwritten unchecked."""

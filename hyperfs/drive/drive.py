@@ -53,6 +53,9 @@ MAX_SYMLINKS = 40
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_NODES = 2048
 READ_PIECE = 1024 * 1024  # what `open_read` yields at a time
+# A path, or a function that names one once the drive's lock is held (a mount's inode, which a
+# rename may move while the change waits for the lock).
+PathSource = str | Callable[[], str]
 
 
 def now_ms() -> int:
@@ -778,37 +781,65 @@ class Drive:
             stack.extend(names + (name,) for name in reversed(self.tree.list(names) or []))
         return out
 
-    async def _update(self, path: str, change: Callable[[Stat], Stat]) -> None:
-        """Append a new `Node` for `path` with `change(stat)` (an implicit folder gets its first)."""
-        names = await self._writable_names(path)
+    async def _update(self, path: PathSource, change: Callable[[Stat], Stat | None]) -> None:
+        """Append a new `Node` for `path` with `change(stat)` (an implicit folder gets its first),
+        unless that is None (nothing to change)."""
         async with held(self._lock):
-            # Read under the lock: a Node a writer put while this waited for it is the one changed.
-            st = await self._lstat_names(names)
-            self._queue_put(names, change(st).encode())
-            await self._commit()
+            # Named and read under the lock: a Node a writer put while this waited for it is the
+            # one changed, and a rename meanwhile has moved what a callable `path` names.
+            names = await self._writable_names(path() if callable(path) else path)
+            new = change(await self._lstat_names(names))
+            if new is not None:
+                self._queue_put(names, new.encode())
+                await self._commit()
 
-    async def chmod(self, path: str, mode: int) -> None:
-        await self._update(path, lambda st: replace(st, mode=stat_mod.S_IFMT(st.mode) | (mode & 0o7777), ctime=now_ms()))
+    async def set_attributes(
+        self,
+        path: PathSource,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime: int | None = None,
+    ) -> None:
+        """Give `path` the permission bits, owner and mtime (ms) given, in one Node with ctime
+        now; none if it has them all already. `path` may be a function naming it once the
+        drive's lock is held (a mount's inode, which a rename may move meanwhile)."""
 
-    async def chown(self, path: str, uid: int, gid: int) -> None:
-        await self._update(path, lambda st: replace(st, uid=uid, gid=gid, ctime=now_ms()))
+        def change(st: Stat) -> Stat | None:
+            new = replace(
+                st,
+                mode=st.mode if mode is None else stat_mod.S_IFMT(st.mode) | (mode & 0o7777),
+                uid=st.uid if uid is None else uid,
+                gid=st.gid if gid is None else gid,
+                mtime=st.mtime if mtime is None else mtime,
+            )
+            return None if new == st else replace(new, ctime=now_ms())
 
-    async def utimes(self, path: str, atime: int | None, mtime: int) -> None:
+        await self._update(path, change)
+
+    async def chmod(self, path: PathSource, mode: int) -> None:
+        await self.set_attributes(path, mode=mode)
+
+    async def chown(self, path: PathSource, uid: int, gid: int) -> None:
+        await self.set_attributes(path, uid=uid, gid=gid)
+
+    async def utimes(self, path: PathSource, atime: int | None, mtime: int) -> None:
         """Set the modification time (ms); the format has no atime, so `atime` is ignored."""
-        await self._update(path, lambda st: replace(st, mtime=mtime))
+        await self.set_attributes(path, mtime=mtime)
 
-    async def set_metadata(self, path: str, key: str, value: bytes | None) -> None:
-        """Set extended attribute `key` of `path` (None removes it)."""
+    async def set_metadata(self, path: PathSource, key: str, value: bytes | None) -> None:
+        """Set extended attribute `key` of `path` (None removes it; `path` as in
+        `set_attributes`)."""
         if not key or "\0" in key:
             raise InvalidArgumentError(f"bad attribute name {key!r}")
 
-        def change(st: Stat) -> Stat:
+        def change(st: Stat) -> Stat | None:
             metadata = dict(st.metadata)
             if value is None:
                 metadata.pop(key, None)
             else:
                 metadata[key] = bytes(value)
-            return replace(st, metadata=metadata, ctime=now_ms())
+            return None if metadata == st.metadata else replace(st, metadata=metadata, ctime=now_ms())
 
         await self._update(path, change)
 

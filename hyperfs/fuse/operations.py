@@ -216,7 +216,7 @@ class DriveOperations(pyfuse3.Operations):
                     await self._commit(resized)
         changes = _attr_changes(attr, fields)
         if open_file is None:
-            await self._change_attrs(self.inodes.path(inode), changes)
+            await self._change_attrs(inode, changes)
         else:
             # Decided while no commit of the file is under way (it holds `admit`): one could
             # take the pending changes into its Node or not, and clears them either way.
@@ -228,20 +228,14 @@ class DriveOperations(pyfuse3.Operations):
                     if "mtime" in changes:
                         open_file.mtime_ns = changes["mtime"] * MS
                 else:
-                    await self._change_attrs(self.inodes.path(inode), changes)
+                    await self._change_attrs(inode, changes)
         return await self.getattr(inode, ctx)
 
-    async def _change_attrs(self, path: str, changes: dict[str, int]) -> None:
-        """Give the drive's `path` the mode, owner and mtime in `changes` that differ."""
-        if changes and path != "/":  # the format has no entry for the root: nothing to keep
-            st = await self._stat(path)
-            if changes.get("mode", stat_mod.S_IMODE(st.mode)) != stat_mod.S_IMODE(st.mode):
-                await self.drive.chmod(path, changes["mode"])
-            uid, gid = changes.get("uid", st.uid), changes.get("gid", st.gid)
-            if (uid, gid) != (st.uid, st.gid):
-                await self.drive.chown(path, uid, gid)
-            if changes.get("mtime", st.mtime) != st.mtime:
-                await self.drive.utimes(path, None, changes["mtime"])
+    async def _change_attrs(self, inode: int, changes: dict[str, int]) -> None:
+        """Give the inode's drive entry the mode, owner and mtime in `changes` (one Node, if any
+        differs), wherever a rename has moved it by the time the drive's lock is held."""
+        if changes and self.inodes.path(inode) != "/":  # the format has no entry for the root
+            await self.drive.set_attributes(lambda: self.inodes.path(inode), **changes)
 
     @fuse_errors
     async def forget(self, inode_list):
@@ -796,7 +790,7 @@ class DriveOperations(pyfuse3.Operations):
             # the root to keep any in.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         await self._materialize(path)
-        await self.drive.set_metadata(self.inodes.path(inode), os.fsdecode(name), bytes(value))
+        await self.drive.set_metadata(lambda: self.inodes.path(inode), os.fsdecode(name), bytes(value))
 
     @fuse_errors
     async def removexattr(self, inode, name, ctx):
@@ -805,7 +799,7 @@ class DriveOperations(pyfuse3.Operations):
         key = os.fsdecode(name)
         if key not in ((await self._stat(path)).metadata or {}):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        await self.drive.set_metadata(path, key, None)
+        await self.drive.set_metadata(lambda: self.inodes.path(inode), key, None)
 
     @fuse_errors
     async def statfs(self, ctx):
