@@ -13,7 +13,9 @@ renamed), the one `DriveOperations._settle_size` handles (bytes another process 
 the kernel was still inside an O_TRUNC open, which the kernel dropped but sent on; it showed in
 about one run of 5-20, now tested in tests/test_mount_races.py), and at ab98fcc an xattr set
 while another process closed the file, which put the file's old content back (one run in
-~45 of 25 s; tested in tests/test_drive.py).
+~45 of 25 s; tested in tests/test_drive.py). At 8567e63 it found a truncate by name racing a
+folder exchange: the cut went to the file that took the name, not the one truncated (one run
+in 11; fixed in b4a6d47 and tested in tests/test_mount_races.py).
 
 Usage: .venv/bin/python scripts/stress_mount.py [--seconds 12] [--workers 4] [--ops mkdir,stream,...]
 Needs /dev/fuse and fusermount3 (as the tests do).
@@ -40,7 +42,10 @@ from tests.mounting import mounted  # noqa: E402 - after the path above
 
 RACES = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EINVAL}
 NAMES = [f"n{i}" for i in range(8)]
-OPS = ["mkdir", "stream", "append", "truncate", "rename", "unlink", "rmdir", "read", "chmod", "xattr", "symlink", "exchange"]
+OPS = [
+    "mkdir", "stream", "append", "edit", "truncate", "ftruncate", "rename", "unlink", "rmdir", "read", "chmod", "xattr",
+    "symlink", "exchange",
+]
 RENAME_EXCHANGE = 2
 
 
@@ -68,8 +73,15 @@ def work(root: Path, seed: int, seconds: float, ops: list[str], out: multiproces
             elif op == "append":
                 with open(path, "ab") as f:
                     f.write(rng.randbytes(rng.randint(1, 5000)))
-            elif op == "truncate":
+            elif op == "edit":  # bytes somewhere in an existing file: the whole file is written anew
+                with open(path, "r+b") as f:
+                    f.seek(rng.randint(0, 1 << 20))
+                    f.write(rng.randbytes(rng.randint(1, 70000)))
+            elif op == "truncate":  # by name: no handle open
                 os.truncate(path, rng.randint(0, 1 << 20))
+            elif op == "ftruncate":
+                with open(path, "r+b") as f:
+                    f.truncate(rng.randint(0, 1 << 20))
             elif op == "rename":
                 os.rename(path, root.joinpath(*rng.choices(NAMES, k=rng.randint(1, 3))))
             elif op == "unlink":
