@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,12 +47,13 @@ Command = Callable[[Any, argparse.Namespace], Awaitable[int]]
 # --- commands on a store ------------------------------------------------------------------------
 
 
-def command_adder(subparsers: argparse._SubParsersAction) -> Callable[[str, Command, str], argparse.ArgumentParser]:
-    """`add(name, func, help)`: a subcommand running `await func(store, args)` on the open store."""
+def command_adder(subparsers: argparse._SubParsersAction) -> Callable[..., argparse.ArgumentParser]:
+    """`add(name, func, help, reads=False)`: a subcommand running `await func(store, args)` on
+    the open store; one that only `reads` it also runs while another process holds the store."""
 
-    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Command, help: str, reads: bool = False) -> argparse.ArgumentParser:
         parser = add_parser(subparsers, name, help)
-        parser.set_defaults(func=lambda args: trio.run(run_on_store, func, args))
+        parser.set_defaults(func=lambda args: trio.run(run_on_store, func, args, reads))
         return parser
 
     return add
@@ -82,8 +83,8 @@ def add_drive_argument(parser: argparse.ArgumentParser, optional: bool = False) 
         parser.add_argument("drive", help=DRIVE_HELP)
 
 
-async def run_on_store(func: Command, args: argparse.Namespace) -> int:
-    async with open_store(args.store, describe(args)) as store:
+async def run_on_store(func: Command, args: argparse.Namespace, reads: bool = False) -> int:
+    async with open_store(args.store, describe(args), reads=reads) as store:
         return await func(store, args)
 
 
@@ -98,13 +99,21 @@ def describe(args: argparse.Namespace) -> str:
 
 
 @asynccontextmanager
-async def open_store(store_dir: Path, holder: str) -> AsyncIterator[Any]:
+async def open_store(store_dir: Path, holder: str, reads: bool = False) -> AsyncIterator[Any]:
     """The Corestore in `store_dir` (made if new), held by this process as `holder` until closed;
-    StoreInUseError when another process holds it."""
+    StoreInUseError when another process holds it, unless the caller only `reads`: it then gets
+    the store read-only, as it is at this moment (a mount's drive as the mount has written it)."""
     from hyperfs.core.corestore import Corestore
 
-    with store_lock(store_dir, holder):
-        store = Corestore(str(store_dir))
+    with ExitStack() as lock:
+        read_only = False
+        try:
+            lock.enter_context(store_lock(store_dir, holder))
+        except StoreInUseError:
+            if not reads:
+                raise
+            read_only = True
+        store = Corestore(str(store_dir), read_only=read_only)
         await store.ready()
         try:
             yield store

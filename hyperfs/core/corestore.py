@@ -37,6 +37,7 @@ from hyperfs.errors import (
     CorruptStorageError,
     InvalidArgumentError,
     InvalidKeyError,
+    NotWritableError,
     SessionClosedError,
 )
 
@@ -88,14 +89,18 @@ class Corestore:
         path: str | None = None,
         *,
         primary_key: bytes | None = None,
+        read_only: bool = False,
         _root: _Root | None = None,
         _ns: bytes = DEFAULT_NAMESPACE,
         _parent: Corestore | None = None,
     ) -> None:
+        """`read_only`: the folder's cores as they are when it opens, which another process may
+        be writing meanwhile (nothing is written: not even a primary key to a new folder)."""
         if primary_key is not None:
             check_key(primary_key, 32, "primary key")
         self.path = path
         self._primary_key_arg = primary_key
+        self._read_only = read_only
         self._root = _root
         self.ns = _ns
         self._parent = _parent
@@ -109,13 +114,15 @@ class Corestore:
             return
         if self.path is None:
             raise InvalidArgumentError("Corestore needs a folder")
-        path, wanted = self.path, self._primary_key_arg
+        path, wanted, read_only = self.path, self._primary_key_arg, self._read_only
 
         def open_sync() -> _Root:
             os.makedirs(path, exist_ok=True)
-            storage = CorestoreStorage(path)
+            storage = CorestoreStorage(path, read_only=read_only)
             try:
                 stored = storage.get_seed()
+                if stored is None and read_only:
+                    raise NotWritableError(f"{path} holds no store yet, and it is opened read-only")
                 if stored is None:
                     stored = storage.set_seed(wanted or os.urandom(32), overwrite=False)
                 elif wanted is not None and wanted != stored:

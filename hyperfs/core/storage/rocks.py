@@ -13,6 +13,10 @@ On a nearly full disk (under `reserve` bytes free) every commit is logged: an un
 stuck in the memtables when the disk fills would keep the store from taking writes again
 (`_recover`).
 
+Read-only opens RocksDB as a secondary instance: it reads the store as it was when opened, and
+may do so while another process writes it (a mount), whose compactions delete files a plain
+read-only open could still be reading.
+
 Snapshots are RocksDB snapshots for point reads. rocksdict 0.3's snapshot iterators ignore the
 snapshot, so a `SnapshotReader` scans a range as: the keys live now, plus every key deleted
 since the snapshot was taken (recorded at commit time, under the commit lock), each read back
@@ -22,6 +26,8 @@ through the snapshot.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -142,13 +148,19 @@ class Rocks:
         self.live = LiveReader(self)
 
     def _open_db(self) -> None:
-        access = rocksdict.AccessType.read_only() if self.read_only else rocksdict.AccessType.read_write()
+        access = rocksdict.AccessType.read_write()
+        if self.read_only:
+            # A secondary keeps its own log files apart from the writer's.
+            self._secondary = tempfile.mkdtemp(prefix="hyperfs-reader-")
+            access = rocksdict.AccessType.secondary(self._secondary)
         try:
             # RocksDB opens only with every existing column family named (a JS store may have more).
             existing = rocksdict.Rdict.list_cf(self.path) if os.path.exists(os.path.join(self.path, "CURRENT")) else []
             families = {name: _column_options() for name in {COLUMN_FAMILY, *existing} - {"default"}}
             self._db = rocksdict.Rdict(self.path, _db_options(), column_families=families, access_type=access)
         except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
+            if self.read_only:
+                shutil.rmtree(self._secondary, ignore_errors=True)
             raise storage_error(f"cannot open RocksDB at {self.path}", err) from None
         self._cf = self._db.get_column_family(COLUMN_FAMILY)
         self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
@@ -323,13 +335,16 @@ class Rocks:
             self.live = None  # type: ignore[assignment]
             self._cf = self._handle = None
             db, self._db = self._db, None
-            if db is not None:
-                try:
+            try:
+                if db is not None:
                     db.close()
-                except Exception as err:
-                    # After a failed write RocksDB reports it again here; nothing more is lost.
-                    if not self._full:
-                        raise storage_error("RocksDB close failed", err) from None
+            except Exception as err:
+                # After a failed write RocksDB reports it again here; nothing more is lost.
+                if not self._full:
+                    raise storage_error("RocksDB close failed", err) from None
+            finally:
+                if self.read_only:
+                    shutil.rmtree(self._secondary, ignore_errors=True)
 
 
 class LiveReader:
