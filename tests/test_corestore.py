@@ -1,13 +1,15 @@
 """Corestore: corestore.json key derivation on a real store, lookups, namespaces, sessions, audit."""
 
 import pytest
+import trio
+import trio.testing
 
 from hyperfs.core import Corestore
 from hyperfs.core.corestore import NS, child_namespace, derive_seed
 from hyperfs.core.crypto import key_pair
 from hyperfs.core.storage import Alias, CorestoreStorage
 from hyperfs.core.z32 import encode_id
-from hyperfs.errors import CoreNotFoundError, InvalidKeyError, NotWritableError, SessionClosedError
+from hyperfs.errors import CoreNotFoundError, InvalidKeyError, NotWritableError, SessionClosedError, StorageError
 from tests.drive_store import trio_test
 from tests.vectors import load
 
@@ -161,3 +163,45 @@ async def test_audit_clean_then_corrupt_block(tmp_path):
         bad = [r for r in results.values() if not r.ok]
         assert len(bad) == 1
         assert bad[0].errors == ["block 7 does not match its tree node"]
+
+
+@trio_test
+async def test_a_read_only_store_follows_the_process_writing_it(tmp_path):
+    """A read-only Corestore opens beside the one writing the folder (RocksDB's secondary
+    mode) and, on `catch_up()`, moves its open cores to what the writer stored: appends wake
+    `wait_append`, a truncation shows as a new fork, and nothing can be written through it."""
+    path = str(tmp_path / "store")
+    async with Corestore(path) as writer:
+        core = await writer.get("log")
+        await core.append([b"a", b"b"])
+        async with Corestore(path, read_only=True) as reader:
+            assert reader.read_only and not writer.read_only
+            seen = await reader.get(key=core.key)
+            assert (seen.length, await seen.get(1), seen.writable) == (2, b"b", False)
+            with pytest.raises(NotWritableError):
+                await seen.append(b"c")
+            await reader.catch_up()
+            assert seen.length == 2  # nothing new: nothing moves
+            await core.append([b"c", b"d"])
+            assert seen.length == 2  # the reader sees the store as it was, until it catches up
+            async with trio.open_nursery() as nursery:
+                woken = []
+
+                async def wait() -> None:
+                    await seen.wait_append()
+                    woken.append(seen.length)
+
+                nursery.start_soon(wait)
+                await trio.testing.wait_all_tasks_blocked()
+                await reader.catch_up()
+            assert woken == [4]
+            assert [await seen.get(i) for i in range(4)] == [b"a", b"b", b"c", b"d"]
+            assert seen.byte_length == core.byte_length
+            await core.truncate(1)
+            await core.append(b"e")
+            await reader.catch_up()
+            assert (seen.length, seen.fork, await seen.get(1)) == (2, core.fork, b"e")
+    with pytest.raises(StorageError, match="no store at"):
+        async with Corestore(str(tmp_path / "none"), read_only=True):
+            pass
+    assert not (tmp_path / "none").exists()  # reading made nothing

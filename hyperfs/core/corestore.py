@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -117,7 +118,8 @@ class Corestore:
         path, wanted, read_only = self.path, self._primary_key_arg, self._read_only
 
         def open_sync() -> _Root:
-            os.makedirs(path, exist_ok=True)
+            if not read_only:
+                os.makedirs(path, exist_ok=True)
             storage = CorestoreStorage(path, read_only=read_only)
             try:
                 stored = storage.get_seed()
@@ -295,6 +297,25 @@ class Corestore:
                     state.close()
             root.cores.clear()
             await trio.to_thread.run_sync(root.storage.close)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only: another process may be writing the folder (see `catch_up`)."""
+        return self.root.storage.read_only
+
+    async def catch_up(self) -> None:
+        """Read-only: take in what the process writing the folder has stored since, and move
+        every open core to it (who waits for an append wakes as for one of ours)."""
+        root = self.root
+        states = [state for state in root.cores.values() if not state.closed]
+
+        def read() -> list[tuple[CoreState, Any]]:
+            root.storage.catch_up()
+            return [(state, state.read_stored()) for state in states]
+
+        for state, stored in await trio.to_thread.run_sync(read):
+            if stored is not None and not state.closed:
+                state.apply_stored(*stored)
 
     def flush(self, sync: bool = True) -> None:
         """Fsync the write-ahead log (what an `fsync` of a mounted file asks for)."""

@@ -185,11 +185,7 @@ class CoreState:
         self.fork = head.fork if head else 0
         self.length = head.length if head else 0
         self.signature = head.signature if head else None
-        self.roots = self._stored_roots(self.length, rx.get_tree_node)
-        if head is not None and tree_hash(self.roots) != head.root_hash:
-            raise CorruptStorageError(
-                f"core {self.id}: stored tree nodes do not hash to the signed head at length {self.length}"
-            )
+        self.roots = self._stored_roots(self.length, rx.get_tree_node, head.root_hash if head else None)
         self.byte_length = merkle.byte_length(self.roots)
         self.bitfield = Bitfield(self.storage.create_bitfield_stream())
         self.contiguous_length = min(self.bitfield.first_unset(0), self.length)
@@ -201,13 +197,16 @@ class CoreState:
     def _read_tree_node(self, index: int) -> TreeNode | None:
         return self.storage.read().get_tree_node(index)
 
-    def _stored_roots(self, length: int, get: Any) -> list[TreeNode]:
+    def _stored_roots(self, length: int, get: Any, root_hash: bytes | None = None) -> list[TreeNode]:
+        """The stored roots at `length`, which must hash to `root_hash` when given."""
         roots = []
         for index in merkle.root_indexes(length):
             node = get(index)
             if node is None:
                 raise CorruptStorageError(f"core {self.id}: tree node {index} (a root at length {length}) is missing")
             roots.append(node)
+        if root_hash is not None and tree_hash(roots) != root_hash:
+            raise CorruptStorageError(f"core {self.id}: stored tree nodes do not hash to the signed head at length {length}")
         return roots
 
     @property
@@ -225,6 +224,7 @@ class CoreState:
             and self.key_pair.secret_key is not None
             and self.manifest is not None
             and not self.storage.snapshotted
+            and not self.storage.store.read_only
         )
 
     @property
@@ -395,6 +395,10 @@ class CoreState:
         if stored is not None:
             self.mark_stored(*stored)
         self.contiguous_length = min(self.bitfield.first_unset(scan), self.length)
+        self._announce(old_length, change)
+
+    def _announce(self, old_length: int, change: _Change) -> None:
+        """Wake who waits for a truncation or an append, once the state shows `change`."""
         if change.truncated_to is not None:
             self._notify(self._truncate_channels, (change.truncated_to, change.fork))
             self._truncated.set()
@@ -403,6 +407,34 @@ class CoreState:
             self._notify(self._append_channels, (self.length, self.byte_length - self.padding * self.length))
             self._appended.set()
             self._appended = trio.Event()
+
+    def read_stored(self) -> tuple[_Change, Bitfield] | None:
+        """What another process stored since this state was read (a read-only store following
+        the process that writes it): its head as a change, and which blocks are stored; None if
+        nothing moved. Blocking: run it in a thread."""
+        rx = self.storage.read()
+        head = rx.get_head()
+        moved = head is not None and (head.fork, head.length, head.signature) != (self.fork, self.length, self.signature)
+        if not moved and self.contiguous_length >= self.length:
+            return None  # every block was stored already, and the head is the same
+        change = _Change(self.fork, self.length, self.roots, self.signature)
+        if moved:
+            roots = self._stored_roots(head.length, rx.get_tree_node, head.root_hash)
+            # A new fork cut the log somewhere below both lengths: everything is read again.
+            change = _Change(head.fork, head.length, roots, head.signature, 0 if head.fork != self.fork else None)
+        return change, Bitfield(self.storage.create_bitfield_stream())
+
+    def apply_stored(self, change: _Change, bitfield: Bitfield) -> None:
+        """Move the in-memory state to what `read_stored` found and wake who waits on it."""
+        old_length = self.length
+        if change.truncated_to is not None:
+            self.nodes.forget()
+        self.fork, self.length, self.roots, self.signature = change.fork, change.length, change.roots, change.signature
+        self.byte_length = merkle.byte_length(self.roots)
+        self.bitfield = bitfield
+        self.contiguous_length = min(bitfield.first_unset(0), self.length)
+        self._wake([i for i in self._waiters if bitfield.get(i)])
+        self._announce(old_length, change)
 
     def proofs_stored(self, applied: Sequence[tuple[VerifiedProof, _Change | None]]) -> None:
         """Move the in-memory state past committed proofs (`apply_proofs_sync`) and wake waiters."""
@@ -421,7 +453,11 @@ class CoreState:
     def mark_stored(self, start: int, end: int) -> None:
         self.bitfield.set_range(start, end, True)
         self.bitfield.take_dirty()
-        for index in [i for i in self._waiters if start <= i < end]:
+        self._wake([i for i in self._waiters if start <= i < end])
+
+    def _wake(self, indexes: list[int]) -> None:
+        """Wake the `get()`s waiting for blocks `indexes` (stored now)."""
+        for index in indexes:
             for event in self._waiters.pop(index):
                 event.set()
 

@@ -132,6 +132,8 @@ class Rocks:
     """An open RocksDB: reads, scans, atomic commits, snapshots."""
 
     def __init__(self, path: str, *, read_only: bool = False, reserve: int = RESERVE) -> None:
+        if read_only and not os.path.exists(os.path.join(path, "CURRENT")):
+            raise StorageError(f"no store at {path} to read")
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.read_only = read_only
@@ -292,6 +294,17 @@ class Rocks:
             snap = SnapshotReader(self, self._cf.snapshot())
             self._snapshots.add(snap)
         return snap
+
+    def catch_up(self) -> None:
+        """Read-only: see what the process writing the store has committed since (logged, or
+        written out of its memtables)."""
+        self._check_open()
+        if not self.read_only:
+            raise NotWritableError("only a read-only store catches up with another writer")
+        try:
+            self._db.try_catch_up_with_primary()
+        except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
+            raise storage_error("catching up with the store's writer", err) from None
 
     def flush(self, sync: bool = True) -> None:
         """Make every commit durable: unlogged ones by writing the memtables out, logged ones by

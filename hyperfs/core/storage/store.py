@@ -239,6 +239,10 @@ class CorestoreStorage:
         """Make every committed write durable on disk (fsync the WAL)."""
         self.rocks.flush(sync)
 
+    def catch_up(self) -> None:
+        """Read-only: see what the process writing the store has committed since."""
+        self.rocks.catch_up()
+
     def check_room(self, size: int = 0) -> None:
         """StorageFullError if a write would be refused now (the disk is full) or `size` more
         bytes would not fit."""
