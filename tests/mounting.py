@@ -45,6 +45,7 @@ class Mount:
     store: Path
     path: Path
     key: str
+    said: str = ""  # what `hyperfs mount` wrote to stderr besides the key
 
     def unmount(self) -> None:
         hyperfs(self.store, "unmount", str(self.path))
@@ -61,7 +62,7 @@ def mounted(store: Path, mountpoint: Path, *args: str) -> Iterator[Mount]:
     assert done.returncode == 0, done.stderr
     try:
         assert is_mounted(mountpoint)
-        yield Mount(store, mountpoint, done.stdout.strip())
+        yield Mount(store, mountpoint, done.stdout.strip(), done.stderr)
     finally:
         if is_mounted(mountpoint):
             pid = _pid(mountpoint)

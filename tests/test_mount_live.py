@@ -1,5 +1,6 @@
-"""A read-only mount that follows its writer over the wire: the folder shows what the writer
-adds, changes and removes, without waiting for the kernel's cache timeouts."""
+"""A read-only mount that follows its writer, over the wire or in the same store: the folder
+shows what the writer adds, changes and removes, without waiting for the kernel's cache
+timeouts."""
 
 from __future__ import annotations
 
@@ -89,3 +90,33 @@ def test_read_only_mount_follows_its_writer(tmp_path: Path):
     finally:
         writer.stdin.close()
         writer.wait(timeout=60)
+
+
+def test_a_mount_of_a_store_another_process_writes_follows_it(tmp_path: Path):
+    """While a process holds the store (here a writable mount of it), mounting the store again
+    gives a read-only mount that shows what that process writes, as one following a peer does."""
+    store = tmp_path / "store"
+    with mounted(store, tmp_path / "a") as a:
+        (a.path / "first.txt").write_text("one")
+        with mounted(store, tmp_path / "b") as b:
+            assert b.key == a.key
+            assert "read-only: another process writes this store" in b.said
+            first = b.path / "first.txt"
+            eventually(lambda: first.exists())
+            assert first.read_text() == "one"
+            assert errno_of(lambda: first.write_text("no")) == 30  # EROFS
+            assert not (b.path / "later.txt").exists()  # the kernel now caches "absent"
+            (a.path / "later.txt").write_text("two")
+            eventually(lambda: (b.path / "later.txt").exists())
+            assert (b.path / "later.txt").read_text() == "two"
+            big = os.urandom(9 << 20)  # streamed into the drive while written, past the WAL
+            (a.path / "deep" / "er").mkdir(parents=True)
+            (a.path / "deep" / "er" / "big").write_bytes(big)
+            eventually(lambda: "deep" in os.listdir(b.path))
+            eventually(lambda: (b.path / "deep" / "er" / "big").stat().st_size == len(big))
+            assert (b.path / "deep" / "er" / "big").read_bytes() == big
+            (a.path / "later.txt").unlink()
+            eventually(lambda: not (b.path / "later.txt").exists())
+        (a.path / "after.txt").write_text("the writer goes on")
+    with mounted(store, tmp_path / "a") as a:
+        assert sorted(os.listdir(a.path)) == ["after.txt", "deep", "first.txt"]

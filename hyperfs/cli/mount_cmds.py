@@ -27,6 +27,9 @@ from hyperfs.cli.common import DEFAULT_DRIVE, DRIVE_HELP, add_parser, describe, 
 from hyperfs.errors import HyperfsError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
+# A mount of a store another process writes looks for that process's changes this often.
+FOLLOW_INTERVAL = 0.5
+FOLLOWING = "read-only: another process writes this store (its changes show here as it makes them)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,7 +116,7 @@ def _detach(args: argparse.Namespace) -> int:
     with os.fdopen(read_end, "r") as ready:
         line = ready.readline().strip()
     if line.startswith("ready "):
-        print(line.removeprefix("ready "))
+        _print_ready(line)
         return 0
     child.wait()
     message = line.removeprefix("error ") if line.startswith("error ") else f"see {log_path}"
@@ -146,7 +149,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
         read_only = args.checkout is not None or not drive.writable
 
         def ready() -> None:
-            _report(args, f"ready {drive.key.hex()}")
+            _report(args, f"ready {drive.key.hex()}" + (f" {FOLLOWING}" if drive.store.read_only else ""))
 
         await serve(
             drive,
@@ -162,7 +165,7 @@ def _report(args: argparse.Namespace, line: str) -> None:
     """Tell the waiting parent (or the terminal, in the foreground) how the mount went, once."""
     if args.ready_fd is None:
         if line.startswith("ready "):
-            print(line.removeprefix("ready "), flush=True)
+            _print_ready(line)
         return
     try:
         os.write(args.ready_fd, (line + "\n").encode())
@@ -176,6 +179,14 @@ def _report(args: argparse.Namespace, line: str) -> None:
     os.close(devnull)
 
 
+def _print_ready(line: str) -> None:
+    """The key of a mount that is ready on stdout; what it says about itself on stderr."""
+    key, _, note = line.removeprefix("ready ").partition(" ")
+    print(key, flush=True)
+    if note:
+        print(f"hyperfs mount: {note}", file=sys.stderr, flush=True)
+
+
 @asynccontextmanager
 async def open_drive(
     store_dir: Path, name: str | None, checkout: int | None, peer: str | None = None, holder: str = "hyperfs mount"
@@ -183,10 +194,14 @@ async def open_drive(
     """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
     commands), else the store's default drive (made on first use); at `checkout` when given;
     replicating with `peer` (HOST:PORT) for as long as it is open, when given. The store is held
-    as `holder` meanwhile (see `hyperfs.cli.common.open_store`)."""
+    as `holder` meanwhile (see `hyperfs.cli.common.open_store`); when another process holds it
+    (and no peer is named, whose blocks would need storing), it is opened read-only and follows
+    what that process writes."""
     from hyperfs.core.protocol.replicator import store_replicator
 
-    async with open_store(store_dir, holder) as store, nursery() as tasks:
+    async with open_store(store_dir, holder, reads=not peer) as store, nursery() as tasks:
+        if store.read_only:
+            tasks.start_soon(_follow_writer, store)
         if peer:
             await store_replicator(store)
             tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
@@ -197,6 +212,13 @@ async def open_drive(
         finally:
             await drive.close()
             tasks.cancel_scope.cancel()
+
+
+async def _follow_writer(store: Any) -> None:
+    """Take in what the process writing `store` stores, for as long as the mount lasts."""
+    while True:
+        await trio.sleep(FOLLOW_INTERVAL)
+        await store.catch_up()
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
