@@ -201,6 +201,15 @@ async def test_a_read_only_store_follows_the_process_writing_it(tmp_path):
             await core.append(b"e")
             await reader.catch_up()
             assert (seen.length, seen.fork, await seen.get(1)) == (2, core.fork, b"e")
+            await writer.close()
+            # The next process to write the store overwrites the same head key: a reader that
+            # kept what it had replayed from the first one's log would miss that.
+            async with Corestore(path) as next_writer:
+                again = await next_writer.get("log")
+                await again.append(b"f")
+            await reader.catch_up()
+            assert seen.length == 3
+            assert await seen.get(2) == b"f"
     with pytest.raises(StorageError, match="no store at"):
         async with Corestore(str(tmp_path / "none"), read_only=True):
             pass

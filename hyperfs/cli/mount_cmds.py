@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import re
 import subprocess
@@ -24,7 +25,9 @@ from typing import Any
 import trio
 
 from hyperfs.cli.common import DEFAULT_DRIVE, DRIVE_HELP, add_parser, describe, dial, nursery, open_named_drive, open_store
-from hyperfs.errors import HyperfsError, MountError
+from hyperfs.errors import HyperfsError, MountError, StorageError
+
+log = logging.getLogger("hyperfs.mount")
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
 # A mount of a store another process writes looks for that process's changes this often.
@@ -215,10 +218,14 @@ async def open_drive(
 
 
 async def _follow_writer(store: Any) -> None:
-    """Take in what the process writing `store` stores, for as long as the mount lasts."""
+    """Take in what the process writing `store` stores, for as long as the mount lasts (a
+    failure to, say while that process is opening the store, is tried again next time)."""
     while True:
         await trio.sleep(FOLLOW_INTERVAL)
-        await store.catch_up()
+        try:
+            await store.catch_up()
+        except StorageError as err:
+            log.warning("could not follow the store's writer this time: %s", err)
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:

@@ -138,6 +138,7 @@ class Rocks:
         self.path = path
         self.read_only = read_only
         self.reserve = reserve
+        self._secondary: str | None = None  # a read-only store's own folder (RocksDB's logs)
         self._open_db()  # sets `_full`
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
         self._unlogged_options = rocksdict.WriteOptions()
@@ -153,8 +154,9 @@ class Rocks:
         access = rocksdict.AccessType.read_write()
         if self.read_only:
             # A secondary keeps its own log files apart from the writer's.
-            self._secondary = tempfile.mkdtemp(prefix="hyperfs-reader-")
+            self._secondary = self._secondary or tempfile.mkdtemp(prefix="hyperfs-reader-")
             access = rocksdict.AccessType.secondary(self._secondary)
+            self._writer = self._manifest()
         try:
             # RocksDB opens only with every existing column family named (a JS store may have more).
             existing = rocksdict.Rdict.list_cf(self.path) if os.path.exists(os.path.join(self.path, "CURRENT")) else []
@@ -163,6 +165,7 @@ class Rocks:
         except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
             if self.read_only:
                 shutil.rmtree(self._secondary, ignore_errors=True)
+                self._secondary = None
             raise storage_error(f"cannot open RocksDB at {self.path}", err) from None
         self._cf = self._db.get_column_family(COLUMN_FAMILY)
         self._handle = self._db.get_column_family_handle(COLUMN_FAMILY)
@@ -187,12 +190,16 @@ class Rocks:
         disk = os.statvfs(self.path)
         if disk.f_bavail * disk.f_frsize < wal + _REOPEN_ROOM:
             return
+        self._reopen()
+
+    def _reopen(self) -> None:
+        """Close the database and open it again. Hold `_lock`, with no snapshot or scan open."""
         self._cf = self._handle = None
         db, self._db = self._db, None
         if db is not None:
             try:
                 db.close()
-            except Exception:  # noqa: BLE001 - it reports the full disk again; the files are let go
+            except Exception:  # noqa: BLE001 - a full disk is reported again; the files are let go
                 pass
         # A reopen that fails leaves no database: each later call tries again (`_column`).
         self._open_db()
@@ -301,10 +308,26 @@ class Rocks:
         self._check_open()
         if not self.read_only:
             raise NotWritableError("only a read-only store catches up with another writer")
+        with self._lock:
+            if self._db is None or (self._manifest() != self._writer and not (self._snapshots or self._cursors)):
+                # Another process opened the store since (each open starts a manifest).
+                # RocksDB's catch-up would keep the memtables it replayed from the earlier
+                # writer's log, which then hide what the later one stored under the same keys
+                # (a core's head); opened again, it reads the store as it is.
+                self._reopen()
+                return
+            try:
+                self._db.try_catch_up_with_primary()
+            except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
+                raise storage_error("catching up with the store's writer", err) from None
+
+    def _manifest(self) -> str | None:
+        """The manifest the store's writer last opened (RocksDB's CURRENT file)."""
         try:
-            self._db.try_catch_up_with_primary()
-        except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
-            raise storage_error("catching up with the store's writer", err) from None
+            with open(os.path.join(self.path, "CURRENT")) as f:
+                return f.read().strip()
+        except OSError:
+            return None
 
     def flush(self, sync: bool = True) -> None:
         """Make every commit durable: unlogged ones by writing the memtables out, logged ones by
