@@ -36,7 +36,10 @@ FOLLOWING = "read-only: another process writes this store (its changes show here
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    about = "mount a drive on an empty folder (returns once it is usable, printing the drive's key)"
+    about = (
+        "mount a drive on an empty folder (returns once it is usable, printing the drive's key); "
+        "while another process holds the store, the mount is read-only and shows what that process writes"
+    )
     mount = add_parser(subparsers, "mount", "mount a drive as a folder", about)
     mount.add_argument("mountpoint", type=Path, help="an empty folder")
     mount.add_argument("drive", nargs="?", help=f"{DRIVE_HELP} (default: {DEFAULT_DRIVE}, made on first use)")
