@@ -155,6 +155,8 @@ def test_a_shared_store_names_its_share_and_a_killed_holder_frees_it(tmp_path: P
             in_use_line(store, "hyperfs share mine", share.pid) + "stop it first (Ctrl-C)",
         )
         assert hyperfs(store, "info", "mine").stdout.startswith("id:")  # a read runs beside it
+        # ... but cannot make the default drive a read would otherwise make.
+        one_line_error(hyperfs(store, "ls", "default", check=False), "no drive called 'default' in")
         assert json.loads((store / "hyperfs.lock").read_text())["pid"] == share.pid
     finally:
         share.send_signal(signal.SIGKILL)  # no clean exit: the kernel still drops its lock

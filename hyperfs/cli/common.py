@@ -30,6 +30,7 @@ from hyperfs.errors import (
     InvalidArgumentError,
     InvalidKeyError,
     LocalFileError,
+    NotWritableError,
     PeerUnreachableError,
     StoreInUseError,
     UnknownDriveError,
@@ -183,7 +184,15 @@ def _remember(store_dir: Path, name: str, key: bytes) -> None:
 
 async def local_drive(store: Any, store_dir: Path, name: str) -> Drive:
     """The store's drive called `name`, made if new, and remembered under that name."""
-    drive = await Drive.create(store, name=name)
+    try:
+        drive = await Drive.create(store, name=name)
+    except NotWritableError:
+        if not store.read_only:
+            raise
+        raise UnknownDriveError(
+            f"no drive called {name!r} in {store_dir} yet, and another process holds the store, so none can be made now"
+            " (`hyperfs keys` lists the drives it has)"
+        ) from None
     _remember(store_dir, name, drive.key)
     return drive
 
