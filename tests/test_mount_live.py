@@ -120,3 +120,28 @@ def test_a_mount_of_a_store_another_process_writes_follows_it(tmp_path: Path):
         (a.path / "after.txt").write_text("the writer goes on")
     with mounted(store, tmp_path / "a") as a:
         assert sorted(os.listdir(a.path)) == ["after.txt", "deep", "first.txt"]
+
+
+def test_a_mounted_drive_shared_beside_its_mount_reaches_a_peer_live(tmp_path: Path):
+    """The main flow: a drive mounted and written, `hyperfs share` run beside the mount (it
+    reads the store the mount holds, following it), and a peer mounting the drive over the
+    wire sees each file the mount writes, as it writes it."""
+    with mounted(tmp_path / "mine", tmp_path / "a") as a:
+        (a.path / "first.txt").write_text("one")
+        share = subprocess.Popen(
+            [PYTHON, "-m", "hyperfs", "--store", str(a.store), "share", "--no-mdns"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert share.stdout.readline().startswith("sharing hyper://")
+            address = share.stdout.readline().split()[-1]
+            with mounted(tmp_path / "theirs", tmp_path / "b", a.key, "--peer", address) as b:
+                eventually(lambda: (b.path / "first.txt").exists())
+                assert (b.path / "first.txt").read_text() == "one"
+                data = os.urandom(5 << 20)
+                (a.path / "later.bin").write_bytes(data)
+                eventually(lambda: (b.path / "later.bin").exists() and (b.path / "later.bin").stat().st_size == len(data))
+                assert (b.path / "later.bin").read_bytes() == data
+        finally:
+            share.terminate()
+            share.communicate(timeout=60)

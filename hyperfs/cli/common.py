@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,15 +33,19 @@ from hyperfs.errors import (
     LocalFileError,
     NotWritableError,
     PeerUnreachableError,
+    StorageError,
     StoreInUseError,
     UnknownDriveError,
 )
+
+log = logging.getLogger("hyperfs.cli")
 
 DEFAULT_DRIVE = "default"  # the drive `hyperfs mount`, import and export use without a name
 DRIVE_HELP = "a local name, z-base-32 id, hex key or hyper:// URL"
 REGISTRY = "drives.json"
 LOCK_FILE = "hyperfs.lock"
 REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
+FOLLOW_INTERVAL = 0.5  # seconds between looks at what the process holding a store wrote
 
 Command = Callable[[Any, argparse.Namespace], Awaitable[int]]
 
@@ -49,12 +54,13 @@ Command = Callable[[Any, argparse.Namespace], Awaitable[int]]
 
 
 def command_adder(subparsers: argparse._SubParsersAction) -> Callable[..., argparse.ArgumentParser]:
-    """`add(name, func, help, reads=False)`: a subcommand running `await func(store, args)` on
-    the open store; one that only `reads` it also runs while another process holds the store."""
+    """`add(name, func, help, reads=False, holds=True)`: a subcommand running `await func(store,
+    args)` on the open store; one that only `reads` it also runs while another process holds the
+    store, and one that `holds` it not at all (a long-lived reader) lets a writer start beside it."""
 
-    def add(name: str, func: Command, help: str, reads: bool = False) -> argparse.ArgumentParser:
+    def add(name: str, func: Command, help: str, reads: bool = False, holds: bool = True) -> argparse.ArgumentParser:
         parser = add_parser(subparsers, name, help)
-        parser.set_defaults(func=lambda args: trio.run(run_on_store, func, args, reads))
+        parser.set_defaults(func=lambda args: trio.run(run_on_store, func, args, reads, holds))
         return parser
 
     return add
@@ -84,8 +90,8 @@ def add_drive_argument(parser: argparse.ArgumentParser, optional: bool = False) 
         parser.add_argument("drive", help=DRIVE_HELP)
 
 
-async def run_on_store(func: Command, args: argparse.Namespace, reads: bool = False) -> int:
-    async with open_store(args.store, describe(args), reads=reads) as store:
+async def run_on_store(func: Command, args: argparse.Namespace, reads: bool = False, holds: bool = True) -> int:
+    async with open_store(args.store, describe(args), reads=reads, holds=holds) as store:
         return await func(store, args)
 
 
@@ -100,16 +106,18 @@ def describe(args: argparse.Namespace) -> str:
 
 
 @asynccontextmanager
-async def open_store(store_dir: Path, holder: str, reads: bool = False) -> AsyncIterator[Any]:
+async def open_store(store_dir: Path, holder: str, reads: bool = False, holds: bool = True) -> AsyncIterator[Any]:
     """The Corestore in `store_dir` (made if new), held by this process as `holder` until closed;
     StoreInUseError when another process holds it, unless the caller only `reads`: it then gets
-    the store read-only, as it is at this moment (a mount's drive as the mount has written it)."""
+    the store read-only, as it is at this moment (a mount's drive as the mount has written it;
+    `Corestore.catch_up` moves it on). A reader that `holds` nothing always gets it so."""
     from hyperfs.core.corestore import Corestore
 
     with ExitStack() as lock:
-        read_only = False
+        read_only = not holds
         try:
-            lock.enter_context(store_lock(store_dir, holder))
+            if holds:
+                lock.enter_context(store_lock(store_dir, holder))
         except StoreInUseError:
             if not reads:
                 raise
@@ -120,6 +128,17 @@ async def open_store(store_dir: Path, holder: str, reads: bool = False) -> Async
             yield store
         finally:
             await store.close()
+
+
+async def follow_writer(store: Any) -> None:
+    """Take in what the process holding read-only `store` writes, every FOLLOW_INTERVAL, until
+    cancelled (a failure to, say while that process is opening the store, is retried)."""
+    while True:
+        await trio.sleep(FOLLOW_INTERVAL)
+        try:
+            await store.catch_up()
+        except StorageError as err:
+            log.warning("could not follow the store's writer this time: %s", err)
 
 
 @contextmanager

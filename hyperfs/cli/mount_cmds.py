@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import os
 import re
 import subprocess
@@ -24,14 +23,20 @@ from typing import Any
 
 import trio
 
-from hyperfs.cli.common import DEFAULT_DRIVE, DRIVE_HELP, add_parser, describe, dial, nursery, open_named_drive, open_store
-from hyperfs.errors import HyperfsError, MountError, StorageError
-
-log = logging.getLogger("hyperfs.mount")
+from hyperfs.cli.common import (
+    DEFAULT_DRIVE,
+    DRIVE_HELP,
+    add_parser,
+    describe,
+    dial,
+    follow_writer,
+    nursery,
+    open_named_drive,
+    open_store,
+)
+from hyperfs.errors import HyperfsError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
-# A mount of a store another process writes looks for that process's changes this often.
-FOLLOW_INTERVAL = 0.5
 FOLLOWING = "read-only: another process writes this store (its changes show here as it makes them)"
 
 
@@ -207,7 +212,7 @@ async def open_drive(
 
     async with open_store(store_dir, holder, reads=not peer) as store, nursery() as tasks:
         if store.read_only:
-            tasks.start_soon(_follow_writer, store)
+            tasks.start_soon(follow_writer, store)
         if peer:
             await store_replicator(store)
             tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
@@ -218,17 +223,6 @@ async def open_drive(
         finally:
             await drive.close()
             tasks.cancel_scope.cancel()
-
-
-async def _follow_writer(store: Any) -> None:
-    """Take in what the process writing `store` stores, for as long as the mount lasts (a
-    failure to, say while that process is opening the store, is tried again next time)."""
-    while True:
-        await trio.sleep(FOLLOW_INTERVAL)
-        try:
-            await store.catch_up()
-        except StorageError as err:
-            log.warning("could not follow the store's writer this time: %s", err)
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:

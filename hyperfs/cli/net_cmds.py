@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from tqdm import tqdm
 
-from hyperfs.cli.common import add_drive_argument, command_adder, dial, nursery, open_named_drive, parse_address
+from hyperfs.cli.common import add_drive_argument, command_adder, dial, follow_writer, nursery, open_named_drive, parse_address
 from hyperfs.core.crypto import discovery_key
 from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
@@ -29,7 +29,9 @@ DEFAULT_LISTEN = "127.0.0.1:0"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     add = command_adder(subparsers)
-    p = add("share", cmd_share, "serve a drive's two cores to peers (stays in the foreground)")
+    # A share only reads the store, and never holds it: a mount started after it writes the
+    # drive, and the share follows.
+    p = add("share", cmd_share, "serve a drive's two cores to peers (stays in the foreground)", reads=True, holds=False)
     add_drive_argument(p, optional=True)
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
     p.add_argument("--no-mdns", dest="mdns", action="store_false", help="do not announce it on the LAN")
@@ -76,6 +78,8 @@ async def cmd_share(store: Any, args: argparse.Namespace) -> int:
     drive = await open_named_drive(store, args.store, args.drive)
     replicator = await store_replicator(store)  # the drive's two cores are open: both are shared
     async with nursery() as tasks:
+        # Whatever process writes the store (a mount, say), what it writes reaches the peers.
+        tasks.start_soon(follow_writer, store)
 
         async def ready(host: str, port: int) -> None:
             print(f"sharing hyper://{encode_id(drive.key)}  (key {drive.key.hex()})", flush=True)
