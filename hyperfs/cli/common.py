@@ -33,7 +33,6 @@ from hyperfs.errors import (
     LocalFileError,
     NotWritableError,
     PeerUnreachableError,
-    StorageError,
     StoreInUseError,
     UnknownDriveError,
 )
@@ -137,7 +136,7 @@ async def follow_writer(store: Any) -> None:
         await trio.sleep(FOLLOW_INTERVAL)
         try:
             await store.catch_up()
-        except StorageError as err:
+        except HyperfsError as err:  # the store as seen now; the next look may find it whole
             log.warning("could not follow the store's writer this time: %s", err)
 
 

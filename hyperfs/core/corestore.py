@@ -9,9 +9,10 @@ one `CoreState` per core; closing a view closes the sessions it handed out.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -44,6 +45,10 @@ from hyperfs.errors import (
 
 NS = namespace("corestore", 1)[0]
 DEFAULT_NAMESPACE = bytes(32)
+SETTLE_TRIES = 5  # reads of a read-only store caught between its writer's log and files
+SETTLE_DELAY = 0.05  # seconds, growing with each try
+
+T = TypeVar("T")
 
 
 def derive_seed(primary_key: bytes, ns: bytes, name: str) -> bytes:
@@ -217,13 +222,14 @@ class Corestore:
             state = root.cores.get(discovery_key)
             if state is None or state.closed:
                 if core_key is None:
-                    state = await trio.to_thread.run_sync(self._resume_by_discovery_key, discovery_key)
+                    state = await trio.to_thread.run_sync(self._settled, lambda: self._resume_by_discovery_key(discovery_key))
                 else:
                     state = await trio.to_thread.run_sync(
+                        self._settled,
                         lambda: open_core_state(
                             root.storage, key=core_key, key_pair_=key_pair, manifest=manifest,
                             encryption_key=encryption_key, create=create, alias=alias,
-                        )
+                        ),
                     )
                 assert state is not None
                 root.cores[discovery_key] = state
@@ -313,9 +319,24 @@ class Corestore:
             root.storage.catch_up()
             return [(state, state.read_stored()) for state in states]
 
-        for state, stored in await trio.to_thread.run_sync(read):
+        for state, stored in await trio.to_thread.run_sync(self._settled, read):
             if stored is not None and not state.closed:
                 state.apply_stored(*stored)
+
+    def _settled(self, read: Callable[[], T]) -> T:
+        """`read()` (blocking). A read-only store may be caught between the writer's log and its
+        files: a head from the log whose tree nodes went to a file after the ones it reads. That
+        is caught up and read again, a few times, before it counts as corruption."""
+        storage = self.root.storage
+        for attempt in range(1, SETTLE_TRIES):
+            try:
+                return read()
+            except CorruptStorageError:
+                if not storage.read_only:
+                    raise
+            time.sleep(SETTLE_DELAY * attempt)
+            storage.catch_up()
+        return read()
 
     def flush(self, sync: bool = True) -> None:
         """Fsync the write-ahead log (what an `fsync` of a mounted file asks for)."""
