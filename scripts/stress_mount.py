@@ -17,13 +17,18 @@ while another process closed the file, which put the file's old content back (on
 folder exchange: the cut went to the file that took the name, not the one truncated (one run
 in 11; fixed in b4a6d47 and tested in tests/test_mount_races.py).
 
-Usage: .venv/bin/python scripts/stress_mount.py [--seconds 12] [--workers 4] [--ops mkdir,stream,...]
+With --follower the store is also mounted a second time while the first mount holds it (a
+read-only mount following that process) and its tree is compared too; that found a follower
+stopping on a head read before its tree nodes (fixed at 6008bbb, one run in 3).
+
+Usage: .venv/bin/python scripts/stress_mount.py [--seconds 12] [--workers 4] [--ops mkdir,...] [--follower]
 Needs /dev/fuse and fusermount3 (as the tests do).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -47,6 +52,7 @@ OPS = [
     "symlink", "exchange",
 ]
 RENAME_EXCHANGE = 2
+FOLLOW_WAIT = 3.0  # seconds for a follower mount to take in the last changes (it looks every 0.5)
 
 
 def exchange(a: Path, b: Path) -> None:
@@ -131,31 +137,45 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from {','.join(OPS)}")
+    parser.add_argument(
+        "--follower", action="store_true", help="also mount the store a second time (read-only, following) and compare it too"
+    )
     args = parser.parse_args()
     ops = args.ops.split(",")
-    with tempfile.TemporaryDirectory() as work_dir:
+    with tempfile.TemporaryDirectory() as work_dir, contextlib.ExitStack() as mounts:
         store, mnt = Path(work_dir, "store"), Path(work_dir, "mnt")
-        with mounted(store, mnt) as m:
-            out: multiprocessing.Queue = multiprocessing.Queue()
-            workers = [
-                multiprocessing.Process(target=work, args=(m.path, seed, args.seconds, ops, out))
-                for seed in range(args.workers)
-            ]
-            for worker in workers:
-                worker.start()
-            failures = [line for _ in workers for line in out.get(timeout=args.seconds + 120)]
-            for worker in workers:
-                worker.join()
-            before = tree(m.path)
+        m = mounts.enter_context(mounted(store, mnt))
+        follower = mounts.enter_context(mounted(store, Path(work_dir, "follower"))) if args.follower else None
+        out: multiprocessing.Queue = multiprocessing.Queue()
+        workers = [
+            multiprocessing.Process(target=work, args=(m.path, seed, args.seconds, ops, out))
+            for seed in range(args.workers)
+        ]
+        for worker in workers:
+            worker.start()
+        failures = [line for _ in workers for line in out.get(timeout=args.seconds + 120)]
+        for worker in workers:
+            worker.join()
+        before = tree(m.path)
+        followed = before
+        if follower is not None:
+            os.sync()  # the writer's last files into its store
+            time.sleep(FOLLOW_WAIT)
+            followed = tree(follower.path)
+        mounts.close()
         with mounted(store, mnt) as m:
             after = tree(m.path)
     differ = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    lagging = sorted(name for name in before.keys() | followed.keys() if before.get(name) != followed.get(name))
     for line in failures:
         print("failed:", line)
     for name in differ:
         print(f"differs: {name}: mounted {before.get(name, '-')}, remounted {after.get(name, '-')}")
-    print(f"{len(before)} entries, {len(failures)} unexpected failures, {len(differ)} differ after remount")
-    return 1 if failures or differ else 0
+    for name in lagging:
+        print(f"differs: {name}: mounted {before.get(name, '-')}, in the follower {followed.get(name, '-')}")
+    follower_text = f", {len(lagging)} differ in the follower" if args.follower else ""
+    print(f"{len(before)} entries, {len(failures)} unexpected failures, {len(differ)} differ after remount{follower_text}")
+    return 1 if failures or differ or lagging else 0
 
 
 if __name__ == "__main__":
