@@ -1,5 +1,7 @@
 """Corestore: corestore.json key derivation on a real store, lookups, namespaces, sessions, audit."""
 
+import os
+
 import pytest
 import trio
 import trio.testing
@@ -210,6 +212,14 @@ async def test_a_read_only_store_follows_the_process_writing_it(tmp_path):
             await reader.catch_up()
             assert seen.length == 3
             assert await seen.get(2) == b"f"
+    # A reader keeps its own files under the store's readers/ while open; one killed before it
+    # could remove them (no such pid) is cleared by the next.
+    readers = tmp_path / "store" / "readers"
+    left = readers / "999999999-killed"
+    left.mkdir()
+    async with Corestore(path, read_only=True):
+        assert [entry.name.split("-")[0] for entry in readers.iterdir()] == [str(os.getpid())]
+    assert list(readers.iterdir()) == []
     with pytest.raises(StorageError, match="no store at"):
         async with Corestore(str(tmp_path / "none"), read_only=True):
             pass

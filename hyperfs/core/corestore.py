@@ -101,7 +101,8 @@ class Corestore:
         _parent: Corestore | None = None,
     ) -> None:
         """`read_only`: the folder's cores as they are when it opens, which another process may
-        be writing meanwhile (nothing is written: not even a primary key to a new folder)."""
+        be writing meanwhile (none of them is written, nor a primary key to a new folder; the
+        reader's own RocksDB files go under the folder's `readers/` while it is open)."""
         if primary_key is not None:
             check_key(primary_key, 32, "primary key")
         self.path = path

@@ -116,6 +116,31 @@ def _db_options() -> rocksdict.Options:
     return opts
 
 
+def _reader_options() -> rocksdict.Options:
+    """A secondary's options: it logs a line or two at every catch-up (a follower's are twice a
+    second), so its info log is kept small."""
+    opts = _db_options()
+    opts.set_max_log_file_size(_MiB)
+    opts.set_keep_log_file_num(2)
+    return opts
+
+
+def _reader_folder(db_path: str) -> str:
+    """A new folder for a secondary's own files, under the store's `readers/` (named by pid):
+    the folders of readers that died without closing (a SIGKILL) go first. Elsewhere in the
+    system's temporary folder if the store's folder takes no writes from us."""
+    readers = os.path.join(os.path.dirname(os.path.abspath(db_path)), "readers")
+    try:
+        os.makedirs(readers, exist_ok=True)
+        for entry in os.scandir(readers):
+            pid = entry.name.partition("-")[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=readers)
+    except OSError:
+        return tempfile.mkdtemp(prefix="hyperfs-reader-")
+
+
 def storage_error(action: str, err: Exception) -> StorageError:
     """What a failed RocksDB call raises: StorageFullError (ENOSPC) when the disk is full, so
     the mount and the CLI say so, else StorageError. rocksdict gives the status only as text."""
@@ -154,14 +179,15 @@ class Rocks:
         access = rocksdict.AccessType.read_write()
         if self.read_only:
             # A secondary keeps its own log files apart from the writer's.
-            self._secondary = self._secondary or tempfile.mkdtemp(prefix="hyperfs-reader-")
+            self._secondary = self._secondary or _reader_folder(self.path)
             access = rocksdict.AccessType.secondary(self._secondary)
             self._writer = self._manifest()
         try:
             # RocksDB opens only with every existing column family named (a JS store may have more).
             existing = rocksdict.Rdict.list_cf(self.path) if os.path.exists(os.path.join(self.path, "CURRENT")) else []
             families = {name: _column_options() for name in {COLUMN_FAMILY, *existing} - {"default"}}
-            self._db = rocksdict.Rdict(self.path, _db_options(), column_families=families, access_type=access)
+            options = _reader_options() if self.read_only else _db_options()
+            self._db = rocksdict.Rdict(self.path, options, column_families=families, access_type=access)
         except Exception as err:  # rocksdict raises bare Exception for every RocksDB status
             if self.read_only:
                 shutil.rmtree(self._secondary, ignore_errors=True)
