@@ -806,13 +806,7 @@ class Drive:
         drive's lock is held (a mount's inode, which a rename may move meanwhile)."""
 
         def change(st: Stat) -> Stat | None:
-            new = replace(
-                st,
-                mode=st.mode if mode is None else stat_mod.S_IFMT(st.mode) | (mode & 0o7777),
-                uid=st.uid if uid is None else uid,
-                gid=st.gid if gid is None else gid,
-                mtime=st.mtime if mtime is None else mtime,
-            )
+            new = _with_attributes(st, mode, uid, gid, mtime)
             return None if new == st else replace(new, ctime=now_ms())
 
         await self._update(path, change)
@@ -1058,13 +1052,7 @@ class FileWriter:
             # Attributes set on the file since the writer opened (a chmod, an xattr) stay.
             if now is not None and now.is_file():
                 st.mode, st.uid, st.gid, st.metadata = now.mode, now.uid, now.gid, dict(now.metadata)
-            if mode is not None:
-                st.mode = stat_mod.S_IFREG | (mode & 0o7777)
-            st.uid = st.uid if uid is None else uid
-            st.gid = st.gid if gid is None else gid
-            st.mtime = st.mtime if mtime is None else mtime
-            st.size = self._size
-            st.blocks = self._blocks
+            st = replace(_with_attributes(st, mode, uid, gid, mtime), size=self._size, blocks=self._blocks)
             drive._queue_put(self._names, st.encode())
             await drive._commit()
         return st
@@ -1081,6 +1069,17 @@ class FileWriter:
             await self.close()
         else:
             self.abort()
+
+
+def _with_attributes(st: Stat, mode: int | None, uid: int | None, gid: int | None, mtime: int | None) -> Stat:
+    """`st` with the permission bits, owner and mtime given (None keeps its own)."""
+    return replace(
+        st,
+        mode=st.mode if mode is None else stat_mod.S_IFMT(st.mode) | (mode & 0o7777),
+        uid=st.uid if uid is None else uid,
+        gid=st.gid if gid is None else gid,
+        mtime=st.mtime if mtime is None else mtime,
+    )
 
 
 def _is_dir_value(value: bytes, seq: int) -> bool:
