@@ -113,8 +113,10 @@ def test_a_mount_of_a_store_another_process_writes_follows_it(tmp_path: Path):
             (a.path / "deep" / "er").mkdir(parents=True)
             (a.path / "deep" / "er" / "big").write_bytes(big)
             eventually(lambda: "deep" in os.listdir(b.path))
-            eventually(lambda: (b.path / "deep" / "er" / "big").stat().st_size == len(big))
-            assert (b.path / "deep" / "er" / "big").read_bytes() == big
+            # The folders come first (the writer's mkdir), the file with its close.
+            seen = b.path / "deep" / "er" / "big"
+            eventually(lambda: seen.exists() and seen.stat().st_size == len(big))
+            assert seen.read_bytes() == big
             (a.path / "later.txt").unlink()
             eventually(lambda: not (b.path / "later.txt").exists())
         (a.path / "after.txt").write_text("the writer goes on")

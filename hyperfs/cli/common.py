@@ -44,7 +44,12 @@ DRIVE_HELP = "a local name, z-base-32 id, hex key or hyper:// URL"
 REGISTRY = "drives.json"
 LOCK_FILE = "hyperfs.lock"
 REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
-FOLLOW_INTERVAL = 0.5  # seconds between looks at what the process holding a store wrote
+# Seconds between looks at what the process holding a store wrote: where its files cannot be
+# watched; where they can, a look anyway now and then (for a change the watch missed); and the
+# least between two looks while it writes.
+FOLLOW_INTERVAL = 0.5
+FOLLOW_SAFETY = 5.0
+FOLLOW_GAP = 0.05
 
 Command = Callable[[Any, argparse.Namespace], Awaitable[int]]
 
@@ -130,14 +135,18 @@ async def open_store(store_dir: Path, holder: str, reads: bool = False, holds: b
 
 
 async def follow_writer(store: Any) -> None:
-    """Take in what the process holding read-only `store` writes, every FOLLOW_INTERVAL, until
-    cancelled (a failure to, say while that process is opening the store, is retried)."""
-    while True:
-        await trio.sleep(FOLLOW_INTERVAL)
-        try:
-            await store.catch_up()
-        except HyperfsError as err:  # the store as seen now; the next look may find it whole
-            log.warning("could not follow the store's writer this time: %s", err)
+    """Take in what the process holding read-only `store` writes, each time it changes the
+    store's files (or every FOLLOW_INTERVAL where they cannot be watched), until cancelled. A
+    failure to, say while that process is opening the store, is retried at the next change."""
+    with store.watch() as watch:
+        while True:  # a look first: what changed before the watch began is seen too
+            try:
+                await store.catch_up()
+            except HyperfsError as err:  # the store as seen now; the next look may find it whole
+                log.warning("could not follow the store's writer this time: %s", err)
+            # A busy writer changes its files all the time: its changes meanwhile make one look.
+            await trio.sleep(FOLLOW_GAP)
+            await watch.wait(FOLLOW_SAFETY if watch.watching else FOLLOW_INTERVAL)
 
 
 @contextmanager

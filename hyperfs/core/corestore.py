@@ -29,6 +29,7 @@ from hyperfs.core.crypto import (
     parent_hash,
 )
 from hyperfs.core.encoding import TreeNode
+from hyperfs.core.folder_watch import FolderWatch
 from hyperfs.core.hypercore import CoreState, Hypercore, open_core_state
 from hyperfs.core.manifest import Manifest, default_signer_manifest, manifest_hash
 from hyperfs.core.protocol.replicator import Connection, Replicator, replicate_store
@@ -309,6 +310,12 @@ class Corestore:
     def read_only(self) -> bool:
         """Opened read-only: another process may be writing the folder (see `catch_up`)."""
         return self.root.storage.read_only
+
+    def watch(self) -> FolderWatch:
+        """A watch on the database files of the folder, which the process writing it changes
+        with every commit it logs and every flush: when its `wait` returns True, a read-only
+        store has something to `catch_up` with."""
+        return FolderWatch(self.root.storage.rocks.path)
 
     async def catch_up(self) -> None:
         """Read-only: take in what the process writing the folder has stored since, and move

@@ -117,8 +117,8 @@ def _db_options() -> rocksdict.Options:
 
 
 def _reader_options() -> rocksdict.Options:
-    """A secondary's options: it logs a line or two at every catch-up (a follower's are twice a
-    second), so its info log is kept small."""
+    """A secondary's options: it logs a line or two at every catch-up (a follower's come with its
+    writer's changes, up to 20 a second), so its info log is kept small."""
     opts = _db_options()
     opts.set_max_log_file_size(_MiB)
     opts.set_keep_log_file_num(2)
