@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import stat as stat_mod
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,28 @@ async def test_reopen_and_read_ranges(tmp_path: Path) -> None:
             got = b"".join([c async for c in drive.open_read("/x/f.bin", start, end)])
             assert got == data[start:end]
         assert (await Drive.create(store, name="d")).key == key  # create finds the existing drive
+
+
+@trio_test
+async def test_file_reader_reads_a_file_of_unequal_blocks_anywhere(tmp_path: Path) -> None:
+    """A peer's drive may cut a file into blocks of any size: a reader's guess of the block a
+    byte is in (right for the BLOCK_SIZE blocks this drive writes) is then checked and the
+    tree walked instead."""
+    rng = random.Random(5)
+    sizes = [BLOCK_SIZE // 2, 3, BLOCK_SIZE + 7, 1, BLOCK_SIZE, 0, 2 * BLOCK_SIZE + 11, 999]
+    pieces = [rng.randbytes(size) for size in sizes]
+    data = b"".join(pieces)
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/f", b"before")  # the file's blocks do not start at block 0
+        start, start_bytes = drive.content.length, drive.content.byte_length
+        await drive.content.append(pieces)
+        content = {"offset": start, "byte_offset": start_bytes, "blocks": len(sizes), "size": len(data)}
+        await drive._update("/f", lambda st: replace(st, **content))
+        reader = await drive.open_reader("/f")
+        for _ in range(60):
+            offset, size = rng.randrange(len(data) + 10), rng.randrange(1, 2 * BLOCK_SIZE)
+            assert await reader.read(offset, size) == data[offset : offset + size], offset
 
 
 @trio_test

@@ -1,6 +1,8 @@
 """tree.json: leaves, every stored node, roots, tree hashes, signatures, truncations; offsets, seek."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperfs.core import merkle
 from hyperfs.core.crypto import key_pair, leaf_hash, tree_hash
@@ -90,6 +92,29 @@ def test_byte_offsets_and_seek():
     assert merkle.seek(total, roots, get) == (len(SIZES), 0)
     with pytest.raises(IndexError):
         merkle.seek(total + 1, roots, get)
+
+
+@given(
+    st.lists(st.integers(0, 300), min_size=1, max_size=40),
+    st.data(),
+)
+def test_a_seek_from_a_guessed_block_agrees_with_the_walk_or_declines(sizes, data):
+    """`seek_at` gives `seek`'s answer when the guessed block holds the byte, None otherwise,
+    and None when a node it needs is not stored."""
+    blocks = [bytes(size) for size in sizes]
+    nodes, roots = build(blocks)
+    total = sum(sizes)
+    if total == 0:
+        return
+    target = data.draw(st.integers(0, total - 1))
+    walked = merkle.seek(target, roots, nodes.__getitem__)
+    assert merkle.seek_at(target, walked[0], len(sizes), nodes.get) == walked
+    guess = data.draw(st.integers(-2, len(sizes) + 2))
+    assert merkle.seek_at(target, guess, len(sizes), nodes.get) in (walked, None)
+    assert (merkle.seek_at(target, guess, len(sizes), nodes.get) == walked) == (guess == walked[0])
+    hidden = data.draw(st.sampled_from(sorted(nodes)))
+    missing = merkle.seek_at(target, walked[0], len(sizes), lambda i: None if i == hidden else nodes.get(i))
+    assert missing in (walked, None)
 
 
 def test_truncations():

@@ -907,18 +907,24 @@ class FileReader:
                 return await self._thread.run(self._read_here, offset, size)
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
-        index, skip = self._place(offset) or await self._content.seek(self._stat.byte_offset + offset)
+        index, skip = self._place(offset) or await self._content.seek(*self._seek(offset))
         return self._ended(offset, *await self._content.read_bytes(index, skip, size, self._end))
 
     def _read_here(self, offset: int, size: int) -> bytes:
         """`read` of stored blocks, in the worker thread."""
-        index, skip = self._place(offset) or self._content.seek_sync(self._stat.byte_offset + offset)
+        index, skip = self._place(offset) or self._content.seek_sync(*self._seek(offset))
         return self._ended(offset, *self._content.read_bytes_sync(index, skip, size, self._end))
 
     def _place(self, offset: int) -> tuple[int, int] | None:
         """(block, offset in it) of file offset `offset`, if the last read ended there."""
         at, index, skip = self._next
         return (index, skip) if offset == at else None
+
+    def _seek(self, offset: int) -> tuple[int, int]:
+        """Where a seek to file offset `offset` looks: the content core's byte offset, and the
+        block it is in if the file has BLOCK_SIZE blocks, as every file a drive writes has
+        (the seek checks that guess, and walks the tree only when it is wrong)."""
+        return self._stat.byte_offset + offset, self._stat.offset + offset // BLOCK_SIZE
 
     def _ended(self, offset: int, data: bytes, index: int, skip: int) -> bytes:
         self._next = (offset + len(data), index, skip)
