@@ -127,11 +127,14 @@ def seek_at(
     equal blocks)."""
     if not 0 <= guess < length:
         return None
-    before = [find_node(i) for i in flat_tree.full_roots(2 * guess)]
-    leaf = find_node(2 * guess)
-    if leaf is None or None in before:
-        return None
-    skip = byte_offset_ - sum(_size(node, padding) for node in before)  # type: ignore[arg-type]
+    found: list[TreeNode] = []
+    for index in (*flat_tree.full_roots(2 * guess), 2 * guess):
+        node = find_node(index)
+        if node is None:
+            return None
+        found.append(node)
+    *before, leaf = found
+    skip = byte_offset_ - sum(_size(node, padding) for node in before)
     return (guess, skip) if 0 <= skip < _size(leaf, padding) else None
 
 
