@@ -119,13 +119,13 @@ async def open_store(store_dir: Path, holder: str, reads: bool = False, holds: b
 
     with ExitStack() as lock:
         read_only = not holds
-        try:
-            if holds:
+        if holds:
+            try:
                 lock.enter_context(store_lock(store_dir, holder))
-        except StoreInUseError:
-            if not reads:
-                raise
-            read_only = True
+            except StoreInUseError:
+                if not reads:
+                    raise
+                read_only = True
         store = Corestore(str(store_dir), read_only=read_only)
         await store.ready()
         try:

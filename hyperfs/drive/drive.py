@@ -96,8 +96,10 @@ class Stat:
 
     def same_content(self, other: Stat) -> bool:
         """Do both point at the same bytes (whatever their other attributes)?"""
-        here, there = (self.size, self.blocks, self.offset), (other.size, other.blocks, other.offset)
-        return here == there and self.byte_offset == other.byte_offset
+        return self._content() == other._content()
+
+    def _content(self) -> tuple[int, int, int, int]:
+        return self.size, self.blocks, self.offset, self.byte_offset
 
     def is_dir(self) -> bool:
         return stat_mod.S_ISDIR(self.mode)
