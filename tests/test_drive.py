@@ -411,6 +411,26 @@ async def test_corrupt_metadata_is_an_error_not_a_crash(tmp_path: Path) -> None:
 
 
 @trio_test
+async def test_a_corrupt_stat_fails_only_its_own_entry(tmp_path: Path) -> None:
+    """A Node whose value is no Stat: its own lookup is a DecodingError, but its folder, the
+    folders above (whose times and link counts come from their entries) and its siblings
+    still stat and list."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.mkdir("/dir")
+        await drive.mkdir("/dir/sub")
+        await drive.write_file("/dir/b", b"two")
+        for garbage in (b"\xff\xfe not a stat", b"\x08\xff\xff\x7f but no stat after it"):
+            await drive.metadata.append(drive.tree.put(("dir", "y"), garbage))
+            with pytest.raises(DecodingError):
+                await drive.lstat("/dir/y")
+            assert (await drive.lstat("/")).is_dir()
+            assert (await drive.lstat("/dir")).nlink == 3  # sub's `..`; y is no folder
+            assert sorted(await drive.readdir("/dir")) == ["b", "sub", "y"]
+            assert await drive.read_file("/dir/b") == b"two"
+
+
+@trio_test
 async def test_very_deep_paths(tmp_path: Path) -> None:
     """2,000 levels (a 4 KiB path): no recursion limit in lookups, renames or listings."""
     deep = "/" + "/".join(["d"] * 2000)

@@ -256,10 +256,16 @@ async def nursery() -> AsyncIterator[trio.Nursery]:
         async with trio.open_nursery() as n:
             yield n
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], HyperfsError):
-            raise leaves[0] from None
+        err = sole_error(group)
+        if isinstance(err, HyperfsError):
+            raise err from None
         raise
+
+
+def sole_error(err: BaseException) -> BaseException:
+    """The one exception inside `err`'s (nested) exception groups, else `err` itself."""
+    leaves = _leaves(err) if isinstance(err, BaseExceptionGroup) else [err]
+    return leaves[0] if len(leaves) == 1 else err
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -33,6 +33,7 @@ from hyperfs.cli.common import (
     nursery,
     open_named_drive,
     open_store,
+    sole_error,
 )
 from hyperfs.errors import HyperfsError, MountError
 
@@ -142,11 +143,12 @@ def _serve(args: argparse.Namespace) -> int:
     pids.write_text(str(os.getpid()))
     try:
         trio.run(_serve_async, args)
-    except HyperfsError as err:
-        _report(args, f"error {err}")
-        raise
     except Exception as err:
-        _report(args, f"error {type(err).__name__}: {err}")
+        cause = sole_error(err)  # a failure inside the mount's nurseries comes in a group
+        if isinstance(cause, HyperfsError):
+            _report(args, f"error {cause}")
+            raise cause from None
+        _report(args, f"error {type(cause).__name__}: {cause}")
         raise
     finally:
         pids.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import logging
 import stat as stat_mod
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -161,11 +161,13 @@ class Stat:
 
 def _implicit_dir(tree: AppendTree, names: Names) -> Stat:
     """What a folder that only exists through the files in it looks like: hyperdrive 9's
-    default folder, with the times of the newest entry below it (not 1970)."""
+    default folder, with the times of the newest entry below it (not 1970; 1970 when that
+    entry's Stat is corrupt, which is that entry's error, not the folder's)."""
     st = Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE)
     newest = next(reversed(tree.listing(names).entries.values()), None)
     if newest is not None and (value := tree.node(newest).value) is not None:
-        st.mtime = st.ctime = Stat.decode(value, newest).mtime
+        with suppress(DecodingError):
+            st.mtime = st.ctime = Stat.decode(value, newest).mtime
     return st
 
 
@@ -312,14 +314,17 @@ class Drive:
         return count
 
     def _is_folder_entry(self, tree: AppendTree, names: Names, seq: int) -> bool:
-        """Is entry `seq` of folder `names`' listing a folder? (each seq is decoded once)"""
+        """Is entry `seq` of folder `names`' listing a folder? (each seq is decoded once; one
+        whose Stat is corrupt counts as none, so only its own lookup fails)"""
         known = self._folder_entries.setdefault(names, {})
         found = known.get(seq)
         if found is None:
             node = tree.node(seq)
-            found = known[seq] = len(node.names) > len(names) + 1 or (
-                node.value is not None and _is_dir_value(node.value, seq)
-            )
+            try:
+                found = len(node.names) > len(names) + 1 or (node.value is not None and _is_dir_value(node.value, seq))
+            except DecodingError:
+                found = False
+            known[seq] = found
         return found
 
     # --- reading ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from hyperfs.errors import DecodingError, HyperfsError, MountError
 from hyperfs.fuse.errors import log
 from hyperfs.fuse.inodes import join, split
 from hyperfs.fuse.operations import DriveOperations
@@ -59,7 +60,7 @@ async def serve(
         async with drive.grouped(COMMIT_DELAY), trio.open_nursery() as nursery:
             ops.nursery = nursery
             nursery.start_soon(_stop_on_signal, ops, mountpoint)
-            nursery.start_soon(_announce_ready, mountpoint, on_ready)
+            nursery.start_soon(_announce_ready, drive, mountpoint, on_ready)
             if live:
                 nursery.start_soon(follow, ops)
             await pyfuse3.main()
@@ -69,10 +70,19 @@ async def serve(
         pyfuse3.close(unmount=True)
 
 
-async def _announce_ready(mountpoint: str, on_ready: Callable[[], None] | None) -> None:
+async def _announce_ready(drive: Any, mountpoint: str, on_ready: Callable[[], None] | None) -> None:
     # A stat of the mount point is answered by our own loop: once it returns, the kernel has
     # finished FUSE_INIT and the folder is usable.
-    st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    try:
+        st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError as err:
+        # The root's EIO says nothing: the drive's own error does (a head entry that is no Node).
+        try:
+            await drive.lstat("/")
+        except HyperfsError as cause:
+            hint = " (a version from before it mounts with --checkout)" if isinstance(cause, DecodingError) else ""
+            raise MountError(f"{mountpoint}: the drive's root cannot be read: {cause}{hint}") from cause
+        raise MountError(f"{mountpoint}: the mounted folder cannot be read: {err}") from err
     raise_readahead(st.st_dev)
     if on_ready is not None:
         on_ready()

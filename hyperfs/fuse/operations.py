@@ -22,6 +22,7 @@ import trio
 from hyperfs.core.locking import held
 from hyperfs.errors import (
     ContentLostError,
+    DecodingError,
     DirectoryNotEmptyError,
     FileExistsInDrive,
     FileNotFoundInDrive,
@@ -138,6 +139,16 @@ class DriveOperations(pyfuse3.Operations):
         attrs.st_atime_ns = mtime_ns
         attrs.st_mtime_ns = mtime_ns
         attrs.st_ctime_ns = ctime_ns
+        return attrs
+
+    def _unreadable(self, path: str) -> pyfuse3.EntryAttributes:
+        """A listed entry whose Stat is corrupt: listed with attributes the kernel may not keep,
+        so its next look is a lookup, which fails with EIO. As on a local file system with a
+        bad inode, `ls -l` says it cannot access that entry and shows the rest."""
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = self.inodes.ino(path)
+        attrs.st_mode = stat_mod.S_IFREG
+        attrs.entry_timeout = attrs.attr_timeout = 0  # pyfuse3's default is 300 s
         return attrs
 
     async def _stat(self, path: str) -> Any:
@@ -381,6 +392,8 @@ class DriveOperations(pyfuse3.Operations):
                 attrs = await self._entry(child)
             except FileNotFoundInDrive:
                 continue  # removed since the listing was taken
+            except DecodingError:
+                attrs = self._unreadable(child)
             if not pyfuse3.readdir_reply(token, names[index].encode("utf-8"), attrs, index + 1):
                 return
 

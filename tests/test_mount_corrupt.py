@@ -1,0 +1,71 @@
+"""A drive with a corrupt entry, mounted: the entry alone is EIO, as a bad inode is on a local
+file system, and the rest of the folder stays usable; a drive whose newest entry is no Node at
+all does not mount, and says why in one line."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import trio
+
+from hyperfs.cli.common import DEFAULT_DRIVE, local_drive
+from hyperfs.core.corestore import Corestore
+from tests.mounting import errno_of, hyperfs, is_mounted, mounted, require_fuse
+
+
+def make_drive(store: Path, *garbage: tuple[tuple[str, ...] | None, bytes]) -> None:
+    """The store's default drive with /a, /dir/b and /dir/sub, then each (names, value) of
+    `garbage` appended as is: names None appends the value as a raw metadata block (no Node)."""
+
+    async def build() -> None:
+        async with Corestore(str(store)) as cores:
+            drive = await local_drive(cores, store, DEFAULT_DRIVE)
+            await drive.write_file("/a", b"one\n")
+            await drive.write_file("/dir/b", b"two\n")
+            await drive.mkdir("/dir/sub")
+            for names, value in garbage:
+                await drive.metadata.append(value if names is None else drive.tree.put(names, value))
+            await drive.flush()
+
+    trio.run(build)
+
+
+def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    make_drive(store, (("dir", "y"), b"\xff\xfe not a stat"))
+    with mounted(store, tmp_path / "mnt") as m:
+        folder = m.path / "dir"
+        assert sorted(os.listdir(m.path)) == ["a", "dir"]
+        assert sorted(os.listdir(folder)) == ["b", "sub", "y"]
+        assert os.stat(folder).st_nlink == 3
+        assert errno_of(lambda: os.stat(folder / "y")) == errno.EIO
+        assert errno_of(lambda: open(folder / "y", "rb")) == errno.EIO
+        # `ls -l` lists the folder and says which entry it cannot read, as on ext4.
+        done = subprocess.run(["ls", "-l", str(folder)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and "cannot access" in done.stderr and "y" in done.stderr
+        assert " b\n" in done.stdout and " sub\n" in done.stdout
+        assert (folder / "b").read_bytes() == b"two\n"
+        (folder / "c").write_bytes(b"three\n")
+        assert (folder / "c").read_bytes() == b"three\n"
+        assert is_mounted(m.path)
+    with mounted(store, tmp_path / "mnt") as m:
+        assert (m.path / "dir" / "c").read_bytes() == b"three\n"
+        assert errno_of(lambda: os.stat(m.path / "dir" / "y")) == errno.EIO
+
+
+def test_a_drive_whose_newest_block_is_no_node_does_not_mount_and_says_why(tmp_path: Path) -> None:
+    require_fuse()
+    store, mountpoint = tmp_path / "store", tmp_path / "mnt"
+    make_drive(store, (None, b"\xff\xfe not a node"))
+    mountpoint.mkdir()
+    done = hyperfs(store, "mount", str(mountpoint), check=False)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback or exception group
+    assert "metadata block 4 is not a hyperdrive node" in done.stderr and "--checkout" in done.stderr
+    assert not is_mounted(mountpoint)
+    with mounted(store, mountpoint, "--checkout", "4") as m:
+        assert (m.path / "dir" / "b").read_bytes() == b"two\n"
+
