@@ -431,6 +431,24 @@ async def test_a_corrupt_stat_fails_only_its_own_entry(tmp_path: Path) -> None:
 
 
 @trio_test
+async def test_a_file_whose_blocks_end_before_its_size_is_an_error(tmp_path: Path) -> None:
+    """A Stat that claims more bytes than its blocks hold: a read short of its size would pass
+    for the end of the file (and a mount's kernel fills it up with zeros), so it fails."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        st = await drive.write_file("/f", b"0123456789")
+        for name, blocks in (("longer", st.blocks), ("no-blocks", 0)):
+            claims = replace(st, size=100, blocks=blocks)
+            await drive.metadata.append(drive.tree.put((name,), claims.encode()))
+            with pytest.raises(DecodingError, match="end before its size"):
+                await drive.read_file(f"/{name}")
+            reader = await drive.open_reader(f"/{name}")
+            with pytest.raises(DecodingError):
+                await reader.read(5, 10)
+        assert await drive.read_file("/f") == b"0123456789"
+
+
+@trio_test
 async def test_very_deep_paths(tmp_path: Path) -> None:
     """2,000 levels (a 4 KiB path): no recursion limit in lookups, renames or listings."""
     deep = "/" + "/".join(["d"] * 2000)

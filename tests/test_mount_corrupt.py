@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as stat_mod
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import trio
 
 from hyperfs.cli.common import DEFAULT_DRIVE, local_drive
 from hyperfs.core.corestore import Corestore
+from hyperfs.drive.drive import Stat
 from tests.mounting import errno_of, hyperfs, is_mounted, mounted, require_fuse
 
 
@@ -35,11 +37,12 @@ def make_drive(store: Path, *garbage: tuple[tuple[str, ...] | None, bytes]) -> N
 
 def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    make_drive(store, (("dir", "y"), b"\xff\xfe not a stat"))
+    short = Stat(mode=stat_mod.S_IFREG | 0o644, size=100, blocks=0)  # its blocks end before its size
+    make_drive(store, (("dir", "y"), b"\xff\xfe not a stat"), (("dir", "short"), short.encode()))
     with mounted(store, tmp_path / "mnt") as m:
         folder = m.path / "dir"
         assert sorted(os.listdir(m.path)) == ["a", "dir"]
-        assert sorted(os.listdir(folder)) == ["b", "sub", "y"]
+        assert sorted(os.listdir(folder)) == ["b", "short", "sub", "y"]
         assert os.stat(folder).st_nlink == 3
         assert errno_of(lambda: os.stat(folder / "y")) == errno.EIO
         assert errno_of(lambda: open(folder / "y", "rb")) == errno.EIO
@@ -48,6 +51,8 @@ def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> N
         assert done.returncode == 1 and "cannot access" in done.stderr and "y" in done.stderr
         assert " b\n" in done.stdout and " sub\n" in done.stdout
         assert (folder / "b").read_bytes() == b"two\n"
+        assert os.stat(folder / "short").st_size == 100
+        assert errno_of(lambda: (folder / "short").read_bytes()) == errno.EIO  # not 100 zeros
         (folder / "c").write_bytes(b"three\n")
         assert (folder / "c").read_bytes() == b"three\n"
         assert is_mounted(m.path)

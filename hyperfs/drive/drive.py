@@ -915,12 +915,12 @@ class FileReader:
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
         index, skip = self._place(offset) or await self._content.seek(*self._seek(offset))
-        return self._ended(offset, *await self._content.read_bytes(index, skip, size, self._end))
+        return self._ended(offset, size, *await self._content.read_bytes(index, skip, size, self._end))
 
     def _read_here(self, offset: int, size: int) -> bytes:
         """`read` of stored blocks, in the worker thread."""
         index, skip = self._place(offset) or self._content.seek_sync(*self._seek(offset))
-        return self._ended(offset, *self._content.read_bytes_sync(index, skip, size, self._end))
+        return self._ended(offset, size, *self._content.read_bytes_sync(index, skip, size, self._end))
 
     def _place(self, offset: int) -> tuple[int, int] | None:
         """(block, offset in it) of file offset `offset`, if the last read ended there."""
@@ -933,7 +933,11 @@ class FileReader:
         (the seek checks that guess, and walks the tree only when it is wrong)."""
         return self._stat.byte_offset + offset, self._stat.offset + offset // BLOCK_SIZE
 
-    def _ended(self, offset: int, data: bytes, index: int, skip: int) -> bytes:
+    def _ended(self, offset: int, size: int, data: bytes, index: int, skip: int) -> bytes:
+        if len(data) < size:
+            # Its blocks end before its size: handing back fewer bytes would read as the end of
+            # the file (or, through a mount, as zeros up to its size).
+            raise DecodingError(f"metadata entry {self._stat.ino}: the file's blocks end before its size, {self._stat.size}")
         self._next = (offset + len(data), index, skip)
         return data
 
