@@ -449,6 +449,23 @@ async def test_a_file_whose_blocks_end_before_its_size_is_an_error(tmp_path: Pat
 
 
 @trio_test
+async def test_names_no_path_can_hold_are_left_out_of_listings(tmp_path: Path) -> None:
+    """A log may name anything: '..', '.', NUL, over 255 bytes, and append-tree splits 'a//b'
+    into an empty name. Listings leave those entries out (and folder link counts too), so no
+    walk of the drive is led above its folder or round in a loop."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        st = await drive.write_file("/ok", b"1")
+        hostile = [("..", "evil"), (".",), (".", "dot"), ("",), ("a", "", "b"), ("nul\0",), ("x", "..", "..", "evil")]
+        for names in [*hostile, ("a", "..", "d", "sub"), ("n" * 256,)]:
+            await drive.metadata.append(drive.tree.put(names, st.encode()))
+        assert sorted(await drive.readdir("/")) == ["a", "ok", "x"]
+        assert await drive.readdir("/a") == [] and await drive.readdir("/x") == []
+        assert (await drive.lstat("/")).nlink == 4 and (await drive.lstat("/a")).nlink == 2
+        assert await drive.read_file("/ok") == b"1"
+
+
+@trio_test
 async def test_very_deep_paths(tmp_path: Path) -> None:
     """2,000 levels (a 4 KiB path): no recursion limit in lookups, renames or listings."""
     deep = "/" + "/".join(["d"] * 2000)

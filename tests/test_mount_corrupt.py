@@ -1,6 +1,6 @@
-"""A drive with a corrupt entry, mounted: the entry alone is EIO, as a bad inode is on a local
-file system, and the rest of the folder stays usable; a drive whose newest entry is no Node at
-all does not mount, and says why in one line."""
+"""A drive with a corrupt or hostile entry, mounted and exported: the entry alone is EIO, as a
+bad inode is on a local file system, or left out when no path can name it, and the rest stays
+usable; a drive whose newest entry is no Node at all does not mount, and says why in one line."""
 
 from __future__ import annotations
 
@@ -59,6 +59,22 @@ def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> N
     with mounted(store, tmp_path / "mnt") as m:
         assert (m.path / "dir" / "c").read_bytes() == b"three\n"
         assert errno_of(lambda: os.stat(m.path / "dir" / "y")) == errno.EIO
+
+
+def test_names_no_path_can_hold_are_neither_listed_nor_exported(tmp_path: Path) -> None:
+    """'..', '.', '' and NUL names from a drive's log: a listing with them failed whole
+    (EINVAL from the kernel), and `export` followed '.' round in a loop until memory ran out."""
+    store, out = tmp_path / "store", tmp_path / "out" / "inner"
+    value = Stat(mode=stat_mod.S_IFREG | 0o644).encode()
+    make_drive(store, *[(names, value) for names in [("..", "evil"), (".",), ("",), ("dir", "", "e"), ("nul\0",)]])
+    with mounted(store, tmp_path / "mnt") as m:
+        assert sorted(os.listdir(m.path)) == ["a", "dir"]
+        assert sorted(os.listdir(m.path / "dir")) == ["b", "sub"]
+    out.mkdir(parents=True)
+    done = hyperfs(store, "export", "default", str(out))
+    assert "exported 4" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["inner"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["a", "dir", "dir/b", "dir/sub"]
 
 
 def test_a_drive_whose_newest_block_is_no_node_does_not_mount_and_says_why(tmp_path: Path) -> None:

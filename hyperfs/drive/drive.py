@@ -26,7 +26,7 @@ from hyperfs.core.locking import held
 from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
-from hyperfs.drive.paths import normalize
+from hyperfs.drive.paths import holdable, normalize
 from hyperfs.errors import (
     BlockNotAvailableError,
     DecodingError,
@@ -306,7 +306,7 @@ class Drive:
         cached = self._subfolders.get(names)
         if cached is not None and cached[0] is listing:
             return cached[1]
-        seqs = [seq for key, seq in listing.entries.items() if key is not None]
+        seqs = [seq for key, seq in listing.entries.items() if key is not None and holdable(key)]
         if len(self._folder_entries.get(names, ())) > 2 * len(seqs) + 64:
             del self._folder_entries[names]  # drop entries long replaced
         count = sum(self._is_folder_entry(tree, names, seq) for seq in seqs)
@@ -356,7 +356,7 @@ class Drive:
         return True
 
     async def readdir(self, path: str = "/") -> list[str]:
-        """The names in folder `path` (in log order)."""
+        """The names in folder `path` (in log order), but for any no path can name (`holdable`)."""
         names = normalize(path)
         tree = await self._refresh()
         node = tree.get(names)
@@ -367,7 +367,7 @@ class Drive:
             if names and node is None:
                 raise FileNotFoundInDrive(f"{join(names)}: no such folder")
             return []
-        return children
+        return [name for name in children if holdable(name)]
 
     async def read_file(self, path: str) -> bytes:
         return b"".join([chunk async for chunk in self.open_read(path)])

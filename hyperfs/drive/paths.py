@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from hyperfs.errors import InvalidPathError, NameTooLongError
+from hyperfs.errors import DriveError, InvalidPathError, NameTooLongError
 
 NAME_MAX = 255  # bytes of one component, as on Linux
 
@@ -25,8 +25,6 @@ def normalize(path: str) -> tuple[str, ...]:
 # costs more than the dictionary lookup that finds it done.
 @functools.lru_cache(maxsize=4096)
 def _normalized(path: str) -> tuple[str, ...]:
-    if "\0" in path:
-        raise InvalidPathError(f"path {path!r} contains NUL")
     parts = path.split("/")
     if parts[0] == "":
         parts.pop(0)
@@ -34,18 +32,34 @@ def _normalized(path: str) -> tuple[str, ...]:
         parts.pop()
     names: list[str] = []
     for part in parts:
-        if part == "..":
-            raise InvalidPathError(f"path {path!r} contains '..'")
-        if part == "":
-            raise InvalidPathError(f"path {path!r} has an empty component")
         if part == ".":
             continue
-        try:
-            size = len(part.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidPathError(f"path {path!r} is not valid UTF-8") from None
-        if size > NAME_MAX:
-            raise NameTooLongError(f"name {part[:40]!r}… is {size} bytes, over {NAME_MAX}")
+        refusal = _refusal(part, path)
+        if refusal is not None:
+            raise refusal
         names.append(part)
     return tuple(names)
 
+
+def holdable(name: str) -> bool:
+    """Whether `name`, a component from a drive's log (where a hostile or foreign writer may put
+    any string: '..', '', NUL, 'a/b' already split), is one a path here can name: `normalize`
+    keeps it as it is. Listings leave the others out, so no tool is led above its folder."""
+    return name != "." and "/" not in name and _refusal(name, name) is None
+
+
+def _refusal(part: str, path: str) -> DriveError | None:
+    """Why `part` cannot be a component of `path`, or None ('.' is dropped before this)."""
+    if part == "..":
+        return InvalidPathError(f"path {path!r} contains '..'")
+    if part == "":
+        return InvalidPathError(f"path {path!r} has an empty component")
+    if "\0" in part:
+        return InvalidPathError(f"path {path!r} contains NUL")
+    try:
+        size = len(part.encode("utf-8"))
+    except UnicodeEncodeError:
+        return InvalidPathError(f"path {path!r} is not valid UTF-8")
+    if size > NAME_MAX:
+        return NameTooLongError(f"name {part[:40]!r}… is {size} bytes, over {NAME_MAX}")
+    return None
