@@ -56,6 +56,8 @@ def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> N
         (folder / "c").write_bytes(b"three\n")
         assert (folder / "c").read_bytes() == b"three\n"
         assert is_mounted(m.path)
+    log = hyperfs(store, "log", "default").stdout.splitlines()
+    assert log[3:5] == ["4\tput\t/dir/y\t?", "5\tput\t/dir/short\t100"]
     with mounted(store, tmp_path / "mnt") as m:
         assert (m.path / "dir" / "c").read_bytes() == b"three\n"
         assert errno_of(lambda: os.stat(m.path / "dir" / "y")) == errno.EIO
@@ -87,6 +89,10 @@ def test_a_drive_whose_newest_block_is_no_node_does_not_mount_and_says_why(tmp_p
     assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback or exception group
     assert "metadata block 4 is not a hyperdrive node" in done.stderr and "--checkout" in done.stderr
     assert not is_mounted(mountpoint)
+    # The log shows the versions to choose from, and which entry is not one.
+    log = hyperfs(store, "log", "default")
+    assert log.stdout.splitlines()[-2:] == ["3\tput\t/dir/sub\t0", "4\t?\t?\t?"]
+    assert "metadata block 4 is not a hyperdrive node" in log.stderr
     with mounted(store, mountpoint, "--checkout", "4") as m:
         assert (m.path / "dir" / "b").read_bytes() == b"two\n"
 

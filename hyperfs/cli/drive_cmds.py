@@ -26,6 +26,7 @@ from hyperfs.core.z32 import encode_id
 from hyperfs.drive.append_tree import join
 from hyperfs.drive.drive import Drive, Stat, ms_from_ns
 from hyperfs.errors import (
+    DecodingError,
     FileNotFoundInDrive,
     HyperfsError,
     LocalFileError,
@@ -147,8 +148,22 @@ async def cmd_stat(store: Any, args: argparse.Namespace) -> int:
 
 async def cmd_log(store: Any, args: argparse.Namespace) -> int:
     drive = await open_named_drive(store, args.store, args.drive)
-    for change in await drive.history():
-        size = Stat.decode(change.value).size if change.value else 0
+    # One entry at a time: a corrupt one is shown as such (its error on stderr), and the
+    # versions around it, which `mount --checkout` can show, still are.
+    for version in range(1, drive.version):
+        try:
+            (change,) = await drive.history(version, version + 1)
+        except DecodingError as err:
+            print(f"{version}\t?\t?\t?")
+            print(f"hyperfs log: {err}", file=sys.stderr)
+            continue
+        size: int | str = 0
+        if change.value:
+            try:
+                size = Stat.decode(change.value, change.version).size
+            except DecodingError as err:
+                size = "?"
+                print(f"hyperfs log: {err}", file=sys.stderr)
         print(f"{change.version}\t{change.type}\t{change.name}\t{size}")
     return 0
 
