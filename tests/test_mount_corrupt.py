@@ -56,6 +56,9 @@ def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> N
         (folder / "c").write_bytes(b"three\n")
         assert (folder / "c").read_bytes() == b"three\n"
         assert is_mounted(m.path)
+    listing = hyperfs(store, "ls", "-l", "default", "/dir", check=False)
+    assert listing.returncode == 1 and "metadata entry 4 holds no valid Stat" in listing.stderr
+    assert [line.split()[-1] for line in listing.stdout.splitlines()] == ["b", "c", "short", "sub"]
     log = hyperfs(store, "log", "default").stdout.splitlines()
     assert log[3:5] == ["4\tput\t/dir/y\t?", "5\tput\t/dir/short\t100"]
     with mounted(store, tmp_path / "mnt") as m:

@@ -111,13 +111,18 @@ async def cmd_ls(store: Any, args: argparse.Namespace) -> int:
     folder = args.path
     st = await drive.lstat(folder)
     names = sorted(await drive.readdir(folder)) if st.is_dir() else [None]
+    status = 0
     for name in names:
         if not args.long:
             print(name if name is not None else folder)
             continue
         path = folder if name is None else join(tuple(p for p in (folder.strip("/"), name) if p))
-        print(_long(name or folder, await drive.lstat(path)))
-    return 0
+        try:
+            print(_long(name or folder, await drive.lstat(path)))
+        except DecodingError as err:  # as ls does: the others are listed, and the status says so
+            print(f"hyperfs ls: {err}", file=sys.stderr)
+            status = 1
+    return status
 
 
 async def cmd_cat(store: Any, args: argparse.Namespace) -> int:
