@@ -14,6 +14,7 @@ import trio.testing
 
 from hyperfs.core.hypercore import THREAD_BYTES
 from hyperfs.core.locking import held
+from hyperfs.drive import schema_pb2
 from hyperfs.drive.drive import BLOCK_SIZE, Drive, Stat
 from hyperfs.errors import (
     DecodingError,
@@ -463,6 +464,25 @@ async def test_names_no_path_can_hold_are_left_out_of_listings(tmp_path: Path) -
         assert await drive.readdir("/a") == [] and await drive.readdir("/x") == []
         assert (await drive.lstat("/")).nlink == 4 and (await drive.lstat("/a")).nlink == 2
         assert await drive.read_file("/ok") == b"1"
+
+
+@trio_test
+async def test_a_core_that_is_no_drive_does_not_open_as_one(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        for name, index in [
+            ("garbage", lambda key: b"\xff\xfe"),
+            ("hypertrie", lambda key: schema_pb2.Index(type="hypertrie", content=key).SerializeToString()),
+            ("itself", lambda key: schema_pb2.Index(type="hyperdrive", content=key).SerializeToString()),
+        ]:
+            core = await store.get(name=name)
+            await core.ready()
+            await core.append(index(core.key))
+            with pytest.raises(DecodingError, match="not a hyperdrive|its own metadata core"):
+                await Drive.open(store, core.key)
+        empty = await store.get(name="empty")
+        await empty.ready()
+        with pytest.raises(FileNotFoundInDrive, match="no index block"):
+            await Drive.open(store, empty.key)
 
 
 @trio_test

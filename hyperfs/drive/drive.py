@@ -233,6 +233,9 @@ class Drive:
             index.type = ""
         if index.type != "hyperdrive" or len(index.content) != 32:
             raise DecodingError(f"core {metadata.id} is not a hyperdrive (block 0 is no Index)")
+        if index.content == metadata.key:
+            # Its files' bytes would be read from, and written into, its own log of Nodes.
+            raise DecodingError(f"drive {metadata.id} names its own metadata core as its content core")
         content = await _open_core(store, key=index.content)
         await _complete_metadata(metadata, metadata.length)
         return cls(store, metadata, content)
