@@ -42,9 +42,10 @@ def _normalized(path: str) -> tuple[str, ...]:
 
 
 def holdable(name: str) -> bool:
-    """Whether `name`, a component from a drive's log (where a hostile or foreign writer may put
-    any string: '..', '', NUL, 'a/b' already split), is one a path here can name: `normalize`
-    keeps it as it is. Listings leave the others out, so no tool is led above its folder."""
+    """Whether `name`, one component of a name in a drive's log (where a hostile or foreign
+    writer may put '..', '.', NUL, or '//' that splits into an empty one), is one a path here
+    can name: `normalize` keeps it as it is. Listings leave the others out, so no walk of the
+    drive is led above its folder or round in a loop."""
     return name != "." and "/" not in name and _refusal(name, name) is None
 
 
