@@ -8,6 +8,7 @@ import errno
 import os
 import stat as stat_mod
 import subprocess
+import time
 from pathlib import Path
 
 import trio
@@ -15,7 +16,7 @@ import trio
 from hyperfs.cli.common import DEFAULT_DRIVE, local_drive
 from hyperfs.core.corestore import Corestore
 from hyperfs.drive.drive import Stat
-from tests.mounting import errno_of, hyperfs, is_mounted, mounted, require_fuse
+from tests.mounting import PYTHON, errno_of, hyperfs, is_mounted, mounted, require_fuse
 
 
 def make_drive(store: Path, *garbage: tuple[tuple[str, ...] | None, bytes]) -> None:
@@ -99,3 +100,77 @@ def test_a_drive_whose_newest_block_is_no_node_does_not_mount_and_says_why(tmp_p
     with mounted(store, mountpoint, "--checkout", "4") as m:
         assert (m.path / "dir" / "b").read_bytes() == b"two\n"
 
+
+
+# A process that holds the store and writes its default drive, entries good and bad, on stdin
+# lines "put PATH", "badstat PATH" (a Node whose value is no Stat), "hostile" (a Node named
+# '../evil') and "garbage" (a block that is no Node); it answers "ok" once each is stored.
+WRITER = """
+import sys, trio
+from pathlib import Path
+from hyperfs.cli.common import DEFAULT_DRIVE, local_drive, open_store
+from hyperfs.drive.drive import Stat
+
+async def main():
+    store_dir = Path(sys.argv[1])
+    async with open_store(store_dir, "a test's writer") as store:
+        drive = await local_drive(store, store_dir, DEFAULT_DRIVE)
+        await drive.write_file("/first.txt", b"one")
+        await drive.flush()
+        print("ready", flush=True)
+        async for line in trio.wrap_file(sys.stdin):
+            op, _, path = line.strip().partition(" ")
+            if op == "put":
+                await drive.write_file(path, b"text")
+            elif op == "badstat":
+                await drive.metadata.append(drive.tree.put((path.strip("/"),), b"\\xff\\xfe"))
+            elif op == "hostile":
+                await drive.metadata.append(drive.tree.put(("..", "evil"), Stat(mode=0o100644).encode()))
+            else:
+                await drive.metadata.append(b"\\xff\\xfe not a node")
+            await drive.flush()
+            print("ok", flush=True)
+
+trio.run(main)
+"""
+
+
+def test_a_following_mount_outlives_corrupt_and_hostile_entries(tmp_path: Path) -> None:
+    """A mount that follows its writer (or a peer) reads each change the writer makes to tell
+    the kernel what to forget; a change that did not read ended that follower, and the mount
+    with it. Now it is logged, and the mount goes on with the entries it can read."""
+    store = tmp_path / "store"
+    writer = subprocess.Popen([PYTHON, "-c", WRITER, str(store)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def write(line: str) -> None:
+        writer.stdin.write(line + "\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "ok"
+
+    def shown(path: Path) -> None:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert time.monotonic() < deadline, f"{path} did not show"
+            time.sleep(0.05)
+
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        with mounted(store, tmp_path / "mnt") as m:
+            assert "read-only" in m.said
+            shown(m.path / "first.txt")
+            write("badstat /bad")
+            write("hostile")
+            write("put /later.txt")
+            shown(m.path / "later.txt")
+            assert sorted(os.listdir(m.path)) == ["bad", "first.txt", "later.txt"]
+            assert errno_of(lambda: os.stat(m.path / "bad")) == errno.EIO
+            write("garbage")  # the drive's newest entry: nothing new reads any more
+            time.sleep(2)
+            assert is_mounted(m.path)
+            try:
+                os.listdir(m.path)  # what the kernel still holds, or EIO: not a dead mount
+            except OSError as err:
+                assert err.errno == errno.EIO
+    finally:
+        writer.stdin.close()
+        writer.wait(60)

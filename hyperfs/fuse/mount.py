@@ -13,6 +13,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from hyperfs.drive.paths import holdable
 from hyperfs.errors import DecodingError, HyperfsError, MountError
 from hyperfs.fuse.errors import log
 from hyperfs.fuse.inodes import join, split
@@ -136,10 +137,22 @@ async def follow(ops: DriveOperations) -> None:
     version = ops.drive.version
     while True:
         new_version = await ops.drive.wait_version(version)
-        changes = await ops.drive.diff(version)
+        try:
+            changes = await ops.drive.diff(version)
+        except HyperfsError as err:
+            # A new entry that does not decode (a corrupt block, a hostile peer's): nothing to
+            # tell the kernel, whose cache of what it shows ages out anyway; the mount goes on.
+            log.warning("drive %s: the changes after version %d do not read: %s", ops.drive.id, version, err)
+            changes = []
         version = new_version
-        for path in sorted({"/" + change.name.strip("/") for change in changes}):
+        for path in sorted({path for change in changes if (path := _shown(change.name)) is not None}):
             await invalidate(ops, path)
+
+
+def _shown(name: str) -> str | None:
+    """Where the mount shows drive entry `name`: None for one no path can name (`holdable`)."""
+    parts = name.strip("/").split("/")
+    return "/" + "/".join(parts) if all(holdable(part) for part in parts) else None
 
 
 async def invalidate(ops: DriveOperations, path: str) -> None:
