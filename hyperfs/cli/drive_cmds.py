@@ -155,21 +155,22 @@ async def cmd_log(store: Any, args: argparse.Namespace) -> int:
     drive = await open_named_drive(store, args.store, args.drive)
     # One entry at a time: a corrupt one is shown as such (its error on stderr), and the
     # versions around it, which `mount --checkout` can show, still are.
-    for version in range(1, drive.version):
+    for version in range(drive.version):
         try:
-            (change,) = await drive.history(version, version + 1)
+            changes = await drive.history(version, version + 1)  # none for the Index block
         except DecodingError as err:
             print(f"{version}\t?\t?\t?")
             print(f"hyperfs log: {err}", file=sys.stderr)
             continue
-        size: int | str = 0
-        if change.value:
-            try:
-                size = Stat.decode(change.value, change.version).size
-            except DecodingError as err:
-                size = "?"
-                print(f"hyperfs log: {err}", file=sys.stderr)
-        print(f"{change.version}\t{change.type}\t{change.name}\t{size}")
+        for change in changes:
+            size: int | str = 0
+            if change.value:
+                try:
+                    size = Stat.decode(change.value, change.version).size
+                except DecodingError as err:
+                    size = "?"
+                    print(f"hyperfs log: {err}", file=sys.stderr)
+            print(f"{change.version}\t{change.type}\t{change.name}\t{size}")
     return 0
 
 

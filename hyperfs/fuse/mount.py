@@ -151,8 +151,8 @@ async def follow(ops: DriveOperations) -> None:
 
 def _shown(name: str) -> str | None:
     """Where the mount shows drive entry `name`: None for one no path can name (`holdable`)."""
-    parts = name.strip("/").split("/")
-    return "/" + "/".join(parts) if all(holdable(part) for part in parts) else None
+    path = "/" + name.strip("/")
+    return path if all(holdable(part) for part in path[1:].split("/")) else None
 
 
 async def invalidate(ops: DriveOperations, path: str) -> None:
