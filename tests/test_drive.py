@@ -15,6 +15,7 @@ import trio.testing
 from hyperfs.core.hypercore import THREAD_BYTES
 from hyperfs.core.locking import held
 from hyperfs.drive import schema_pb2
+from hyperfs.drive.append_tree import decode_paths
 from hyperfs.drive.drive import BLOCK_SIZE, Drive, Stat
 from hyperfs.errors import (
     DecodingError,
@@ -30,7 +31,7 @@ from hyperfs.errors import (
     StorageError,
     StorageFullError,
 )
-from tests.drive_store import open_store, trio_test
+from tests.drive_store import append_garbage_named_by, open_store, trio_test
 from tests.vectors import load
 
 T = 1700000000000
@@ -429,6 +430,31 @@ async def test_a_corrupt_stat_fails_only_its_own_entry(tmp_path: Path) -> None:
             assert (await drive.lstat("/dir")).nlink == 3  # sub's `..`; y is no folder
             assert sorted(await drive.readdir("/dir")) == ["b", "sub", "y"]
             assert await drive.read_file("/dir/b") == b"two"
+
+
+@trio_test
+async def test_an_index_entry_that_is_no_node_fails_alone(tmp_path: Path) -> None:
+    """A folder's index names a block that is no Node (a hostile writer, a bad disk): its
+    name cannot be known, so it is left out, and the folder's other entries still list,
+    stat and read. A write into the folder keeps naming the block, as the index did."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.mkdir("/dir/sub")
+        st = await drive.write_file("/dir/a", b"one")
+        garbage = await append_garbage_named_by(drive, ("dir", "b"), st.encode())
+
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        assert await drive.readdir("/dir") == ["sub", "a", "b"]
+        assert (await drive.lstat("/dir")).nlink == 3
+        assert await drive.read_file("/dir/b") == b"one"
+        assert sorted(await drive.readdir("/")) == ["dir"]
+        await drive.write_file("/dir/c", b"three")
+        await drive.unlink("/dir/a")
+        assert await drive.readdir("/dir") == ["sub", "b", "c"]
+        assert garbage in decode_paths(drive.version - 1, drive.tree.head.paths)[1]
+        changes = await drive.diff(garbage)
+        assert sorted((c.type, c.name) for c in changes) == [("del", "/dir/a"), ("put", "/dir/b"), ("put", "/dir/c")]
 
 
 @trio_test

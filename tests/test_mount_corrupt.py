@@ -16,6 +16,7 @@ import trio
 from hyperfs.cli.common import DEFAULT_DRIVE, local_drive
 from hyperfs.core.corestore import Corestore
 from hyperfs.drive.drive import Stat
+from tests.drive_store import append_garbage_named_by
 from tests.mounting import PYTHON, errno_of, hyperfs, is_mounted, mounted, require_fuse
 
 
@@ -65,6 +66,33 @@ def test_a_corrupt_entry_is_eio_and_its_folder_stays_usable(tmp_path: Path) -> N
     with mounted(store, tmp_path / "mnt") as m:
         assert (m.path / "dir" / "c").read_bytes() == b"three\n"
         assert errno_of(lambda: os.stat(m.path / "dir" / "y")) == errno.EIO
+
+
+def test_an_index_entry_that_is_no_node_is_left_out_of_its_folder(tmp_path: Path) -> None:
+    """/dir's index names a block that is no Node. The folder listed nothing (EIO) before; now
+    that entry alone is missing, and the folder reads, takes writes and removals as usual."""
+    store = tmp_path / "store"
+    make_drive(store)
+
+    async def corrupt() -> None:
+        async with Corestore(str(store)) as cores:
+            drive = await local_drive(cores, store, DEFAULT_DRIVE)
+            st = await drive.write_file("/dir/c", b"three\n")
+            await append_garbage_named_by(drive, ("dir", "d"), st.encode())
+
+    trio.run(corrupt)
+    with mounted(store, tmp_path / "mnt") as m:
+        folder = m.path / "dir"
+        assert sorted(os.listdir(folder)) == ["b", "c", "d", "sub"]
+        assert os.stat(folder).st_nlink == 3
+        assert (folder / "d").read_bytes() == b"three\n"
+        (folder / "e").write_bytes(b"five\n")
+        (folder / "b").unlink()
+        assert subprocess.run(["ls", "-lR", str(m.path)], capture_output=True, timeout=60).returncode == 0
+    with mounted(store, tmp_path / "mnt") as m:
+        assert sorted(os.listdir(m.path / "dir")) == ["c", "d", "e", "sub"]
+    log = hyperfs(store, "log", "default").stdout.splitlines()
+    assert log[4:] == ["5\t?\t?\t?", "6\tput\t/dir/d\t6", "7\tput\t/dir/e\t5", "8\tdel\t/dir/b\t0"]
 
 
 def test_names_no_path_can_hold_are_neither_listed_nor_exported(tmp_path: Path) -> None:

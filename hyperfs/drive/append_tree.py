@@ -241,11 +241,22 @@ def _change(node: Node) -> Change:
     return Change("put" if node.value else "del", node.name, node.seq, node.value)
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """The listing key of an entry whose block is no Node: its name cannot be known, so no
+    path reaches it, but the folder's later lists keep naming it as the index did."""
+
+    seq: int
+
+
+Key = str | None | Unreadable
+
 _SPLICE_WITHIN = 8  # `Listing.without` finds an entry this near the oldest by walking the deltas
 
 
 class Listing:
-    """One folder's list at one head: child name (None for the folder's own node) -> seq.
+    """One folder's list at one head: child name (None for the folder's own node, `Unreadable`
+    for an entry that is no Node) -> seq.
 
     Insertion order is ascending seq, as in the encoded lists. The varint deltas of the entries
     are kept, with where the last one starts, so the two common puts cost O(1) encoding instead
@@ -255,7 +266,7 @@ class Listing:
 
     __slots__ = ("entries", "_deltas", "_last_start")
 
-    def __init__(self, entries: dict[str | None, int]) -> None:
+    def __init__(self, entries: dict[Key, int]) -> None:
         self.entries = entries
         self._deltas: bytearray | None = None
         self._last_start = 0
@@ -270,7 +281,7 @@ class Listing:
                 _put_varint(values[-1] - (values[-2] if len(values) > 1 else 0), self._deltas)
         return self._deltas
 
-    def replaced(self, key: str | None, seq: int) -> tuple[bytes, Listing]:
+    def replaced(self, key: Key, seq: int) -> tuple[bytes, Listing]:
         """For a put of node `seq` under child `key`: its encoded level and the new listing.
 
         The new listing takes this one's entries and deltas over and changes them in place, so
@@ -278,7 +289,7 @@ class Listing:
         reads as the new one from now on, and its identity no longer names a state (`EMPTY`,
         shared by every empty folder, is copied instead)."""
         if self is EMPTY:
-            entries: dict[str | None, int] = {}
+            entries: dict[Key, int] = {}
             deltas = bytearray()
         else:
             entries, deltas = self.entries, self.deltas()
@@ -300,7 +311,7 @@ class Listing:
         entries[key] = seq
         return bytes(level), new
 
-    def without(self, key: str | None) -> Listing:
+    def without(self, key: Key) -> Listing:
         """The listing with no entry for `key`. Like `replaced`, it takes this listing's entries
         and deltas over and spends it. The deltas are spliced rather than encoded again
         (`rm -rf` removes in listing order, oldest first after the folder's own entry)."""
@@ -394,10 +405,18 @@ class AppendTree:
         level = node.level(depth)
         if level is None:
             return EMPTY
-        entries: dict[str | None, int] = {}
+        entries: dict[Key, int] = {}
         for seq in level:
-            entries.setdefault(self.node(seq).component(depth), seq)
+            entries.setdefault(self._key(seq, depth), seq)
         return Listing(entries)
+
+    def _key(self, seq: int, depth: int) -> Key:
+        """Entry `seq`'s key in the listing of a folder `depth` deep. A block that is no Node
+        is that entry's error alone: its siblings still list and resolve."""
+        try:
+            return self.node(seq).component(depth)
+        except DecodingError:
+            return Unreadable(seq)
 
     def _list_from(self, node: Node, names: Names) -> Listing:
         """append-tree `_list`: the listing of folder `names` as `node` indexed it."""
@@ -411,7 +430,7 @@ class AppendTree:
             target = names[cmp]
             # Each hop moves to an older entry, so a hostile index cannot make this loop.
             for seq in level:
-                if seq < node.seq and self.node(seq).component(cmp) == target:
+                if seq < node.seq and self._key(seq, cmp) == target:
                     node = self.node(seq)
                     break
             else:
@@ -474,14 +493,14 @@ class AppendTree:
         listing = self.listing(names)
         if not listing.entries:
             return None
-        return [self.node(seq) for key, seq in listing.entries.items() if key is not None]
+        return [self.node(seq) for key, seq in listing.entries.items() if isinstance(key, str)]
 
     def list(self, names: Names) -> list[str] | None:
         """Child names of folder `names` (append-tree `list`); None when the folder is unknown."""
         listing = self.listing(names)
         if not listing.entries:
             return None
-        return [key for key in listing.entries if key is not None]
+        return [key for key in listing.entries if isinstance(key, str)]
 
     def path(self, names: Names) -> list[int]:
         """append-tree `path`: the sequence numbers a lookup of `names` visits from the head."""
@@ -497,7 +516,7 @@ class AppendTree:
                 break
             target = names[cmp] if cmp < len(names) else None
             candidates = [s for s in level if s < node.seq]
-            node = next((self.node(s) for s in candidates if self.node(s).component(cmp) == target), None)
+            node = next((self.node(s) for s in candidates if self._key(s, cmp) == target), None)
         return visited
 
     def checkout(self, length: int) -> AppendTree:
@@ -607,7 +626,9 @@ class AppendTree:
     def _closest_live(self, names: Names, ignore: str) -> Names:
         """The names of the newest live node near `names` (append-tree `_del`'s `closest`)."""
         for j in range(len(names), -1, -1):
-            for seq in reversed(self.listing(names[:j]).entries.values()):
+            for key, seq in reversed(self.listing(names[:j]).entries.items()):
+                if isinstance(key, Unreadable):
+                    continue
                 node = self.node(seq)
                 if node.name != ignore and node.value:
                     return node.names

@@ -162,12 +162,13 @@ class Stat:
 def _implicit_dir(tree: AppendTree, names: Names) -> Stat:
     """What a folder that only exists through the files in it looks like: hyperdrive 9's
     default folder, with the times of the newest entry below it (not 1970; 1970 when that
-    entry's Stat is corrupt, which is that entry's error, not the folder's)."""
+    entry or its Stat is corrupt, which is that entry's error, not the folder's)."""
     st = Stat(mode=stat_mod.S_IFDIR | DEFAULT_DIR_MODE)
     newest = next(reversed(tree.listing(names).entries.values()), None)
-    if newest is not None and (value := tree.node(newest).value) is not None:
+    if newest is not None:
         with suppress(DecodingError):
-            st.mtime = st.ctime = Stat.decode(value, newest).mtime
+            if (value := tree.node(newest).value) is not None:
+                st.mtime = st.ctime = Stat.decode(value, newest).mtime
     return st
 
 
@@ -309,7 +310,7 @@ class Drive:
         cached = self._subfolders.get(names)
         if cached is not None and cached[0] is listing:
             return cached[1]
-        seqs = [seq for key, seq in listing.entries.items() if key is not None and holdable(key)]
+        seqs = [seq for key, seq in listing.entries.items() if isinstance(key, str) and holdable(key)]
         if len(self._folder_entries.get(names, ())) > 2 * len(seqs) + 64:
             del self._folder_entries[names]  # drop entries long replaced
         count = sum(self._is_folder_entry(tree, names, seq) for seq in seqs)
