@@ -92,6 +92,28 @@ def test_read_commands_and_names(tmp_path: Path) -> None:
     assert "version:        3" in hyperfs(store, "info", key).stdout
 
 
+def test_rm(tmp_path: Path) -> None:
+    """As rm: files and symlinks go, a folder only with -r (and never the root); a path that
+    cannot go is reported and the others still go, the exit status saying so."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    (src / "docs" / "sub").mkdir(parents=True)
+    (src / "docs" / "sub" / "deep.txt").write_text("deep\n")
+    (src / "docs" / "readme.md").write_text("# hi\n")
+    (src / "keep").write_text("kept\n")
+    (src / "link").symlink_to("keep")
+    hyperfs(store, "create", "mine")
+    hyperfs(store, "import", str(src), "mine", "--quiet")
+    assert hyperfs(store, "rm", "mine", "/link", "docs/readme.md").stdout == ""
+    assert sorted(hyperfs(store, "ls", "mine").stdout.split()) == ["docs", "keep"]
+    for args, message in [(("/docs",), "is a folder (-r"), (("-r", "/"), "root"), (("/missing",), "no such file")]:
+        done = hyperfs(store, "rm", "mine", *args, check=False)
+        assert done.returncode == 1 and message in done.stderr and len(done.stderr.splitlines()) == 1
+    done = hyperfs(store, "rm", "-r", "mine", "/missing", "/docs", check=False)
+    assert done.returncode == 1 and "missing" in done.stderr
+    assert hyperfs(store, "ls", "mine").stdout.split() == ["keep"]
+    assert hyperfs(store, "cat", "mine", "/keep").stdout == "kept\n"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

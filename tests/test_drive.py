@@ -430,6 +430,10 @@ async def test_a_corrupt_stat_fails_only_its_own_entry(tmp_path: Path) -> None:
             assert (await drive.lstat("/dir")).nlink == 3  # sub's `..`; y is no folder
             assert sorted(await drive.readdir("/dir")) == ["b", "sub", "y"]
             assert await drive.read_file("/dir/b") == b"two"
+        await drive.unlink("/dir/y")  # what mends it: nothing else reads it
+        assert sorted(await drive.readdir("/dir")) == ["b", "sub"]
+        with pytest.raises(FileNotFoundInDrive):
+            await drive.unlink("/dir/y")
 
 
 @trio_test

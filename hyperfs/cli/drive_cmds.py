@@ -1,4 +1,4 @@
-"""The drive commands: create, info, ls, cat, stat, log, diff, import, export, keys.
+"""The drive commands: create, info, ls, cat, rm, stat, log, diff, import, export, keys.
 
 A drive is named as `hyperfs.cli.common` says: a local name, z-base-32 id, hex key or
 `hyper://<id>`. Import and export are resumable: a file whose size
@@ -29,6 +29,8 @@ from hyperfs.errors import (
     DecodingError,
     FileNotFoundInDrive,
     HyperfsError,
+    InvalidArgumentError,
+    IsADirectoryInDrive,
     LocalFileError,
 )
 
@@ -53,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("diff", cmd_diff, "what changed in a drive since VERSION", reads=True)
     add_drive_argument(p)
     p.add_argument("version", type=int, help="a version number, as `hyperfs log` shows")
+    p = add("rm", cmd_rm, "remove files, symlinks or folders from a drive (one whose Stat is corrupt too)")
+    add_drive_argument(p)
+    p.add_argument("paths", nargs="+", metavar="path", help="a path in the drive")
+    p.add_argument("-r", "--recursive", action="store_true", help="remove folders and what they hold")
     p = add("import", cmd_import, "copy a local folder into a drive, made if the name is new (resumable)")
     p.add_argument("src", type=Path, help="the local folder to copy")
     add_drive_argument(p, optional=True)
@@ -132,6 +138,36 @@ async def cmd_cat(store: Any, args: argparse.Namespace) -> int:
         out.write(chunk)
     out.flush()
     return 0
+
+
+async def cmd_rm(store: Any, args: argparse.Namespace) -> int:
+    drive = await open_named_drive(store, args.store, args.drive)
+    status = 0
+    async with drive.batch():  # one append, one signature for the lot
+        for path in args.paths:
+            try:
+                await _remove(drive, path, args.recursive)
+            except HyperfsError as err:  # as rm does: the others are removed, and the status says so
+                print(f"hyperfs rm: {err}", file=sys.stderr)
+                status = 1
+    return status
+
+
+async def _remove(drive: Drive, path: str, recursive: bool) -> None:
+    try:
+        folder = (await drive.lstat(path)).is_dir()
+    except DecodingError:
+        folder = False  # a corrupt entry: `unlink` removes it, or says why not
+    if not folder:
+        await drive.unlink(path)
+        return
+    if not path.strip("/"):
+        raise InvalidArgumentError("refusing to remove the drive's root folder")
+    if not recursive:
+        raise IsADirectoryInDrive(f"{path} is a folder (-r removes it and what it holds)")
+    for name in await drive.readdir(path):
+        await _remove(drive, f"{path.rstrip('/')}/{name}", recursive)
+    await drive.rmdir(path)
 
 
 async def cmd_stat(store: Any, args: argparse.Namespace) -> int:

@@ -693,10 +693,17 @@ class Drive:
             await self._commit()
 
     async def unlink(self, path: str) -> None:
-        """Remove file or symlink `path`."""
+        """Remove file or symlink `path`, or an entry whose Stat is corrupt: nothing else
+        mends one, since nothing can read it (a mount's lookup of it is EIO)."""
         names = await self._writable_names(path)
         async with held(self._lock):
-            if (await self._lstat_names(names)).is_dir():
+            try:
+                is_dir = (await self._lstat_names(names)).is_dir()
+            except DecodingError:
+                if self.tree.get(names) is None:
+                    raise
+                is_dir = False  # its own Stat does not decode
+            if is_dir:
                 raise IsADirectoryInDrive(f"{join(names)} is a folder")
             self._queue_del(names)
             await self._commit()
