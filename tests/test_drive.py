@@ -437,7 +437,7 @@ async def test_a_corrupt_stat_fails_only_its_own_entry(tmp_path: Path) -> None:
 
 
 @trio_test
-async def test_an_index_entry_that_is_no_node_fails_alone(tmp_path: Path) -> None:
+async def test_an_index_entry_that_is_no_node_fails_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A folder's index names a block that is no Node (a hostile writer, a bad disk): its
     name cannot be known, so it is left out, and the folder's other entries still list,
     stat and read. A write into the folder keeps naming the block, as the index did."""
@@ -450,6 +450,7 @@ async def test_an_index_entry_that_is_no_node_fails_alone(tmp_path: Path) -> Non
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)
         assert await drive.readdir("/dir") == ["sub", "a", "b"]
+        assert f"/dir: left out metadata blocks [{garbage}]" in caplog.text  # where someone reads it
         assert (await drive.lstat("/dir")).nlink == 3
         assert await drive.read_file("/dir/b") == b"one"
         assert sorted(await drive.readdir("/")) == ["dir"]

@@ -95,6 +95,9 @@ def test_an_index_entry_that_is_no_node_is_left_out_of_its_folder(tmp_path: Path
         assert subprocess.run(["ls", "-lR", str(m.path)], capture_output=True, timeout=60).returncode == 0
     with mounted(store, tmp_path / "mnt") as m:
         assert sorted(os.listdir(m.path / "dir")) == ["c", "d", "e", "sub"]
+    listing = hyperfs(store, "ls", "default", "/dir")
+    assert listing.stdout.split() == ["c", "d", "e", "sub"]
+    assert "/dir: left out metadata blocks [5]" in listing.stderr
     log = hyperfs(store, "log", "default").stdout.splitlines()
     assert log[4:] == ["5\t?\t?\t?", "6\tput\t/dir/d\t6", "7\tput\t/dir/e\t5", "8\tdel\t/dir/b\t0"]
 

@@ -25,7 +25,7 @@ from hyperfs.core.hypercore import Hypercore, append_together
 from hyperfs.core.locking import held
 from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
-from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, join
+from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, Unreadable, join
 from hyperfs.drive.paths import holdable, normalize
 from hyperfs.errors import (
     BlockNotAvailableError,
@@ -371,6 +371,9 @@ class Drive:
             if names and node is None:
                 raise FileNotFoundInDrive(f"{join(names)}: no such folder")
             return []
+        lost = [key.seq for key in tree.listing(names).entries if isinstance(key, Unreadable)]
+        if lost:  # said where someone reads it (a mount's log, a command's stderr)
+            log.warning("%s: left out metadata blocks %s, which its index names but are no hyperdrive nodes", join(names) or "/", lost)
         return [name for name in children if holdable(name)]
 
     async def read_file(self, path: str) -> bytes:
