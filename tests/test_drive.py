@@ -434,6 +434,12 @@ async def test_a_corrupt_stat_fails_only_its_own_entry(tmp_path: Path) -> None:
         assert sorted(await drive.readdir("/dir")) == ["b", "sub"]
         with pytest.raises(FileNotFoundInDrive):
             await drive.unlink("/dir/y")
+        # A folder's own corrupt node: removing it leaves the folder as its entries imply it.
+        await drive.metadata.append(drive.tree.put(("dir",), b"\xff\xfe not a stat"))
+        with pytest.raises(DecodingError):
+            await drive.lstat("/dir")
+        await drive.unlink("/dir")
+        assert (await drive.lstat("/dir")).is_dir() and await drive.read_file("/dir/b") == b"two"
 
 
 @trio_test

@@ -697,7 +697,8 @@ class Drive:
 
     async def unlink(self, path: str) -> None:
         """Remove file or symlink `path`, or an entry whose Stat is corrupt: nothing else
-        mends one, since nothing can read it (a mount's lookup of it is EIO)."""
+        mends one, since nothing can read it (a mount's lookup of it is EIO). A folder's own
+        corrupt node goes alone: the folder stays, as the entries in it imply it."""
         names = await self._writable_names(path)
         async with held(self._lock):
             try:
