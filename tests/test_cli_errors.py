@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -161,6 +162,41 @@ def test_a_share_holds_the_store_for_nobody(tmp_path: Path) -> None:
         share.send_signal(signal.SIGKILL)
         share.wait()
     assert hyperfs(store, "keys").stdout.splitlines()[0].startswith("mine\t")
+
+
+def test_waiting_for_a_drive_the_peer_lacks_is_said_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    """A peer does not answer for a drive it lacks, so a clone or mount of one waits: each says
+    what it waits for, and Ctrl-C of a mount that waits leaves no process behind that would
+    mount later or hold the store (the detached one went on waiting before)."""
+    store, other, mountpoint = tmp_path / "store", tmp_path / "other", tmp_path / "mnt"
+    mountpoint.mkdir()
+    hyperfs(store, "create", "mine")
+    share = subprocess.Popen(
+        [PYTHON, "-m", "hyperfs", "--store", str(store), "share", "mine", "--listen", "127.0.0.1:0", "--no-mdns"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert share.stdout is not None
+        address = next(line.split()[-1] for line in share.stdout if line.startswith("listening on"))
+        for command in (["clone", KEY], ["mount", str(mountpoint), KEY]):
+            waiting = subprocess.Popen(
+                [PYTHON, "-m", "hyperfs", "--store", str(other), *command, "--peer", address],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            try:
+                assert waiting.stderr is not None
+                assert select.select([waiting.stderr], [], [], 60)[0], "nothing said in 60 s"
+                assert f"still waiting for {address} to send {KEY}" in waiting.stderr.readline()
+                waiting.send_signal(signal.SIGINT)
+                assert waiting.wait(60) == 130
+            finally:
+                waiting.kill()
+                waiting.wait()
+    finally:
+        share.kill()
+        share.wait()
+    assert not is_mounted(mountpoint) and not pid_file(mountpoint).exists()
+    assert hyperfs(other, "create", "free").stdout.startswith("free\t")  # no process holds the store
 
 
 def test_unmount_of_a_busy_mount_says_why(mount: Mount) -> None:

@@ -44,6 +44,7 @@ DRIVE_HELP = "a local name, z-base-32 id, hex key or hyper:// URL"
 REGISTRY = "drives.json"
 LOCK_FILE = "hyperfs.lock"
 REDIAL_DELAY = 1.0  # seconds between attempts to reach a peer that dropped
+PEER_WAIT_NOTICE = 5.0  # seconds a command waits for a drive from peers before it says so
 # Seconds between looks at what the process holding a store wrote: where its files cannot be
 # watched; where they can, a look anyway now and then (for a change the watch missed); and the
 # least between two looks while it writes.
@@ -251,13 +252,14 @@ async def open_named_drive(store: Any, store_dir: Path, text: str, create: bool 
 
 @asynccontextmanager
 async def nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery whose lone HyperfsError comes out as itself (one line for the user, no group)."""
+    """A nursery whose lone HyperfsError (one line for the user) or Ctrl-C (exit status 130, no
+    traceback) comes out as itself, not in a group."""
     try:
         async with trio.open_nursery() as n:
             yield n
     except BaseExceptionGroup as group:
         err = sole_error(group)
-        if isinstance(err, HyperfsError):
+        if isinstance(err, (HyperfsError, KeyboardInterrupt)):
             raise err from None
         raise
 
@@ -281,6 +283,25 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise InvalidArgumentError(f"not a HOST:PORT address: {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@asynccontextmanager
+async def awaiting_peers(drive: str, peer: str, say: Callable[[str], None]) -> AsyncIterator[None]:
+    """Runs the body (opening `drive`, as the user named it, from `peer`); `say`s once what it
+    waits for if that takes over PEER_WAIT_NOTICE seconds. Else a wrong key, or a peer without
+    the drive, looks like a hang: peers do not answer for drives they do not have."""
+
+    async def notice() -> None:
+        await trio.sleep(PEER_WAIT_NOTICE)
+        say(
+            f"still waiting for {peer} to send {drive} (peers do not answer for a drive "
+            "they lack: is the key right, and is the drive shared there?)"
+        )
+
+    async with trio.open_nursery() as tasks:
+        tasks.start_soon(notice)
+        yield
+        tasks.cancel_scope.cancel()
 
 
 async def dial(store: Any, address: str) -> None:

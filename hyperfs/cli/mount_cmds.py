@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import asynccontextmanager
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from hyperfs.cli.common import (
     DEFAULT_DRIVE,
     DRIVE_HELP,
     add_parser,
+    awaiting_peers,
     describe,
     dial,
     follow_writer,
@@ -125,8 +126,21 @@ def _detach(args: argparse.Namespace) -> int:
             stderr=log_file,
         )
     os.close(write_end)
-    with os.fdopen(read_end, "r") as ready:
-        line = ready.readline().strip()
+    try:
+        with os.fdopen(read_end, "r") as ready:
+            for line in map(str.strip, ready):
+                if not line.startswith("note "):
+                    break
+                print(f"hyperfs mount: {line.removeprefix('note ')}", file=sys.stderr, flush=True)
+            else:
+                line = ""
+    except BaseException:
+        # Ctrl-C while it waits (for a peer, say): the mount must not come up later, or hold
+        # the store, behind the user's back.
+        child.terminate()
+        child.wait()
+        pid_file(args.mountpoint).unlink(missing_ok=True)  # it had no time to
+        raise
     if line.startswith("ready "):
         _print_ready(line)
         return 0
@@ -158,7 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(args: argparse.Namespace) -> None:
     from hyperfs.fuse.mount import serve
 
-    async with open_drive(args.store, args.drive, args.checkout, args.peer, describe(args)) as drive:
+    async with open_drive(args.store, args.drive, args.checkout, args.peer, describe(args), lambda text: _note(args, text)) as drive:
         read_only = args.checkout is not None or not drive.writable
 
         def ready() -> None:
@@ -192,6 +206,16 @@ def _report(args: argparse.Namespace, line: str) -> None:
     os.close(devnull)
 
 
+def _note(args: argparse.Namespace, text: str) -> None:
+    """Tell the waiting parent (or the terminal, in the foreground) something before the mount
+    is ready; the parent prints it and goes on waiting."""
+    if args.ready_fd is None:
+        print(f"hyperfs mount: {text}", file=sys.stderr, flush=True)
+        return
+    with suppress(OSError):  # the parent has gone: nobody to tell
+        os.write(args.ready_fd, f"note {text}\n".encode())
+
+
 def _print_ready(line: str) -> None:
     """The key of a mount that is ready on stdout; what it says about itself on stderr."""
     key, _, note = line.removeprefix("ready ").partition(" ")
@@ -202,14 +226,19 @@ def _print_ready(line: str) -> None:
 
 @asynccontextmanager
 async def open_drive(
-    store_dir: Path, name: str | None, checkout: int | None, peer: str | None = None, holder: str = "hyperfs mount"
+    store_dir: Path,
+    name: str | None,
+    checkout: int | None,
+    peer: str | None = None,
+    holder: str = "hyperfs mount",
+    say: Callable[[str], None] = print,
 ) -> AsyncIterator[Any]:
     """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
     commands), else the store's default drive (made on first use); at `checkout` when given;
     replicating with `peer` (HOST:PORT) for as long as it is open, when given. The store is held
     as `holder` meanwhile (see `hyperfs.cli.common.open_store`); when another process holds it
     (and no peer is named, whose blocks would need storing), it is opened read-only and follows
-    what that process writes."""
+    what that process writes. What it waits for from the peer, if long, it tells `say`."""
     from hyperfs.core.protocol.replicator import store_replicator
 
     async with open_store(store_dir, holder, reads=not peer) as store, nursery() as tasks:
@@ -219,7 +248,11 @@ async def open_drive(
             await store_replicator(store)
             tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
         # A drive without its secret key fetches its whole metadata log on open (Drive.open).
-        drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
+        if peer:
+            async with awaiting_peers(name or DEFAULT_DRIVE, peer, say):
+                drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
+        else:
+            drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
         try:
             yield drive if checkout is None else await drive.checkout(checkout)
         finally:

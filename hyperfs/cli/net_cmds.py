@@ -17,7 +17,16 @@ from typing import Any
 import trio
 from tqdm import tqdm
 
-from hyperfs.cli.common import add_drive_argument, command_adder, dial, follow_writer, nursery, open_named_drive, parse_address
+from hyperfs.cli.common import (
+    add_drive_argument,
+    awaiting_peers,
+    command_adder,
+    dial,
+    follow_writer,
+    nursery,
+    open_named_drive,
+    parse_address,
+)
 from hyperfs.core.crypto import discovery_key
 from hyperfs.core.protocol.replicator import Replicator, store_replicator
 from hyperfs.core.z32 import decode_key, encode_id
@@ -92,10 +101,12 @@ async def cmd_share(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _clone(store: Any, args: argparse.Namespace) -> Drive:
-    """Open the drive `args.key` from peers and, unless sparse, download both of its cores."""
+async def _clone(store: Any, args: argparse.Namespace, peer: str) -> Drive:
+    """Open the drive `args.key` from `peer` and, unless sparse, download both of its cores."""
     replicator = await store_replicator(store)  # before opening: the index block is awaited
-    drive = await Drive.open(store, decode_key(args.key))
+    key = decode_key(args.key)
+    async with awaiting_peers(args.key, peer, _say):
+        drive = await Drive.open(store, key)
     if not getattr(args, "sparse", False):  # seed has no --sparse
         for name, core in (("metadata", drive.metadata), ("content", drive.content)):
             with tqdm(desc=name, unit="block", disable=args.quiet, file=sys.stderr) as bar:
@@ -109,6 +120,10 @@ async def _clone(store: Any, args: argparse.Namespace) -> Drive:
     return drive
 
 
+def _say(text: str) -> None:
+    print(f"hyperfs: {text}", file=sys.stderr, flush=True)
+
+
 async def _peer(args: argparse.Namespace) -> str:
     """--peer, else the first LAN peer announcing the drive's discovery key."""
     if args.peer:
@@ -120,7 +135,7 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
     peer = await _peer(args)
     async with nursery() as tasks:
         tasks.start_soon(dial, store, peer)
-        drive = await _clone(store, args)
+        drive = await _clone(store, args, peer)
         print(
             f"cloned hyper://{encode_id(drive.key)}: version {drive.version}, "
             f"{drive.metadata.length} metadata and {drive.content.length} content blocks"
@@ -135,7 +150,7 @@ async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
     peer = await _peer(args)
     async with nursery() as tasks:
         tasks.start_soon(dial, store, peer)
-        drive = await _clone(store, args)
+        drive = await _clone(store, args, peer)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
         if args.listen:
 
