@@ -52,7 +52,7 @@ def closed_port() -> int:
 
 Args = Callable[[Path, int], list[str]]
 MISTAKES: list[tuple[str, Args, str]] = [
-    ("unknown key", lambda t, p: ["ls", KEY], "not in this store"),
+    ("unknown key", lambda t, p: ["ls", KEY], f"not in this store (no index block); `clone {KEY} --peer HOST:PORT` fetches it"),
     ("short id", lambda t, p: ["ls", "hyper://abc"], "52-character id"),
     ("bad z32 id", lambda t, p: ["cat", "l" * 52, "/f"], "invalid z-base-32 character 'l'"),
     ("bad z32 url", lambda t, p: ["info", "hyper://" + "0" * 52], "invalid z-base-32 character '0'"),

@@ -27,6 +27,7 @@ import trio
 from hyperfs.core.z32 import decode_key
 from hyperfs.drive.drive import Drive
 from hyperfs.errors import (
+    FileNotFoundInDrive,
     HyperfsError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -244,7 +245,10 @@ async def open_named_drive(store: Any, store_dir: Path, text: str, create: bool 
         if create:
             return await local_drive(store, store_dir, text)
         raise UnknownDriveError(f"no drive called {text!r} in {store_dir}, and it is not a key (`hyperfs keys` lists them)") from None
-    return await Drive.open(store, key)
+    try:
+        return await Drive.open(store, key)
+    except FileNotFoundInDrive as err:  # no peer to fetch it from: say where one comes in
+        raise FileNotFoundInDrive(f"{err}; `clone {text} --peer HOST:PORT` fetches it, and `mount` with --peer reads it") from None
 
 
 # --- peers --------------------------------------------------------------------------------------
