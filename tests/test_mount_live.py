@@ -4,13 +4,14 @@ timeouts."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
 from pathlib import Path
 
 from hyperfs.fuse.mount import LIVE_CACHE_TIMEOUT
-from tests.mounting import PYTHON, errno_of, mounted
+from tests.mounting import PYTHON, errno_of, hyperfs, mounted
 
 # The writer: its own store, the default drive, shared on a loopback port; it obeys stdin lines
 # "put PATH TEXT" / "rm PATH" and answers "ok" once the change is in its drive.
@@ -147,3 +148,48 @@ def test_a_mounted_drive_shared_beside_its_mount_reaches_a_peer_live(tmp_path: P
         finally:
             share.terminate()
             share.communicate(timeout=60)
+
+
+def read_or_errno(path: Path) -> bytes | int:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        return err.errno
+
+
+def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_back(tmp_path: Path):
+    """A file not fetched yet, read while its only peer is gone: ETIMEDOUT after --peer-timeout,
+    not a reader stuck in the kernel (uninterruptible: Ctrl-C cannot stop it) and a mount that
+    cannot unmount. The mount redials, and once the peer is back the same read works."""
+    writer, src = tmp_path / "writer", tmp_path / "src"
+    src.mkdir()
+    first, second = os.urandom(300_000), os.urandom(300_000)
+    (src / "first.bin").write_bytes(first)
+    (src / "second.bin").write_bytes(second)
+    key = hyperfs(writer, "create", "mine").stdout.split()[2]
+    hyperfs(writer, "import", str(src), "mine", "--quiet")
+
+    def share(address: str) -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "hyperfs", "--store", str(writer), "share", "mine", "--listen", address, "--no-mdns"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert proc.stdout is not None
+        return proc, next(line.split()[-1] for line in proc.stdout if line.startswith("listening on"))
+
+    sharing, address = share("127.0.0.1:0")
+    try:
+        with mounted(tmp_path / "reader", tmp_path / "mnt", key, "--peer", address, "--peer-timeout", "2") as m:
+            assert (m.path / "first.bin").read_bytes() == first
+            sharing.kill()
+            sharing.wait()
+            assert errno_of(lambda: (m.path / "second.bin").read_bytes()) == errno.ETIMEDOUT
+            assert (m.path / "first.bin").read_bytes() == first  # what was fetched stays readable
+            sharing, _ = share(address)
+            deadline = time.monotonic() + WAIT
+            while (got := read_or_errno(m.path / "second.bin")) == errno.ETIMEDOUT:
+                assert time.monotonic() < deadline, "the peer came back, the read never worked"
+            assert got == second
+    finally:
+        sharing.kill()
+        sharing.wait()

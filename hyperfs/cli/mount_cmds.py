@@ -36,6 +36,7 @@ from hyperfs.cli.common import (
     open_store,
     sole_error,
 )
+from hyperfs.drive.drive import PEER_TIMEOUT
 from hyperfs.errors import HyperfsError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
@@ -54,6 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mount.add_argument("--checkout", type=int, metavar="VERSION", help="mount an old version, read-only")
     mount.add_argument(
         "--peer", metavar="HOST:PORT", help="replicate with this peer while mounted (files fetched as read, updates shown live)"
+    )
+    mount.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=PEER_TIMEOUT,
+        metavar="SECONDS",
+        help=f"a read of a block no peer sends in this time fails with ETIMEDOUT (default: {PEER_TIMEOUT:g}; 0 waits forever)",
     )
     mount.add_argument("--verbose", action="store_true", help="debug logging")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -112,6 +120,7 @@ def _detach(args: argparse.Namespace) -> int:
         argv += ["--checkout", str(args.checkout)]
     if args.peer:
         argv += ["--peer", args.peer]
+    argv += ["--peer-timeout", str(args.peer_timeout)]
     if args.verbose:
         argv.append("--verbose")
     argv += ["--ready-fd", str(write_end)]
@@ -174,6 +183,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
 
     async with open_drive(args.store, args.drive, args.checkout, args.peer, describe(args), lambda text: _note(args, text)) as drive:
         read_only = args.checkout is not None or not drive.writable
+        drive.peer_timeout = args.peer_timeout
 
         def ready() -> None:
             _report(args, f"ready {drive.key.hex()}" + (f" {FOLLOWING}" if drive.store.read_only else ""))

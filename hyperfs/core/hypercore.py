@@ -986,12 +986,14 @@ class Hypercore:
             out.append(self._decode(start + i, value) if value is not None else await self.get(start + i))
         return out
 
-    async def read_bytes(self, index: int, skip: int, size: int, end: int) -> tuple[bytes, int, int]:
+    async def read_bytes(
+        self, index: int, skip: int, size: int, end: int, timeout: float = 0
+    ) -> tuple[bytes, int, int]:
         """`size` bytes of the blocks [index, end) that start `skip` bytes into block `index`
         (fewer only where the blocks end), and where they end: (block, offset in it). Stored
         blocks are fetched, cut and joined by a worker thread, so a large read costs the event
         loop one hand-off, not a step and a copy per block; missing ones are waited for as
-        `get` does."""
+        `get` does (up to `timeout` seconds each, 0 = no limit)."""
         if self.state.bitfield.has_all(index, end):
             try:
                 return await trio.to_thread.run_sync(self.read_bytes_sync, index, skip, size, end)
@@ -999,7 +1001,7 @@ class Hypercore:
                 pass  # cleared meanwhile
         parts: list[bytes] = []
         while size > 0 and index < end:
-            data, index, skip = cut([await self.get(index)], index, skip, size)
+            data, index, skip = cut([await self.get(index, timeout=timeout)], index, skip, size)
             parts.append(data)
             size -= len(data)
         return _joined(parts), index, skip

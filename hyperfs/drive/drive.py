@@ -51,6 +51,9 @@ SYMLINK_MODE = 0o777
 MAX_SYMLINKS = 40
 # A batch (or a streaming writer) appends once this much content or this many nodes wait.
 FLUSH_BYTES = 4 * 1024 * 1024
+# Seconds a read waits for peers to send a block of a file it needs, then fails (ETIMEDOUT in a
+# mount): a peer that has gone must not hang a reader (a mount's, which Ctrl-C cannot stop).
+PEER_TIMEOUT = 30.0
 FLUSH_NODES = 2048
 READ_PIECE = 1024 * 1024  # what `open_read` yields at a time
 # A path, or a function that names one once the drive's lock is held (a mount's inode, which a
@@ -188,6 +191,7 @@ class Drive:
         self.metadata = metadata
         self.content = content
         self._checkout = checkout
+        self.peer_timeout = PEER_TIMEOUT  # for reads of blocks not stored here; 0 = no limit
         self._lock = trio.Lock()
         self._pending_content: list[bytes] = []
         self._pending_bytes = 0
@@ -392,7 +396,8 @@ class Drive:
     async def open_reader(self, path: str) -> FileReader:
         """Reads anywhere in file `path` as it is now (see `FileReader`)."""
         st = await self._file_stat(path)
-        return FileReader(self.content, st, await self.content.has(st.offset, st.offset + st.blocks))
+        stored = await self.content.has(st.offset, st.offset + st.blocks)
+        return FileReader(self.content, st, stored, self.peer_timeout)
 
     async def _file_stat(self, path: str) -> Stat:
         """The Stat of file `path` (symlinks followed), once its content blocks can be read."""
@@ -424,6 +429,7 @@ class Drive:
         """A read-only drive showing the metadata log's first `version` entries."""
         drive = Drive(self.store, self.metadata, self.content, checkout=version)
         drive.tree = await self._tree_at(version)
+        drive.peer_timeout = self.peer_timeout
         return drive
 
     async def _tree_at(self, version: int) -> AppendTree:
@@ -909,8 +915,9 @@ class FileReader:
     While every block of the file is stored here (`stored`), reads run in order on one worker
     thread, which goes straight on to the next read asked for meanwhile (`SerialThread`)."""
 
-    def __init__(self, content: Hypercore, st: Stat, stored: bool) -> None:
+    def __init__(self, content: Hypercore, st: Stat, stored: bool, peer_timeout: float = 0) -> None:
         self._content, self._stat = content, st
+        self._peer_timeout = peer_timeout  # seconds a block not stored here is waited for
         self._end = st.offset + st.blocks
         self._next = (0, st.offset, 0)  # (file offset, block, offset in it) the last read ended at
         self._thread = SerialThread() if stored else None
@@ -930,7 +937,8 @@ class FileReader:
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
         index, skip = self._place(offset) or await self._content.seek(*self._seek(offset))
-        return self._ended(offset, size, *await self._content.read_bytes(index, skip, size, self._end))
+        fetched = await self._content.read_bytes(index, skip, size, self._end, self._peer_timeout)
+        return self._ended(offset, size, *fetched)
 
     def _read_here(self, offset: int, size: int) -> bytes:
         """`read` of stored blocks, in the worker thread."""
