@@ -8,6 +8,7 @@ import errno
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hyperfs.fuse.mount import LIVE_CACHE_TIMEOUT
@@ -157,15 +158,13 @@ def read_or_errno(path: Path) -> bytes | int:
         return err.errno
 
 
-def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_back(tmp_path: Path):
-    """A file not fetched yet, read while its only peer is gone: ETIMEDOUT after --peer-timeout,
-    not a reader stuck in the kernel (uninterruptible: Ctrl-C cannot stop it) and a mount that
-    cannot unmount. The mount redials, and once the peer is back the same read works."""
+def shared_files(tmp_path: Path, **files: bytes) -> tuple[str, Callable[[str], tuple[subprocess.Popen, str]]]:
+    """A writer's drive holding `files`, and how to share it: (its key, share(address) ->
+    (the sharing process, the address it listens on))."""
     writer, src = tmp_path / "writer", tmp_path / "src"
     src.mkdir()
-    first, second = os.urandom(300_000), os.urandom(300_000)
-    (src / "first.bin").write_bytes(first)
-    (src / "second.bin").write_bytes(second)
+    for name, data in files.items():
+        (src / name).write_bytes(data)
     key = hyperfs(writer, "create", "mine").stdout.split()[2]
     hyperfs(writer, "import", str(src), "mine", "--quiet")
 
@@ -177,6 +176,37 @@ def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_bac
         assert proc.stdout is not None
         return proc, next(line.split()[-1] for line in proc.stdout if line.startswith("listening on"))
 
+    return key, share
+
+
+def test_random_reads_of_a_file_a_peer_mount_has_not_fetched(tmp_path: Path):
+    """A read in the middle of a file nothing of which is fetched yet: a sparse core lacks the
+    tree nodes a seek reads, so this was EIO ("tree node 31 is missing"); the block the drive's
+    block size points at is fetched first, and its proof brings them."""
+    data = os.urandom(3_000_000)
+    key, share = shared_files(tmp_path, **{"big.bin": data})
+    sharing, address = share("127.0.0.1:0")
+    try:
+        with mounted(tmp_path / "reader", tmp_path / "mnt", key, "--peer", address) as m:
+            fd = os.open(m.path / "big.bin", os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # only the pages asked for
+                for offset in (2_000_000, 1_234_567, 2_999_000, 65536 * 7 + 5, 10):
+                    assert os.pread(fd, 4096, offset) == data[offset : offset + 4096], offset
+            finally:
+                os.close(fd)
+            assert (m.path / "big.bin").read_bytes() == data
+    finally:
+        sharing.kill()
+        sharing.wait()
+
+
+def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_back(tmp_path: Path):
+    """A file not fetched yet, read while its only peer is gone: ETIMEDOUT after --peer-timeout,
+    not a reader stuck in the kernel (uninterruptible: Ctrl-C cannot stop it) and a mount that
+    cannot unmount. The mount redials, and once the peer is back the same read works."""
+    first, second = os.urandom(300_000), os.urandom(300_000)
+    key, share = shared_files(tmp_path, **{"first.bin": first, "second.bin": second})
     sharing, address = share("127.0.0.1:0")
     try:
         with mounted(tmp_path / "reader", tmp_path / "mnt", key, "--peer", address, "--peer-timeout", "2") as m:

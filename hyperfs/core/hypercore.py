@@ -911,9 +911,19 @@ class Hypercore:
         """The stored runs [start, end) of blocks, in order."""
         return self.state.bitfield.ranges(start)
 
-    async def seek(self, byte_offset: int, guess: int | None = None) -> tuple[int, int]:
+    async def seek(self, byte_offset: int, guess: int | None = None, timeout: float = 0) -> tuple[int, int]:
         """(block index, offset in it) of a byte offset of the user data. `guess`: the block
-        the caller expects it in, checked first (a right one costs a quarter of a seek)."""
+        the caller expects it in, checked first (a right one costs a quarter of a seek).
+
+        A sparse core may lack the tree nodes a seek reads. Then block `guess` is fetched
+        first, waiting as `get` does: its proof brings the nodes before it, which are what
+        checking the guess reads."""
+        try:
+            return await trio.to_thread.run_sync(self.seek_sync, byte_offset, guess)
+        except CorruptStorageError:
+            if guess is None or self.state.replicator is None or self.state.bitfield.get(guess):
+                raise
+        await self.get(guess, timeout=timeout)
         return await trio.to_thread.run_sync(self.seek_sync, byte_offset, guess)
 
     def seek_sync(self, byte_offset: int, guess: int | None = None) -> tuple[int, int]:

@@ -936,7 +936,7 @@ class FileReader:
                 return await self._thread.run(self._read_here, offset, size)
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
-        index, skip = self._place(offset) or await self._content.seek(*self._seek(offset))
+        index, skip = self._place(offset) or await self._content.seek(*self._seek(offset), self._peer_timeout)
         fetched = await self._content.read_bytes(index, skip, size, self._end, self._peer_timeout)
         return self._ended(offset, size, *fetched)
 
