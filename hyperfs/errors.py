@@ -37,6 +37,15 @@ class CorruptStorageError(HyperfsError):
     errno = _errno.EIO
 
 
+class TreeNodeMissingError(CorruptStorageError):
+    """A Merkle tree node that is not stored: corrupt storage in a core that has every block,
+    not fetched yet in a sparse one (`index` says which)."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class VerificationError(HyperfsError):
     """A block, tree node, proof or signature does not verify against the signed root."""
 

@@ -147,6 +147,23 @@ def test_sparse_get_fetches_only_what_is_read(tmp_path: Path) -> None:
     run(body)
 
 
+def test_a_sparse_seek_fetches_the_blocks_whose_proofs_hold_the_nodes_it_reads(tmp_path: Path) -> None:
+    """A sparse core holds only the tree nodes of the blocks it has: a seek fetches the guessed
+    block, then a block under each node the walk from the roots still lacks, and lands where a
+    full core's seek does. `blocks()` differ in size, so most guesses are wrong."""
+
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 200)
+        async with serving(rw) as (port, _), connected(rr, port):
+            assert await reader.update()
+            end = writer.byte_length
+            for byte_offset, guess in ((end - 1, 3), (end // 2, None), (end // 3, 40), (1234, 50), (0, 0)):
+                assert await reader.seek(byte_offset, guess) == await writer.seek(byte_offset), byte_offset
+            assert sum(reader.has_local(i) for i in range(200)) < 40  # a few per seek, not the core
+
+    run(body)
+
+
 def test_download_reports_progress_and_resumes(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 64)

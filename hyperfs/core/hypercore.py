@@ -48,6 +48,7 @@ from hyperfs.errors import (
     NotWritableError,
     RequestTimeoutError,
     SessionClosedError,
+    TreeNodeMissingError,
     VerificationError,
 )
 
@@ -57,6 +58,7 @@ THREAD_BYTES = 1024 * 1024
 untar (~1.5 MiB each 50 ms) held the drive's lock meanwhile and shared the GIL with the loop,
 so every close behind it waited."""
 
+MAX_SEEK_FETCHES = 64  # blocks a seek in a sparse core fetches for tree nodes: a level each, at most
 PARALLEL_HASH_BYTES = 16 * 1024
 """Blocks at least this big are hashed on a thread pool when appended in batches."""
 
@@ -915,16 +917,23 @@ class Hypercore:
         """(block index, offset in it) of a byte offset of the user data. `guess`: the block
         the caller expects it in, checked first (a right one costs a quarter of a seek).
 
-        A sparse core may lack the tree nodes a seek reads. Then block `guess` is fetched
-        first, waiting as `get` does: its proof brings the nodes before it, which are what
-        checking the guess reads."""
-        try:
-            return await trio.to_thread.run_sync(self.seek_sync, byte_offset, guess)
-        except CorruptStorageError:
-            if guess is None or self.state.replicator is None or self.state.bitfield.get(guess):
-                raise
-        await self.get(guess, timeout=timeout)
-        return await trio.to_thread.run_sync(self.seek_sync, byte_offset, guess)
+        A sparse core may lack the tree nodes a seek reads. It holds those of the blocks it
+        has, with their proofs' nodes: so it fetches block `guess` (waiting as `get` does), whose
+        proof brings the nodes before it, which checking the guess reads; then, while the
+        walk down from the roots still lacks a node, the first block under that node, whose
+        proof brings it. Each round goes a level deeper (the wire's seek request would take
+        one round trip; we answer it but do not send it yet)."""
+        fetched: set[int] = set()
+        while True:
+            try:
+                return await trio.to_thread.run_sync(self.seek_sync, byte_offset, guess)
+            except TreeNodeMissingError as err:
+                under = flat_tree.left_span(err.index) // 2
+                block = next((b for b in (guess, under) if b is not None and b not in fetched), None)
+                if self.state.replicator is None or block is None or len(fetched) >= MAX_SEEK_FETCHES:
+                    raise
+            fetched.add(block)
+            await self.get(block, timeout=timeout)
 
     def seek_sync(self, byte_offset: int, guess: int | None = None) -> tuple[int, int]:
         """`seek` in the calling thread, for a core whose tree is stored here."""
@@ -1096,7 +1105,7 @@ class Hypercore:
     def read_node_sync(self, index: int) -> TreeNode:
         node = self._node_reader()(index)
         if node is None:
-            raise CorruptStorageError(f"core {self.state.id}: tree node {index} is missing")
+            raise TreeNodeMissingError(f"core {self.state.id}: tree node {index} is missing", index)
         return node
 
     def read_block_sync(self, index: int) -> bytes | None:
