@@ -289,8 +289,13 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def say_on_stderr(text: str) -> None:
+    """What a command tells the user while it works, on stderr (stdout is its result)."""
+    print(f"hyperfs: {text}", file=sys.stderr, flush=True)
+
+
 @asynccontextmanager
-async def awaiting_peers(drive: str, peer: str, say: Callable[[str], None]) -> AsyncIterator[None]:
+async def awaiting_peers(drive: str, peer: str, say: Callable[[str], None] = say_on_stderr) -> AsyncIterator[None]:
     """Runs the body (opening `drive`, as the user named it, from `peer`); `say`s once what it
     waits for if that takes over PEER_WAIT_NOTICE seconds. Else a wrong key, or a peer without
     the drive, looks like a hang: peers do not answer for drives they do not have."""

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from hyperfs.cli.common import (
     nursery,
     open_named_drive,
     open_store,
+    say_on_stderr,
     sole_error,
 )
 from hyperfs.drive.drive import PEER_TIMEOUT
@@ -241,7 +242,7 @@ async def open_drive(
     checkout: int | None,
     peer: str | None = None,
     holder: str = "hyperfs mount",
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = say_on_stderr,
 ) -> AsyncIterator[Any]:
     """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
     commands), else the store's default drive (made on first use); at `checkout` when given;
@@ -258,10 +259,7 @@ async def open_drive(
             await store_replicator(store)
             tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
         # A drive without its secret key fetches its whole metadata log on open (Drive.open).
-        if peer:
-            async with awaiting_peers(name or DEFAULT_DRIVE, peer, say):
-                drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
-        else:
+        async with awaiting_peers(name or DEFAULT_DRIVE, peer, say) if peer else nullcontext():
             drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
         try:
             yield drive if checkout is None else await drive.checkout(checkout)

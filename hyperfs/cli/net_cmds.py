@@ -105,7 +105,7 @@ async def _clone(store: Any, args: argparse.Namespace, peer: str) -> Drive:
     """Open the drive `args.key` from `peer` and, unless sparse, download both of its cores."""
     replicator = await store_replicator(store)  # before opening: the index block is awaited
     key = decode_key(args.key)
-    async with awaiting_peers(args.key, peer, _say):
+    async with awaiting_peers(args.key, peer):
         drive = await Drive.open(store, key)
     if not getattr(args, "sparse", False):  # seed has no --sparse
         for name, core in (("metadata", drive.metadata), ("content", drive.content)):
@@ -118,10 +118,6 @@ async def _clone(store: Any, args: argparse.Namespace, peer: str) -> Drive:
 
                 await replicator.download(core, 0, None, progress)
     return drive
-
-
-def _say(text: str) -> None:
-    print(f"hyperfs: {text}", file=sys.stderr, flush=True)
 
 
 async def _peer(args: argparse.Namespace) -> str:

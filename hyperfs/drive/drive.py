@@ -51,11 +51,11 @@ SYMLINK_MODE = 0o777
 MAX_SYMLINKS = 40
 # A batch (or a streaming writer) appends once this much content or this many nodes wait.
 FLUSH_BYTES = 4 * 1024 * 1024
+FLUSH_NODES = 2048
+READ_PIECE = 1024 * 1024  # what `open_read` yields at a time
 # Seconds a read waits for peers to send a block of a file it needs, then fails (ETIMEDOUT in a
 # mount): a peer that has gone must not hang a reader (a mount's, which Ctrl-C cannot stop).
 PEER_TIMEOUT = 30.0
-FLUSH_NODES = 2048
-READ_PIECE = 1024 * 1024  # what `open_read` yields at a time
 # A path, or a function that names one once the drive's lock is held (a mount's inode, which a
 # rename may move while the change waits for the lock).
 PathSource = str | Callable[[], str]
