@@ -204,7 +204,9 @@ def test_random_reads_of_a_file_a_peer_mount_has_not_fetched(tmp_path: Path):
 def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_back(tmp_path: Path):
     """A file not fetched yet, read while its only peer is gone: ETIMEDOUT after --peer-timeout,
     not a reader stuck in the kernel (uninterruptible: Ctrl-C cannot stop it) and a mount that
-    cannot unmount. The mount redials, and once the peer is back the same read works."""
+    cannot unmount. The mount redials, and once the peer is back the same read works. A drive
+    the store holds mounts while its peer is unreachable (one it does not hold fails to:
+    test_cli_errors' "mount an unreachable peer")."""
     first, second = os.urandom(300_000), os.urandom(300_000)
     key, share = shared_files(tmp_path, **{"first.bin": first, "second.bin": second})
     sharing, address = share("127.0.0.1:0")
@@ -220,6 +222,13 @@ def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_bac
             while (got := read_or_errno(m.path / "second.bin")) == errno.ETIMEDOUT:
                 assert time.monotonic() < deadline, "the peer came back, the read never worked"
             assert got == second
+        sharing.kill()
+        sharing.wait()
+        # The store holds the drive now: with its peer unreachable it still mounts, says so,
+        # and shows what it holds.
+        with mounted(tmp_path / "reader", tmp_path / "mnt", key, "--peer", address) as m:
+            assert f"cannot reach {address} yet" in m.said
+            assert (m.path / "second.bin").read_bytes() == second
     finally:
         sharing.kill()
         sharing.wait()

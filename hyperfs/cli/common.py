@@ -313,14 +313,15 @@ async def awaiting_peers(drive: str, peer: str, say: Callable[[str], None] = say
         tasks.cancel_scope.cancel()
 
 
-async def dial(store: Any, address: str) -> None:
+async def dial(store: Any, address: str, offline: Callable[[str], None] | None = None) -> None:
     """Replicate the store with the peer at `address` (Noise initiator) until cancelled.
 
-    A first connection that fails is an error; later, a dropped or refused connection is
-    retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
+    A first connection that fails is an error, unless the caller can work from what the store
+    holds meanwhile: then it is told so through `offline`, once. A dropped or refused connection
+    is retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
     """
     host, port = parse_address(address)
-    connected = False
+    connected = told = False
     while True:
         try:
             conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
@@ -328,6 +329,19 @@ async def dial(store: Any, address: str) -> None:
             if conn.error:
                 print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
         except (OSError, HyperfsError) as err:
-            if not connected:
+            if not connected and offline is None:
                 raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
+            if not connected and not told:
+                offline(f"cannot reach {address} yet ({err}); showing what this store holds, and trying again")
+                told = True
         await trio.sleep(REDIAL_DELAY)
+
+
+async def holds_drive(store: Any, store_dir: Path, text: str) -> bool:
+    """Whether the store holds drive `text` (a local name, or a key as the user wrote it)."""
+    hex_key = registry(store_dir).get(text)
+    try:
+        key = bytes.fromhex(hex_key) if hex_key else decode_key(text)
+    except InvalidKeyError:
+        return False
+    return key in await store.list()

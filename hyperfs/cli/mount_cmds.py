@@ -31,6 +31,7 @@ from hyperfs.cli.common import (
     describe,
     dial,
     follow_writer,
+    holds_drive,
     nursery,
     open_named_drive,
     open_store,
@@ -257,7 +258,10 @@ async def open_drive(
             tasks.start_soon(follow_writer, store)
         if peer:
             await store_replicator(store)
-            tasks.start_soon(dial, store, peer)  # before the drive opens: its index may come from the peer
+            # A drive this store holds mounts while its peer is unreachable (reads of what is
+            # not here time out until it is back); for one it does not hold, that is an error.
+            offline = say if await holds_drive(store, store_dir, name or DEFAULT_DRIVE) else None
+            tasks.start_soon(dial, store, peer, offline)  # before the drive opens: its index may come from the peer
         # A drive without its secret key fetches its whole metadata log on open (Drive.open).
         async with awaiting_peers(name or DEFAULT_DRIVE, peer, say) if peer else nullcontext():
             drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
