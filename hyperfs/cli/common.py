@@ -329,11 +329,12 @@ async def dial(store: Any, address: str, offline: Callable[[str], None] | None =
             if conn.error:
                 print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
         except (OSError, HyperfsError) as err:
-            if not connected and offline is None:
-                raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
-            if not connected and not told:
-                offline(f"cannot reach {address} yet ({err}); showing what this store holds, and trying again")
-                told = True
+            if not connected:
+                if offline is None:
+                    raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
+                if not told:
+                    offline(f"cannot reach {address} yet ({err}); showing what this store holds, and trying again")
+                    told = True
         await trio.sleep(REDIAL_DELAY)
 
 
