@@ -797,6 +797,37 @@ async def test_drive_opened_from_a_peer_lists_without_a_clone(tmp_path: Path) ->
 
 
 @trio_test
+async def test_a_peer_drive_shows_what_it_holds_while_newer_entries_are_missing(tmp_path: Path) -> None:
+    """A peer's signed length can run ahead of the metadata blocks that came, and the peer can
+    go before they do. Lookups and listings then show the longest run held (a version of the
+    drive) instead of waiting for the rest, which hung every request of a mount; `wait_version`
+    (a live mount's follower) fetches them once a peer is back."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        await source.write_file("/a", b"1")
+        replicator = await store_replicator(reader)
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(replicator, port):
+                drive = await Drive.open(reader, source.key)
+                held = drive.version
+                assert await drive.read_file("/a") == b"1"
+                for name in ("b", "c", "d"):
+                    await source.write_file(f"/{name}", name.encode())
+                while drive.metadata.length < source.metadata.length:
+                    await drive.metadata.wait_append()  # the signed length alone, not its blocks
+        with trio.fail_after(10):  # no peer now
+            assert await drive.readdir("/") == ["a"] and drive.version == held
+            assert await drive.read_file("/a") == b"1"
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(replicator, port):
+                assert await drive.wait_version(held) == source.version
+                assert sorted(await drive.readdir("/")) == ["a", "b", "c", "d"]
+
+
+@trio_test
 async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

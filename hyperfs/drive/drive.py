@@ -279,12 +279,15 @@ class Drive:
         return block
 
     async def _refresh(self) -> AppendTree:
-        """The tree at the metadata head, following appends (or a truncation) by others."""
+        """The tree at the metadata head, following appends (or a truncation) by others. Of a
+        drive replicated from peers, the head is the longest run of the log held here: a peer's
+        signed length runs ahead of its blocks, and a request must not wait for them (a peer
+        gone meanwhile would hang every request of a mount); `wait_version` fetches them."""
         if self._checkout is not None or self._pending_nodes or self._appending_nodes:
             return self.tree
-        length = self.metadata.length
+        metadata = self.metadata
+        length = metadata.contiguous_length if metadata.replicator is not None and not metadata.writable else metadata.length
         if length != self.tree.length:
-            await _complete_metadata(self.metadata, length)
             nodes = self.tree.nodes if length > self.tree.length else None
             if nodes is None:
                 self._folder_entries.clear()  # a truncated log reuses seqs for other nodes
@@ -448,10 +451,15 @@ class Drive:
         return (await self._tree_at(other_version)).diff(self.tree)
 
     async def wait_version(self, after: int) -> int:
-        """Wait until the metadata core is longer than `after`; returns the new version."""
-        while self.metadata.length <= after:
-            await self.metadata.wait_append()
-        return (await self._refresh()).length
+        """Wait until the drive has a version after `after` (its entries fetched from peers, for
+        a drive replicated from them); returns the new version."""
+        while True:
+            while self.metadata.length <= after:
+                await self.metadata.wait_append()
+            await _complete_metadata(self.metadata, self.metadata.length)
+            version = (await self._refresh()).length
+            if version > after:
+                return version
 
     # --- writing ----------------------------------------------------------------------------------
 
