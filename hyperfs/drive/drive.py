@@ -286,7 +286,7 @@ class Drive:
         if self._checkout is not None or self._pending_nodes or self._appending_nodes:
             return self.tree
         metadata = self.metadata
-        length = metadata.contiguous_length if metadata.replicator is not None and not metadata.writable else metadata.length
+        length = metadata.contiguous_length if _from_peers(metadata) else metadata.length
         if length != self.tree.length:
             nodes = self.tree.nodes if length > self.tree.length else None
             if nodes is None:
@@ -380,7 +380,8 @@ class Drive:
             return []
         lost = [key.seq for key in tree.listing(names).entries if isinstance(key, Unreadable)]
         if lost:  # said where someone reads it (a mount's log, a command's stderr)
-            log.warning("%s: left out metadata blocks %s, which its index names but are no hyperdrive nodes", join(names) or "/", lost)
+            message = "%s: left out metadata blocks %s, which its index names but are no hyperdrive nodes"
+            log.warning(message, join(names) or "/", lost)
         return [name for name in children if holdable(name)]
 
     async def read_file(self, path: str) -> bytes:
@@ -944,8 +945,9 @@ class FileReader:
                 return await self._thread.run(self._read_here, offset, size)
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
-        index, skip = self._place(offset) or await self._content.seek(*self._seek(offset), self._peer_timeout)
-        fetched = await self._content.read_bytes(index, skip, size, self._end, self._peer_timeout)
+        timeout = self._peer_timeout
+        index, skip = self._place(offset) or await self._content.seek(*self._seek(offset), timeout)
+        fetched = await self._content.read_bytes(index, skip, size, self._end, timeout)
         return self._ended(offset, size, *fetched)
 
     def _read_here(self, offset: int, size: int) -> bytes:
@@ -968,7 +970,8 @@ class FileReader:
         if len(data) < size:
             # Its blocks end before its size: handing back fewer bytes would read as the end of
             # the file (or, through a mount, as zeros up to its size).
-            raise DecodingError(f"metadata entry {self._stat.ino}: the file's blocks end before its size, {self._stat.size}")
+            st = self._stat
+            raise DecodingError(f"metadata entry {st.ino}: the file's blocks end before its size, {st.size}")
         self._next = (offset + len(data), index, skip)
         return data
 
@@ -1146,8 +1149,13 @@ def _is_dir_value(value: bytes, seq: int) -> bool:
 async def _complete_metadata(metadata: Hypercore, length: int) -> None:
     """Fetch the metadata log's first `length` blocks when a peer can bring them (hyperdrive 9
     replicates metadata whole), so every lookup in the tree is a local read."""
-    if metadata.replicator is not None and not metadata.writable and not await metadata.has(0, length):
+    if _from_peers(metadata) and not await metadata.has(0, length):
         await metadata.download(0, length)
+
+
+def _from_peers(metadata: Hypercore) -> bool:
+    """Whether the drive's log comes from peers (a replicated drive we do not write)."""
+    return metadata.replicator is not None and not metadata.writable
 
 
 def _resolve_dots(path: str) -> Names:
