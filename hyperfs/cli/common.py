@@ -327,7 +327,7 @@ async def dial(store: Any, address: str, offline: Callable[[str], None] | None =
             conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
             connected = True
             if conn.error:
-                print(f"hyperfs: peer {address} dropped: {conn.error}", file=sys.stderr)
+                say_on_stderr(f"peer {address} dropped: {conn.error}")
         except (OSError, HyperfsError) as err:
             if not connected:
                 if offline is None:
