@@ -76,6 +76,29 @@ def test_js_writer_hyperfs_reader_dials_with_live_appends(tmp_path: Path) -> Non
     run(body)
 
 
+def test_hyperfs_reader_seeks_in_a_js_core_without_fetching_blocks(tmp_path: Path) -> None:
+    """Our seek requests, answered by JS (`blockAndSeekProof`): a sparse reader finds bytes
+    in blocks of differing sizes from the proofs alone, at block starts and inside blocks."""
+
+    async def body() -> None:
+        async with js("seed", "--storage", str(tmp_path / "js"), "--blocks", "2000", "--listen", "0") as (_, seed):
+            reader = await open_core(tmp_path / "r", bytes.fromhex(seed["key"]))
+            rr = Replicator()
+            rr.add(reader)
+            async with connected(rr, seed["port"]):
+                assert await reader.update()
+                starts = [0]
+                for i in range(2000):
+                    starts.append(starts[-1] + len(interop_block(i)))
+                for index in (0, 1, 9, 10, 99, 100, 1023, 1024, 1999):
+                    for skip in (0, 5):
+                        assert await reader.seek(starts[index] + skip) == (index, skip)
+                assert await reader.seek(starts[-1]) == (2000, 0)
+                assert not any(reader.has_local(i) for i in range(2000))
+
+    run(body)
+
+
 def test_js_writer_dials_hyperfs_reader_listening(tmp_path: Path) -> None:
     async def body() -> None:
         reader: Hypercore | None = None

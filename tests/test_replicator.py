@@ -164,6 +164,51 @@ def test_a_sparse_seek_fetches_the_blocks_whose_proofs_hold_the_nodes_it_reads(t
     run(body)
 
 
+def test_a_sparse_seek_asks_a_peer_for_the_nodes_and_fetches_no_block(tmp_path: Path) -> None:
+    """Without a guess, a seek in a sparse core sends seek requests: the peer's proof brings
+    the nodes down to the byte, so no block is fetched, wherever the byte is (block starts
+    and ends included, where the peer's walk stops a level early)."""
+
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 300)
+        async with serving(rw) as (port, _), connected(rr, port):
+            assert await reader.update()
+            sizes = [len(b) for b in blocks(300)]
+            starts = [sum(sizes[:i]) for i in (0, 1, 77, 128, 255, 299)]
+            end = writer.byte_length
+            for byte_offset in (*starts, *(s - 1 for s in starts[1:]), end // 3, end // 2 + 5, end - 1, end):
+                assert await reader.seek(byte_offset) == await writer.seek(byte_offset), byte_offset
+            assert not any(reader.has_local(i) for i in range(300))
+
+    run(body)
+
+
+def test_a_seek_a_sparse_peer_cannot_answer_is_asked_of_the_next(tmp_path: Path) -> None:
+    """A peer holding the head but not the tree nodes answers a seek request with noData: the
+    reader asks its next peer, and still fetches no block."""
+
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 300)
+        middle, rm = await replica(tmp_path / "m", writer.key)
+        async with serving(rw) as (wport, _), serving(rm) as (mport, _):
+            async with connected(rm, wport):
+                assert await middle.update()
+            peers = rr.add(reader).peers
+            async with connected(rr, mport):
+                await reader.update()
+                async with connected(rr, wport):
+                    while len(peers) < 2:  # the middle one first: it is asked first
+                        await trio.sleep(0.01)
+                    assert reader.length == 300
+                    end = writer.byte_length
+                    for byte_offset in (end // 3, end // 2, end - 10):
+                        assert await reader.seek(byte_offset) == await writer.seek(byte_offset)
+            assert not any(reader.has_local(i) for i in range(300))
+            assert not any(middle.has_local(i) for i in range(300))
+
+    run(body)
+
+
 def test_download_reports_progress_and_resumes(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 64)

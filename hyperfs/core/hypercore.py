@@ -58,7 +58,7 @@ THREAD_BYTES = 1024 * 1024
 untar (~1.5 MiB each 50 ms) held the drive's lock meanwhile and shared the GIL with the loop,
 so every close behind it waited."""
 
-MAX_SEEK_FETCHES = 64  # blocks a seek in a sparse core fetches for tree nodes: a level each, at most
+MAX_SEEK_FETCHES = 64  # requests a seek in a sparse core makes for tree nodes: a level each, at most
 PARALLEL_HASH_BYTES = 16 * 1024
 """Blocks at least this big are hashed on a thread pool when appended in batches."""
 
@@ -918,22 +918,35 @@ class Hypercore:
         the caller expects it in, checked first (a right one costs a quarter of a seek).
 
         A sparse core may lack the tree nodes a seek reads. It holds those of the blocks it
-        has, with their proofs' nodes: so it fetches block `guess` (waiting as `get` does), whose
-        proof brings the nodes before it, which checking the guess reads; then, while the
-        walk down from the roots still lacks a node, the first block under that node, whose
-        proof brings it. Each round goes a level deeper (the wire's seek request would take
-        one round trip; we answer it but do not send it yet)."""
-        fetched: set[int] = set()
+        has, with their proofs' nodes. So it fetches block `guess` (waiting as `get` does),
+        which a caller reads next when the guess is right, and whose proof brings the nodes
+        before it; then, while the walk down from the roots still lacks a node, it asks a peer
+        for the nodes under that node's parent that lead to the byte (a seek request), and
+        where no peer answers one, fetches the first block under the node, whose proof brings
+        it: a level per round."""
+        done: set[tuple[str, int | None]] = set()
         while True:
             try:
                 return await trio.to_thread.run_sync(self.seek_sync, byte_offset, guess)
             except TreeNodeMissingError as err:
-                under = flat_tree.left_span(err.index) // 2
-                block = next((b for b in (guess, under) if b is not None and b not in fetched), None)
-                if self.state.replicator is None or block is None or len(fetched) >= MAX_SEEK_FETCHES:
+                replicator = self.state.replicator
+                missing = err.index
+                steps = [("get", guess), ("locate", missing), ("get", flat_tree.left_span(missing) // 2)]
+                step = next((s for s in steps if s[1] is not None and s not in done), None)
+                if replicator is None or step is None or len(done) >= MAX_SEEK_FETCHES:
                     raise
-            fetched.add(block)
-            await self.get(block, timeout=timeout)
+            done.add(step)
+            if step[0] == "locate":
+                await self._locate(replicator, byte_offset, missing, timeout)  # the next walk tells
+            else:
+                await self.get(step[1], timeout=timeout)
+
+    async def _locate(self, replicator: Any, byte_offset: int, missing: int, timeout: float) -> None:
+        """`Replicator.locate` within `timeout` seconds (0: no limit), else RequestTimeoutError."""
+        with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+            await replicator.locate(self, byte_offset, missing)
+        if scope.cancelled_caught:
+            raise RequestTimeoutError(f"core {self.state.id}: no peer located byte {byte_offset} within {timeout}s")
 
     def seek_sync(self, byte_offset: int, guess: int | None = None) -> tuple[int, int]:
         """`seek` in the calling thread, for a core whose tree is stored here."""

@@ -280,6 +280,17 @@ class Replicator:
             state.core = core
         return state
 
+    async def locate(self, core: Any, byte_offset: int, missing: int) -> None:
+        """Ask peers, one after another until one answers with a proof, for the tree nodes that
+        find `byte_offset` under the parent of node `missing` (a node we trust, so the proof
+        hashes into it): a seek request, one round trip where fetching a block per tree level
+        takes one each. Returns once the proof is stored, or no peer could send one (none with
+        our head, or all answered noData)."""
+        state = self.add(core)
+        for peer in list(state.peers):
+            if peer.can_locate() and await peer.locate(byte_offset, missing):
+                return
+
     def want(self, core: Any, index: int) -> None:
         """A reader waits for block `index` of `core`: ask peers that have it (sync, non-blocking)."""
         state = self.add(core)
@@ -423,7 +434,7 @@ class Connection:
         peer.channel = channel
         self.peers[dkey] = peer
         capability = caps.replicate_capability(self.stream.is_initiator, core.key, self.stream.handshake_hash)
-        await channel.open(m.Handshake(capability).encode())  # seeks: we answer seek proofs
+        await channel.open(m.Handshake(capability).encode())  # seeks: we answer seek requests
         return peer
 
     async def _on_remote_open(self, dkey: bytes | None) -> None:
@@ -455,13 +466,15 @@ class Connection:
 
 @dataclass
 class _Inflight:
-    kind: str  # "block" or "upgrade"
+    kind: str  # "block", "upgrade" or "seek"
     index: int
     sent: float
     request: m.Request
     seq: int = 0  # order sent on this peer (request ids are reused, these are not)
     proves: tuple[int, ...] = ()  # nodes its proof will prove, promised to later requests
     relies: tuple[int, int] | None = None  # (node, seq): the proof hashes to a node request seq promised
+    settled: trio.Event | None = None  # set once answered and stored, refused, or the peer closed
+    answered: bool = False  # the peer sent data for it
 
 
 class _BatchSource:
@@ -497,6 +510,7 @@ class Peer:
         self.remote_fork = 0
         self.remote_length = 0
         self.remote_has = Ranges()
+        self.remote_seeks = False  # the remote answers seek requests (its handshake said so)
         self.inflight: dict[int, _Inflight] = {}
         self.promised: dict[int, int] = {}  # node -> seq of the block request in flight proving it
         self.unsettled: set[int] = set()  # seqs of block requests not yet answered and stored
@@ -506,6 +520,7 @@ class Peer:
         self.received: deque[tuple[_Inflight, m.Data]] = deque()
         self.arrived = _Signal()
         self.upgrading = False
+        self.seeks: deque[_Inflight] = deque()  # seek requests waiting for `fetch` to send them
         self.announced = 0  # contiguous length we announced with `range`
         self.closed = False
 
@@ -545,6 +560,7 @@ class Peer:
             remote = m.Handshake.decode(bytes(handshake))
         except DecodingError as err:
             raise ProtocolError(f"bad hypercore channel handshake: {err}") from None
+        self.remote_seeks = remote.seeks
         stream = self.conn.stream
         expected = caps.replicate_capability(not stream.is_initiator, self.core.key, stream.handshake_hash)
         if remote.capability != expected:
@@ -577,9 +593,10 @@ class Peer:
         if self in self.state.peers:
             self.state.peers.remove(self)
         self.conn.peers.pop(self.discovery_key, None)
-        for item in [*self.inflight.values(), *(item for item, _ in self.received)]:
-            self.state.inflight.discard(item.index)
+        for item in [*self.inflight.values(), *(item for item, _ in self.received), *self.seeks]:
+            self._done(item)
         self.inflight.clear()
+        self.seeks.clear()
         self.promised.clear()
         self.unsettled.clear()
         self.received.clear()
@@ -689,11 +706,18 @@ class Peer:
         if item is None:
             raise ProtocolError(f"data for request {msg.request}, which we did not send")
         req = item.request
-        if (msg.block is None) != (req.block is None) or (msg.block and msg.block.index != req.block.index):
+        if (
+            (msg.block is None) != (req.block is None)
+            or (msg.block and msg.block.index != req.block.index)
+            or (msg.hash is None) != (req.hash is None)
+            or (msg.hash and msg.hash.index != req.hash.index)
+            or (msg.seek and (req.seek is None or msg.seek.bytes != req.seek.bytes))
+        ):
             raise ProtocolError(f"data does not answer request {msg.request}")
-        if (msg.upgrade is not None and req.upgrade is None) or (msg.seek is not None and req.seek is None):
-            raise ProtocolError("data carries an upgrade or seek we did not ask for")
+        if msg.upgrade is not None and req.upgrade is None:
+            raise ProtocolError("data carries an upgrade we did not ask for")
         del self.inflight[msg.request]
+        item.answered = True
         # Verify and store in `store_loop`, so receiving goes on meanwhile. The queue is bounded
         # by MAX_INFLIGHT: every entry answers one of our requests.
         self.received.append((item, msg))
@@ -813,12 +837,14 @@ class Peer:
     def _done(self, item: _Inflight) -> None:
         if item.kind == "upgrade":
             self.upgrading = False
-        else:
+        elif item.kind == "block":
             self.state.inflight.discard(item.index)
             self.unsettled.discard(item.seq)
             for node in item.proves:
                 if self.promised.get(node) == item.seq:
                     del self.promised[node]
+        if item.settled is not None:
+            item.settled.set()
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -878,11 +904,17 @@ class Peer:
         await self.send(item.request)
 
     async def fetch(self) -> None:
-        """Keep up to MAX_INFLIGHT requests going for upgrades and wanted blocks."""
+        """Send seek requests, and keep up to MAX_INFLIGHT requests going for upgrades and wanted blocks."""
         state = self.state
         while not self.closed:
             sent = False
             async with self.conn.mux.corked():
+                while self.seeks:
+                    item = self.seeks.popleft()
+                    item.request.id = self._next_id()
+                    item.sent = trio.current_time()
+                    await self._request(item)
+                    sent = True
                 if self._should_upgrade():
                     self.upgrading = True
                     core = self.core
@@ -914,6 +946,38 @@ class Peer:
         if self.remote_fork == core.fork:
             return self.remote_length > core.length
         return self.remote_fork > core.fork and self.remote_length > 0
+
+    def can_locate(self) -> bool:
+        """The remote answers seek requests, and its tree holds ours (same fork, as long)."""
+        core = self.core
+        return (
+            self.synced and self.remote_seeks and not self.closed
+            and self.remote_fork == core.fork and self.remote_length >= core.length
+        )
+
+    async def locate(self, byte_offset: int, missing: int) -> bool:
+        """`Replicator.locate` on this peer: True if it answered with a proof.
+
+        The request is for the hash of the first leaf under `missing`, climbing to its parent,
+        with the seek: the proof brings that path and its siblings, and the responder splices
+        the path down to the byte's leaf in where it hangs off (JS `blockAndSeekProof`). So
+        the walk down from the parent finds every node it reads, wherever under it the byte
+        is; only a byte where a subtree ends leaves the next one's left edge for a second
+        round."""
+        core = self.core
+        req = m.Request(
+            id=0,  # given when `fetch` sends it
+            fork=core.fork,
+            hash=m.IndexNodes(ft.left_span(missing), ft.depth(missing) + 1),
+            seek=m.SeekRequest(byte_offset, core.padding),
+        )
+        item = _Inflight("seek", -1, trio.current_time(), req, settled=trio.Event())
+        # The connection's task sends it: a send cancelled halfway (our caller's timeout)
+        # would end the connection.
+        self.seeks.append(item)
+        self.state.changed.wake()
+        await item.settled.wait()
+        return item.answered
 
     async def _request_blocks(self) -> bool:
         state = self.state
