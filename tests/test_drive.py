@@ -828,6 +828,26 @@ async def test_a_peer_drive_shows_what_it_holds_while_newer_entries_are_missing(
 
 
 @trio_test
+async def test_a_read_in_a_file_right_after_opening_a_peer_drive_waits_for_the_content_length(
+    tmp_path: Path,
+) -> None:
+    """Opening a peer's drive reads its metadata; its content core's length comes with the
+    peer's sync a moment later. A seek before that was 'byte offset … is outside 0..0'."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        data = random.Random(3).randbytes(1_000_000)
+        await source.write_file("/big", data)
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(await store_replicator(reader), port):
+                drive = await Drive.open(reader, source.key)
+                file = await drive.open_reader("/big")
+                assert await file.read(500_000, 100) == data[500_000:500_100]
+
+
+@trio_test
 async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

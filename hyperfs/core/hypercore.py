@@ -923,7 +923,17 @@ class Hypercore:
         before it; then, while the walk down from the roots still lacks a node, it asks a peer
         for the nodes under that node's parent that lead to the byte (a seek request), and
         where no peer answers one, fetches the first block under the node, whose proof brings
-        it: a level per round."""
+        it: a level per round. A byte past the length first waits for the peers' length."""
+        replicator = self.state.replicator
+        if byte_offset > self.byte_length and replicator is not None:
+            # A peer's length may not be here yet (a drive's entry names bytes of its content
+            # core): catch up with the peers first, as `get` waits for a block past the length.
+            with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+                await replicator.update(self)
+            if scope.cancelled_caught:
+                raise RequestTimeoutError(
+                    f"core {self.state.id}: no peer sent a length past byte {byte_offset} within {timeout}s"
+                )
         done: set[tuple[str, int | None]] = set()
         while True:
             try:
