@@ -848,6 +848,35 @@ async def test_a_read_in_a_file_right_after_opening_a_peer_drive_waits_for_the_c
 
 
 @trio_test
+async def test_a_peer_reads_another_writers_blocks_fetching_only_those_read(tmp_path: Path) -> None:
+    """A file whose blocks are not BLOCK_SIZE, as another writer's may be, gets no guess of
+    the block a byte is in: in a sparse core a wrong guess fetched a block nobody read. Reads
+    in its middle fetch the blocks they read, and the tree nodes with seek requests."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        await source.write_file("/first", b"f" * 100_000)
+        sizes = [40_000 + 1_000 * (i % 7) for i in range(60)]
+        data = random.Random(5).randbytes(sum(sizes))
+        starts = [sum(sizes[:i]) for i in range(61)]
+        offset, byte_offset = source.content.length, source.content.byte_length
+        await source.content.append([data[starts[i] : starts[i + 1]] for i in range(60)])
+        st = Stat(stat_mod.S_IFREG | 0o644, size=len(data), blocks=60, offset=offset, byte_offset=byte_offset)
+        await source.metadata.append(source.tree.put(("odd.bin",), st.encode()))
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(await store_replicator(reader), port):
+                drive = await Drive.open(reader, source.key)
+                file = await drive.open_reader("/odd.bin")
+                read = (1_000_000, 2_000_000, 123_456, starts[33])
+                for at in read:
+                    assert await file.read(at, 100) == data[at : at + 100], at
+                in_file = [i for i in range(60) if drive.content.has_local(offset + i)]
+                assert in_file == sorted(next(i for i in range(60) if starts[i + 1] > at) for at in read)
+
+
+@trio_test
 async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

@@ -960,11 +960,15 @@ class FileReader:
         at, index, skip = self._next
         return (index, skip) if offset == at else None
 
-    def _seek(self, offset: int) -> tuple[int, int]:
+    def _seek(self, offset: int) -> tuple[int, int | None]:
         """Where a seek to file offset `offset` looks: the content core's byte offset, and the
         block it is in if the file has BLOCK_SIZE blocks, as every file a drive writes has
-        (the seek checks that guess, and walks the tree only when it is wrong)."""
-        return self._stat.byte_offset + offset, self._stat.offset + offset // BLOCK_SIZE
+        (the seek checks that guess, and walks the tree only when it is wrong). A file with
+        another count of blocks (another writer's) gets no guess: in a sparse core, checking
+        one fetches the block."""
+        st = self._stat
+        regular = st.blocks == -(-st.size // BLOCK_SIZE)
+        return st.byte_offset + offset, st.offset + offset // BLOCK_SIZE if regular else None
 
     def _ended(self, offset: int, size: int, data: bytes, index: int, skip: int) -> bytes:
         if len(data) < size:
