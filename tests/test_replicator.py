@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
 from hyperfs.core.corestore import Corestore
 from hyperfs.core.hypercore import Hypercore
@@ -205,6 +206,34 @@ def test_a_seek_a_sparse_peer_cannot_answer_is_asked_of_the_next(tmp_path: Path)
                         assert await reader.seek(byte_offset) == await writer.seek(byte_offset)
             assert not any(reader.has_local(i) for i in range(300))
             assert not any(middle.has_local(i) for i in range(300))
+
+    run(body)
+
+
+def test_a_read_of_missing_blocks_asks_for_them_all_at_once(tmp_path: Path) -> None:
+    """`read_bytes` of blocks not stored here wants every block it will read before waiting
+    for the first (one round trip, not one per block); `prefetch` wants blocks and returns."""
+
+    async def body() -> None:
+        writer = await open_core(tmp_path / "w")
+        await writer.append([b"%04d" % i * 250 for i in range(100)])  # 1,000 bytes each
+        rw = Replicator()
+        rw.add(writer)
+        reader, rr = await replica(tmp_path / "r", writer.key)
+        wanted = rr.add(reader).wanted
+        async with serving(rw) as (port, _):
+            async with connected(rr, port):
+                assert await reader.update()
+            async with trio.open_nursery() as nursery:  # no peer now: the read waits
+                nursery.start_soon(reader.read_bytes, 10, 500, 9_000, 100)  # 500 bytes into 10, to 19
+                await trio.testing.wait_all_tasks_blocked()
+                assert wanted == set(range(10, 20))
+                reader.prefetch(50, 53)
+                assert wanted == {*range(10, 20), 50, 51, 52}
+                async with connected(rr, port):
+                    while not await reader.has(50, 53):
+                        await trio.sleep(0.01)
+            assert [i for i in range(100) if reader.has_local(i)] == [*range(10, 20), 50, 51, 52]
 
     run(body)
 

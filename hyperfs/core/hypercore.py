@@ -1041,6 +1041,8 @@ class Hypercore:
                 return await trio.to_thread.run_sync(self.read_bytes_sync, index, skip, size, end)
             except BlockNotAvailableError:
                 pass  # cleared meanwhile
+        # Ask for them all at once: one round trip, not one per block.
+        self.prefetch(index, min(end, index + self._blocks_for(skip + size)))
         parts: list[bytes] = []
         while size > 0 and index < end:
             data, index, skip = cut([await self.get(index, timeout=timeout)], index, skip, size)
@@ -1052,9 +1054,8 @@ class Hypercore:
         """`read_bytes` in the calling thread, of blocks stored here (BlockNotAvailableError
         for one that is not)."""
         parts: list[bytes] = []
-        per_block = max(1, self.byte_length // max(1, self.length))
         while size > 0 and index < end:
-            count = min(end - index, (skip + size + per_block - 1) // per_block)
+            count = min(end - index, self._blocks_for(skip + size))
             at = index, skip
             data, index, skip = self._read_cut(index, count, skip, size)
             if (index, skip) == at:
@@ -1062,6 +1063,24 @@ class Hypercore:
             parts.append(data)
             size -= len(data)
         return _joined(parts), index, skip
+
+    def _blocks_for(self, size: int) -> int:
+        """About how many blocks `size` bytes take: blocks of the core's average size (one
+        while a peer's length is still to come)."""
+        if not self.length:
+            return 1
+        return -(-size // max(1, self.byte_length // self.length))
+
+    def prefetch(self, start: int, end: int) -> None:
+        """Ask peers for the blocks in [start, end) not stored here, without waiting for them:
+        a reader about to need them then waits one round trip for all (sync). Blocks past our
+        length are asked for once a peer's longer head is in."""
+        state = self.state
+        replicator = state.replicator
+        if replicator is not None:
+            missing = [i for i in range(start, end) if not state.bitfield.get(i)]
+            if missing:
+                replicator.want(self, *missing)
 
     def _read_cut(self, index: int, count: int, skip: int, size: int) -> tuple[bytes, int, int]:
         """`cut` of the stored blocks [index, index + count), up to the first that is gone."""

@@ -291,10 +291,11 @@ class Replicator:
             if peer.can_locate() and await peer.locate(byte_offset, missing):
                 return
 
-    def want(self, core: Any, index: int) -> None:
-        """A reader waits for block `index` of `core`: ask peers that have it (sync, non-blocking)."""
+    def want(self, core: Any, *indexes: int) -> None:
+        """A reader waits for, or will soon read, these blocks of `core`: ask peers that have
+        them (sync, non-blocking)."""
         state = self.add(core)
-        state.wanted.add(index)
+        state.wanted.update(indexes)
         state.changed.wake()
 
     async def update(self, core: Any, wait: bool = True, timeout: float = 0) -> bool:
