@@ -877,6 +877,47 @@ async def test_a_peer_reads_another_writers_blocks_fetching_only_those_read(tmp_
 
 
 @trio_test
+async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """Reads that go on from the last one, or land in the blocks asked for ahead of it (the
+    kernel asks for a file's next pieces before the last is in), ask peers for a window of
+    blocks ahead that doubles up to READ_AHEAD; a read elsewhere fetches only its own blocks."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from hyperfs.drive.drive import READ_AHEAD, READ_AHEAD_FIRST
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        data = random.Random(9).randbytes(BLOCK_SIZE * 400)
+        await source.write_file("/big", data)
+        replicator = await store_replicator(reader)
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(replicator, port):
+                drive = await Drive.open(reader, source.key)
+                file = await drive.open_reader("/big")
+                state = replicator.add(drive.content)
+                start = (await drive.stat("/big")).offset
+
+                async def read(offset: int, size: int) -> set[int]:
+                    """Read, wait for what it asked for, and say which blocks are here."""
+                    assert await file.read(offset, size) == data[offset : offset + size]
+                    while state.wanted or state.inflight:
+                        await trio.sleep(0.01)
+                    return {i - start for i in range(start, start + 400) if drive.content.has_local(i)}
+
+                first = READ_AHEAD_FIRST
+                assert await read(0, 100) == set(range(first))
+                assert await read(100, 2 * BLOCK_SIZE) == set(range(2 * first))  # went on: doubled
+                # Not where the last read ended, but in the blocks asked for: doubled again.
+                assert await read(10 * BLOCK_SIZE, 100) == set(range(10 + 4 * first))
+                ahead = set(range(10 + 4 * first))
+                assert await read(300 * BLOCK_SIZE, 100) == ahead | {300}  # elsewhere: its block alone
+                assert await read(300 * BLOCK_SIZE + 100, 100) == ahead | set(range(300, 300 + first))
+                assert READ_AHEAD > 4 * first
+
+
+@trio_test
 async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

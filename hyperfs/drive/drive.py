@@ -45,6 +45,8 @@ from hyperfs.errors import (
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 65536  # hyperdrive 9's writeFile chunking
+READ_AHEAD_FIRST = 8  # blocks a sequential reader of a peer's file asks for ahead of itself at first
+READ_AHEAD = 128  # and at most (8 MiB: 400 MB/s over a 20 ms round trip)
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
 SYMLINK_MODE = 0o777
@@ -930,6 +932,8 @@ class FileReader:
         self._end = st.offset + st.blocks
         self._next = (0, st.offset, 0)  # (file offset, block, offset in it) the last read ended at
         self._thread = SerialThread() if stored else None
+        self._window = 0  # blocks a sequential reader asks for ahead of itself (`_read_ahead`)
+        self._from = self._asked = 0  # the blocks [from, asked) of its run have been asked for
 
     @property
     def size(self) -> int:
@@ -946,9 +950,29 @@ class FileReader:
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
         timeout = self._peer_timeout
-        index, skip = self._place(offset) or await self._content.seek(*self._seek(offset), timeout)
+        place = self._place(offset)
+        index, skip = place or await self._content.seek(*self._seek(offset), timeout)
+        self._read_ahead(index, place is not None)
         fetched = await self._content.read_bytes(index, skip, size, self._end, timeout)
         return self._ended(offset, size, *fetched)
+
+    def _read_ahead(self, index: int, sequential: bool) -> None:
+        """A read of blocks not stored here, from block `index`: if it goes on from the last
+        one, or falls in the blocks asked for ahead of the reads before it (the kernel asks for
+        the next pieces of a file before the last one is in), ask peers for the blocks ahead of
+        it too, in a window that doubles with each such read up to READ_AHEAD blocks. So a
+        reader (`cat`, `cp`) waits about one round trip per window instead of one per kernel
+        read, and a reader that jumps about fetches nothing it does not read."""
+        if not (sequential or self._window and self._from <= index <= self._asked):
+            self._window = 0
+            return
+        if not self._window:
+            self._from = self._asked = index
+        self._window = min(READ_AHEAD, max(READ_AHEAD_FIRST, 2 * self._window))
+        stop = min(self._end, index + self._window)
+        if stop > self._asked:
+            self._content.prefetch(self._asked, stop)
+            self._asked = stop
 
     def _read_here(self, offset: int, size: int) -> bytes:
         """`read` of stored blocks, in the worker thread."""
