@@ -884,7 +884,7 @@ async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_
     kernel asks for a file's next pieces before the last is in), ask peers for a window of
     blocks ahead that doubles up to READ_AHEAD; a read elsewhere fetches only its own blocks."""
     from hyperfs.core.protocol.replicator import store_replicator
-    from hyperfs.drive.drive import READ_AHEAD, READ_AHEAD_FIRST
+    from hyperfs.drive.read_ahead import READ_AHEAD, READ_AHEAD_FIRST
     from tests.test_replicator import connected, serving
 
     async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
@@ -915,6 +915,42 @@ async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_
                 assert await read(300 * BLOCK_SIZE, 100) == ahead | {300}  # elsewhere: its block alone
                 assert await read(300 * BLOCK_SIZE + 100, 100) == ahead | set(range(300, 300 + first))
                 assert READ_AHEAD > 4 * first
+
+
+@trio_test
+async def test_a_reader_of_a_peers_files_in_the_order_written_fetches_the_next_ones_ahead(tmp_path: Path) -> None:
+    """`tar c` or `cp -r` of a peer's tree reads its files in about the order the drive wrote
+    them, one after the other in the content core: once a read of the next file lands in the
+    blocks read ahead, the run goes on past the file's end, so each file costs no round trip
+    of its own. A reader of one file fetches nothing past it."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from hyperfs.drive.read_ahead import READ_AHEAD_FIRST
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        files = [random.Random(i).randbytes(1000 + i) for i in range(100)]  # a block each
+        for i, data in enumerate(files):
+            await source.write_file(f"/f{i:03}", data)
+        replicator = await store_replicator(reader)
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(replicator, port):
+                drive = await Drive.open(reader, source.key)
+                state = replicator.add(drive.content)
+                offsets = [(await drive.stat(f"/f{i:03}")).offset for i in range(100)]
+                assert offsets == list(range(offsets[0], offsets[0] + 100))
+
+                async def read(i: int) -> set[int]:
+                    """Read file i, wait for what it asked for, and say which files are here."""
+                    assert await drive.read_file(f"/f{i:03}") == files[i]
+                    while state.wanted or state.inflight:
+                        await trio.sleep(0.01)
+                    return {j for j in range(100) if drive.content.has_local(offsets[j])}
+
+                assert await read(50) == {50}  # one file: nothing past it
+                assert await read(0) == {0, 50}
+                assert await read(1) == {*range(1 + 2 * READ_AHEAD_FIRST), 50}  # the next: past it
+                assert await read(2) == {*range(2 + 4 * READ_AHEAD_FIRST), 50}
 
 
 @trio_test

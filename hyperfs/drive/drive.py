@@ -27,6 +27,7 @@ from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
 from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, Unreadable, join
 from hyperfs.drive.paths import holdable, normalize
+from hyperfs.drive.read_ahead import ReadAhead
 from hyperfs.errors import (
     BlockNotAvailableError,
     DecodingError,
@@ -45,8 +46,6 @@ from hyperfs.errors import (
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 65536  # hyperdrive 9's writeFile chunking
-READ_AHEAD_FIRST = 8  # blocks a sequential reader of a peer's file asks for ahead of itself at first
-READ_AHEAD = 128  # and at most (8 MiB: 400 MB/s over a 20 ms round trip)
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
 SYMLINK_MODE = 0o777
@@ -194,6 +193,7 @@ class Drive:
         self.content = content
         self._checkout = checkout
         self.peer_timeout = PEER_TIMEOUT  # for reads of blocks not stored here; 0 = no limit
+        self._ahead = ReadAhead(content)  # its readers' read-ahead, for blocks not stored here
         self._lock = trio.Lock()
         self._pending_content: list[bytes] = []
         self._pending_bytes = 0
@@ -403,7 +403,7 @@ class Drive:
         """Reads anywhere in file `path` as it is now (see `FileReader`)."""
         st = await self._file_stat(path)
         stored = await self.content.has(st.offset, st.offset + st.blocks)
-        return FileReader(self.content, st, stored, self.peer_timeout)
+        return FileReader(self.content, st, stored, self._ahead, self.peer_timeout)
 
     async def _file_stat(self, path: str) -> Stat:
         """The Stat of file `path` (symlinks followed), once its content blocks can be read."""
@@ -924,16 +924,15 @@ class FileReader:
     """Reads anywhere in one file, as it was when opened. A read that starts where the last one
     ended goes on from the block that one stopped in; any other seeks the content core first.
     While every block of the file is stored here (`stored`), reads run in order on one worker
-    thread, which goes straight on to the next read asked for meanwhile (`SerialThread`)."""
+    thread, which goes straight on to the next read asked for meanwhile (`SerialThread`).
+    Reads tell the drive's `ReadAhead`, which asks peers for the blocks they will want next."""
 
-    def __init__(self, content: Hypercore, st: Stat, stored: bool, peer_timeout: float = 0) -> None:
-        self._content, self._stat = content, st
+    def __init__(self, content: Hypercore, st: Stat, stored: bool, ahead: ReadAhead, peer_timeout: float = 0) -> None:
+        self._content, self._stat, self._ahead = content, st, ahead
         self._peer_timeout = peer_timeout  # seconds a block not stored here is waited for
         self._end = st.offset + st.blocks
         self._next = (0, st.offset, 0)  # (file offset, block, offset in it) the last read ended at
         self._thread = SerialThread() if stored else None
-        self._window = 0  # blocks a sequential reader asks for ahead of itself (`_read_ahead`)
-        self._from = self._asked = 0  # the blocks [from, asked) of its run have been asked for
 
     @property
     def size(self) -> int:
@@ -944,35 +943,21 @@ class FileReader:
         size = min(size, self._stat.size - offset)
         if offset < 0 or size <= 0:
             return b""
+        blocks = (self._stat.offset, self._end)
+        place = self._place(offset)
+        if place is not None:  # stored or not: a run of files read in order goes on through both
+            self._ahead.reading(place[0], True, blocks)
         if self._thread is not None:
             try:
                 return await self._thread.run(self._read_here, offset, size)
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
         timeout = self._peer_timeout
-        place = self._place(offset)
         index, skip = place or await self._content.seek(*self._seek(offset), timeout)
-        self._read_ahead(index, place is not None)
+        if place is None:
+            self._ahead.reading(index, False, blocks)
         fetched = await self._content.read_bytes(index, skip, size, self._end, timeout)
         return self._ended(offset, size, *fetched)
-
-    def _read_ahead(self, index: int, sequential: bool) -> None:
-        """A read of blocks not stored here, from block `index`: if it goes on from the last
-        one, or falls in the blocks asked for ahead of the reads before it (the kernel asks for
-        the next pieces of a file before the last one is in), ask peers for the blocks ahead of
-        it too, in a window that doubles with each such read up to READ_AHEAD blocks. So a
-        reader (`cat`, `cp`) waits about one round trip per window instead of one per kernel
-        read, and a reader that jumps about fetches nothing it does not read."""
-        if not (sequential or self._window and self._from <= index <= self._asked):
-            self._window = 0
-            return
-        if not self._window:
-            self._from = self._asked = index
-        self._window = min(READ_AHEAD, max(READ_AHEAD_FIRST, 2 * self._window))
-        stop = min(self._end, index + self._window)
-        if stop > self._asked:
-            self._content.prefetch(self._asked, stop)
-            self._asked = stop
 
     def _read_here(self, offset: int, size: int) -> bytes:
         """`read` of stored blocks, in the worker thread."""

@@ -1,0 +1,50 @@
+"""Read-ahead for the readers of a peer's drive: which content blocks to ask for before a read.
+
+A block not stored here costs a round trip to a peer. A reader going through a file front to
+back (`cat`), or through a tree of files in the order they were written (`tar c`, `cp -r`:
+the drive appends a file's blocks where the last file's end), would pay one per kernel read
+or per file. So the drive's readers share one run: a read that goes on from the last one in
+its file, or lands in the blocks the run has asked for so far, asks peers for a window of
+blocks past it, which doubles with each such read up to READ_AHEAD. A run stays in the file
+it started in until a read of another file lands in it; a read anywhere else ends it. So a
+reader that jumps about, or reads one file, fetches nothing past what it reads or that file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+READ_AHEAD_FIRST = 8  # blocks a run asks for ahead of its first read
+READ_AHEAD = 128  # and at most (8 MiB of 64 KiB blocks: 400 MB/s over a 20 ms round trip)
+
+
+class ReadAhead:
+    """The read-ahead run of one drive's content core (a `Hypercore`)."""
+
+    def __init__(self, content: Any) -> None:
+        self._content = content
+        self._window = 0  # 0: no run
+        self._from = self._asked = 0  # the blocks [from, asked) have been asked for
+        self._file: tuple[int, int] | None = None  # the blocks of the file the run is in, if it is
+
+    def reading(self, index: int, goes_on: bool, file: tuple[int, int]) -> None:
+        """A read of blocks not all stored here starts at block `index` of the file whose
+        blocks are `file` ([start, end)); `goes_on`: where the last read of that file ended.
+        Reads of stored blocks may say so too (a run of files goes on through them); nothing
+        is asked for without peers."""
+        if self._content.replicator is None:
+            return
+        in_run = self._window > 0 and self._from <= index <= self._asked
+        if not (in_run or goes_on):
+            self._window = 0
+            return
+        if not in_run:
+            self._window, self._from, self._asked, self._file = 0, index, index, file
+        elif file != self._file:
+            self._file = None  # files read in the order written: the run goes past their ends
+        self._window = min(READ_AHEAD, max(READ_AHEAD_FIRST, 2 * self._window))
+        end = self._file[1] if self._file is not None else self._content.length
+        stop = min(end, index + self._window)
+        if stop > self._asked:
+            self._content.prefetch(self._asked, stop)
+            self._asked = stop
