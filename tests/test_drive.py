@@ -906,14 +906,20 @@ async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_
                         await trio.sleep(0.01)
                     return {i - start for i in range(start, start + 400) if drive.content.has_local(i)}
 
-                first = READ_AHEAD_FIRST
-                assert await read(0, 100) == set(range(first))
-                assert await read(100, 2 * BLOCK_SIZE) == set(range(2 * first))  # went on: doubled
+                first = READ_AHEAD_FIRST  # blocks asked for past a read's own
+                assert await read(0, 100) == set(range(1 + first))
+                # Went on (blocks 0 to 2): doubled.
+                assert await read(100, 2 * BLOCK_SIZE) == set(range(3 + 2 * first))
                 # Not where the last read ended, but in the blocks asked for: doubled again.
-                assert await read(10 * BLOCK_SIZE, 100) == set(range(10 + 4 * first))
-                ahead = set(range(10 + 4 * first))
+                ahead = set(range(11 + 4 * first))
+                assert await read(10 * BLOCK_SIZE, 100) == ahead
                 assert await read(300 * BLOCK_SIZE, 100) == ahead | {300}  # elsewhere: its block alone
-                assert await read(300 * BLOCK_SIZE + 100, 100) == ahead | set(range(300, 300 + first))
+                assert await read(300 * BLOCK_SIZE + 100, 100) == ahead | set(range(300, 301 + first))
+                # The kernel's 1 MiB reads, two at once: a read larger than the window, and the
+                # next one landing past the last read's end, in the blocks asked for with it.
+                ahead |= set(range(300, 317 + 2 * first))
+                assert await read(300 * BLOCK_SIZE + 200, 16 * BLOCK_SIZE) == ahead
+                assert await read(317 * BLOCK_SIZE + 5, 100) == ahead | set(range(317, 318 + 4 * first))
                 assert READ_AHEAD > 4 * first
 
 
@@ -949,8 +955,8 @@ async def test_a_reader_of_a_peers_files_in_the_order_written_fetches_the_next_o
 
                 assert await read(50) == {50}  # one file: nothing past it
                 assert await read(0) == {0, 50}
-                assert await read(1) == {*range(1 + 2 * READ_AHEAD_FIRST), 50}  # the next: past it
-                assert await read(2) == {*range(2 + 4 * READ_AHEAD_FIRST), 50}
+                assert await read(1) == {*range(2 + 2 * READ_AHEAD_FIRST), 50}  # the next: past it
+                assert await read(2) == {*range(3 + 4 * READ_AHEAD_FIRST), 50}  # stored: on
 
 
 @trio_test

@@ -946,7 +946,7 @@ class FileReader:
         blocks = (self._stat.offset, self._end)
         place = self._place(offset)
         if place is not None:  # stored or not: a run of files read in order goes on through both
-            self._ahead.reading(place[0], True, blocks)
+            self._ahead.reading(place[0], _blocks_for(place[1] + size), True, blocks)
         if self._thread is not None:
             try:
                 return await self._thread.run(self._read_here, offset, size)
@@ -955,7 +955,7 @@ class FileReader:
         timeout = self._peer_timeout
         index, skip = place or await self._content.seek(*self._seek(offset), timeout)
         if place is None:
-            self._ahead.reading(index, False, blocks)
+            self._ahead.reading(index, _blocks_for(skip + size), False, blocks)
         fetched = await self._content.read_bytes(index, skip, size, self._end, timeout)
         return self._ended(offset, size, *fetched)
 
@@ -976,7 +976,7 @@ class FileReader:
         another count of blocks (another writer's) gets no guess: in a sparse core, checking
         one fetches the block."""
         st = self._stat
-        regular = st.blocks == -(-st.size // BLOCK_SIZE)
+        regular = st.blocks == _blocks_for(st.size)
         return st.byte_offset + offset, st.offset + offset // BLOCK_SIZE if regular else None
 
     def _ended(self, offset: int, size: int, data: bytes, index: int, skip: int) -> bytes:
@@ -1076,7 +1076,7 @@ class FileWriter:
                 if drive._pending_content:
                     await drive._append_pending(logged=False)
             first, skip = divmod(start, BLOCK_SIZE)
-            end = self._stat.offset + (min(stop, whole) + BLOCK_SIZE - 1) // BLOCK_SIZE
+            end = self._stat.offset + _blocks_for(min(stop, whole))
             data, _, _ = await drive.content.read_bytes(self._stat.offset + first, skip, min(stop, whole) - start, end)
             parts.append(data)
         if stop > whole:
@@ -1157,6 +1157,11 @@ def _is_dir_value(value: bytes, seq: int) -> bool:
             if byte < 0x80:
                 return stat_mod.S_ISDIR(mode)
     return Stat.decode(value, seq).is_dir()
+
+
+def _blocks_for(size: int) -> int:
+    """The blocks `size` bytes take in a file a drive wrote (about, in another writer's)."""
+    return -(-size // BLOCK_SIZE)
 
 
 async def _complete_metadata(metadata: Hypercore, length: int) -> None:

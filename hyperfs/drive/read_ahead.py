@@ -5,7 +5,8 @@ back (`cat`), or through a tree of files in the order they were written (`tar c`
 the drive appends a file's blocks where the last file's end), would pay one per kernel read
 or per file. So the drive's readers share one run: a read that goes on from the last one in
 its file, or lands in the blocks the run has asked for so far, asks peers for a window of
-blocks past it, which doubles with each such read up to READ_AHEAD. A run stays in the file
+blocks past it, which doubles with each such read up to READ_AHEAD (the kernel reads 1 MiB
+at a time, two at once: a window ahead of a read's own blocks keeps the next one in the run). A run stays in the file
 it started in until a read of another file lands in it; a read anywhere else ends it. So a
 reader that jumps about, or reads one file, fetches nothing past what it reads or that file.
 """
@@ -27,9 +28,9 @@ class ReadAhead:
         self._from = self._asked = 0  # the blocks [from, asked) have been asked for
         self._file: tuple[int, int] | None = None  # the blocks of the file the run is in, if it is
 
-    def reading(self, index: int, goes_on: bool, file: tuple[int, int]) -> None:
-        """A read of blocks not all stored here starts at block `index` of the file whose
-        blocks are `file` ([start, end)); `goes_on`: where the last read of that file ended.
+    def reading(self, index: int, blocks: int, goes_on: bool, file: tuple[int, int]) -> None:
+        """A read of about `blocks` blocks starts at block `index` of the file whose blocks are
+        `file` ([start, end)); `goes_on`: where the last read of that file ended.
         Reads of stored blocks may say so too (a run of files goes on through them); nothing
         is asked for without peers."""
         if self._content.replicator is None:
@@ -44,7 +45,7 @@ class ReadAhead:
             self._file = None  # files read in the order written: the run goes past their ends
         self._window = min(READ_AHEAD, max(READ_AHEAD_FIRST, 2 * self._window))
         end = self._file[1] if self._file is not None else self._content.length
-        stop = min(end, index + self._window)
+        stop = min(end, index + blocks + self._window)
         if stop > self._asked:
             self._content.prefetch(self._asked, stop)
             self._asked = stop
