@@ -31,21 +31,28 @@ Tamper = Callable[[m.Data], m.Data | None]
 
 
 async def bent_writer(
-    secret: SecretStream, core: Hypercore, tamper: Tamper, key_for_cap: bytes, announce: m.Message | None = None
+    secret: SecretStream, core: Hypercore, tamper: Tamper, key_for_cap: bytes, announce: m.Message | None = None,
+    pause: float = 0.0,
 ) -> None:
     """Serve `core` like an honest writer, except every answer goes through `tamper` (and it
-    announces its blocks with `announce`, a `range` of all of them by default)."""
+    announces its blocks with `announce`, a `range` of all of them by default), `pause`
+    seconds after the last (requests are answered one at a time, as a slow link would)."""
     mux = Mux(secret)
+    in_turn = trio.Lock()  # FIFO: answers go in the order asked
+
+    async def answer(channel: Channel, req: m.Request) -> None:
+        async with in_turn:
+            await trio.sleep(pause)
+            head = core.head
+            data = await trio.to_thread.run_sync(generate_proof, core, req, head.length, head.fork, head.signature)
+            if req.manifest:
+                data.manifest = encode_manifest(core.manifest)
+            tampered = tamper(data)
+            if tampered is not None:  # None: never answer
+                await channel.send(m.Data.TYPE, m.encode(tampered))
 
     async def on_request(channel: Channel, payload: memoryview) -> None:
-        req = m.decode(m.Request.TYPE, payload)
-        head = core.head
-        data = await trio.to_thread.run_sync(generate_proof, core, req, head.length, head.fork, head.signature)
-        if req.manifest:
-            data.manifest = encode_manifest(core.manifest)
-        answer = tamper(data)
-        if answer is not None:  # None: never answer
-            await channel.send(m.Data.TYPE, m.encode(answer))
+        nursery.start_soon(answer, channel, m.decode(m.Request.TYPE, payload))
 
     async def on_open(channel: Channel, handshake: memoryview) -> None:
         await channel.send(m.Sync.TYPE, m.encode(m.Sync(length=core.length, has_manifest=True)))
@@ -55,8 +62,10 @@ async def bent_writer(
     channel = mux.create_channel(m.PROTOCOL, core.discovery_key, messages=[None, on_request], on_open=on_open)
     assert channel is not None
     cap = caps.replicate_capability(secret.is_initiator, key_for_cap, secret.handshake_hash)
-    await channel.open(m.Handshake(cap).encode())
-    await mux.run()
+    async with trio.open_nursery() as nursery:
+        await channel.open(m.Handshake(cap).encode())
+        await mux.run()
+        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -211,6 +220,26 @@ def test_a_flood_of_announced_runs_drops_the_peer(tmp_path: Path) -> None:
 
 def test_a_peer_that_never_answers_times_out(tmp_path: Path) -> None:
     _case(tmp_path, _bent(lambda d: d if d.block is None else None), "RequestTimeoutError", keeps_upgrade=True)
+
+
+def test_a_slow_peer_that_keeps_answering_is_kept(tmp_path: Path) -> None:
+    """A peer answering a request every 0.3 s: the last of the requests in flight waits far
+    longer than the request timeout (1 s) behind the others, but the peer is not dead."""
+
+    async def body() -> None:
+        writer, reader, _, _ = await writer_and_reader(tmp_path, 12)
+        rr = Replicator(request_timeout=1.0)
+        rr.add(reader)
+
+        async def behave(secret: SecretStream) -> None:
+            await bent_writer(secret, writer, lambda d: d, writer.key, pause=0.3)
+
+        async with hostile_server(behave) as port, connected(rr, port) as done:
+            await reader.download(0, 12)
+        assert [await reader.get(i) for i in range(12)] == blocks(12)
+        assert all(conn.error is None for conn in done)
+
+    run(body)
 
 
 def test_an_answer_to_a_request_never_made(tmp_path: Path) -> None:

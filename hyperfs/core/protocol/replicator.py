@@ -12,7 +12,7 @@ ahead, and for the blocks that `get()`/`download()` want, pipelined with at most
 
 Safety: a received block is stored (`core.verify_and_apply`) only after `proof.verify_proof` checked
 it against a signed root. A wrong capability, a bad proof or signature, an answer we did not ask
-for, a malformed message or a request timeout drops the whole connection with a logged reason
+for, a malformed message or a peer that stops answering drops the whole connection with a logged reason
 and stores nothing from it; other connections keep working.
 """
 
@@ -51,11 +51,11 @@ from hyperfs.errors import (
 
 log = logging.getLogger(__name__)
 
-MAX_INFLIGHT = 64  # our requests outstanding on one peer
+MAX_INFLIGHT = 256  # our requests outstanding on one peer (16 MiB of 64 KiB blocks)
 MAX_QUEUED = 2048  # a peer's requests waiting for our answer before we drop it
 SERVE_BATCH = 32  # requests answered per worker-thread hop
 VERIFY_BATCH = 32  # received block proofs verified and stored per worker-thread hop
-REQUEST_TIMEOUT = 30.0  # seconds a peer may take to answer one of our requests
+REQUEST_TIMEOUT = 30.0  # seconds a peer with our requests in flight may go without answering one
 WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
 MAX_REMOTE_RUNS = 1 << 16  # separate runs of blocks a peer may announce (bounds our memory)
@@ -522,6 +522,7 @@ class Peer:
         self.arrived = _Signal()
         self.upgrading = False
         self.seeks: deque[_Inflight] = deque()  # seek requests waiting for `fetch` to send them
+        self.answered = -math.inf  # when it last answered one of our requests (trio clock)
         self.announced = 0  # contiguous length we announced with `range`
         self.closed = False
 
@@ -696,6 +697,7 @@ class Peer:
         item = self.inflight.pop(msg.request, None)
         if item is None:
             raise ProtocolError(f"noData for request {msg.request}, which we did not send")
+        self.answered = trio.current_time()
         self._done(item)
         if item.kind == "block":
             self.remote_has.remove(item.index, item.index + 1)
@@ -719,6 +721,7 @@ class Peer:
             raise ProtocolError("data carries an upgrade we did not ask for")
         del self.inflight[msg.request]
         item.answered = True
+        self.answered = trio.current_time()
         # Verify and store in `store_loop`, so receiving goes on meanwhile. The queue is bounded
         # by MAX_INFLIGHT: every entry answers one of our requests.
         self.received.append((item, msg))
@@ -997,14 +1000,18 @@ class Peer:
         return sent
 
     async def watchdog(self) -> None:
-        """Drop the peer when one of our requests goes unanswered for `request_timeout` seconds."""
+        """Drop the peer when it answers none of our requests for `request_timeout` seconds.
+
+        Counted from its last answer, not from each request: on a slow link the last of
+        MAX_INFLIGHT requests may wait longer than that behind the others' blocks, from a peer
+        that keeps answering."""
         timeout = self.conn.replicator.request_timeout
         while not self.closed:
             await trio.sleep(min(1.0, timeout / 4))
-            now = trio.current_time()
-            for item in list(self.inflight.values()):
-                if now - item.sent > timeout:
-                    raise RequestTimeoutError(f"peer did not answer request {item.request.id} within {timeout}s")
+            if self.inflight:
+                oldest = min(self.inflight.values(), key=lambda item: item.sent)
+                if trio.current_time() - max(oldest.sent, self.answered) > timeout:
+                    raise RequestTimeoutError(f"peer did not answer request {oldest.request.id} within {timeout}s")
 
 
 async def store_replicator(store: Any) -> Replicator:
