@@ -1,16 +1,19 @@
 """Reading a peer's drive through a mount, over a link with a round trip (`delay_proxy.py`).
 
-    .venv/bin/python scripts/bench_peer_read.py [--mib 128] [--rtt-ms 20] [--reads 100]
+    .venv/bin/python scripts/bench_peer_read.py [--mib 128] [--files 8000] [--rtt-ms 20] [--reads 100]
 
-A `hyperfs share` of a drive holding two files of random bytes, seen through a proxy that
-adds the round trip; a second store mounts it with `--peer` (fetching only what is read).
+A `hyperfs share` of a drive, seen through a proxy that adds the round trip; a second store
+mounts it with `--peer` (fetching only what is read).
 Measured, each against JS Hypercore 11 (`shared/interop`) over the same proxy in the same run:
 
 - reading one file front to back (`cat`), against a JS reader downloading a core of as many
   64 KiB blocks (`peer.js clone`, timed from process start to exit, as `bench_replicate.py`);
 - 4 KiB reads at random places of the other, against a JS reader doing `core.seek(bytes)`
   then `core.get(index)` at random places of a core of 64 KiB blocks (node start-up not
-  counted).
+  counted);
+- mounting a drive of `--files` small files, which fetches its metadata log (one small block
+  a file), from process start to a usable folder, against a JS reader downloading a core of
+  as many small blocks (`peer.js clone`, node start-up counted).
 """
 
 from __future__ import annotations
@@ -135,9 +138,25 @@ def js_random_reads(key: str, port: int, reads: int) -> float:
     return json.loads(result.stdout.strip().splitlines()[-1])["seconds"] / reads
 
 
+@contextlib.contextmanager
+def shared(writer: list[str], drive: str, rtt_ms: float) -> Iterator[str]:
+    """`hyperfs share` of `drive` behind a delay proxy; yields the proxy's address."""
+    with background([*writer, "share", drive, "--no-mdns"], "listening on") as line, \
+            delayed(int(line.rsplit(":", 1)[1]), rtt_ms) as proxy:
+        yield f"127.0.0.1:{proxy}"
+
+
+def imported(writer: list[str], src: Path, name: str) -> str:
+    """Import folder `src` into a new drive `name` of the writer's store; its key."""
+    created = subprocess.run([*writer, "create", name], check=True, capture_output=True, text=True, cwd=ROOT)
+    subprocess.run([*writer, "import", str(src), name, "--quiet"], check=True, capture_output=True, cwd=ROOT)
+    return created.stdout.split()[2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=128)
+    parser.add_argument("--files", type=int, default=8000)
     parser.add_argument("--rtt-ms", type=float, default=20.0)
     parser.add_argument("--reads", type=int, default=100)
     args = parser.parse_args()
@@ -147,29 +166,40 @@ def main() -> None:
     files = {"seq.bin": os.urandom(blocks * BLOCK), "random.bin": os.urandom(blocks * BLOCK)}
     with tempfile.TemporaryDirectory(prefix="bench-peer-read-") as tmp:
         work = Path(tmp)
-        src = work / "src"
-        src.mkdir()
+        big, many = work / "big", work / "many"
+        big.mkdir()
+        many.mkdir()
         for name, data in files.items():
-            (src / name).write_bytes(data)
+            (big / name).write_bytes(data)
+        for i in range(args.files):
+            (many / f"{i:05}.txt").write_text(f"file {i}\n")
         writer = [*HYPERFS, "--store", str(work / "writer")]
-        created = subprocess.run([*writer, "create", "bench"], check=True, capture_output=True, text=True, cwd=ROOT)
-        key = created.stdout.split()[2]
-        subprocess.run([*writer, "import", str(src), "bench", "--quiet"], check=True, capture_output=True, cwd=ROOT)
-        with background([*writer, "share", "bench", "--no-mdns"], "listening on") as line, \
-                delayed(int(line.rsplit(":", 1)[1]), args.rtt_ms) as proxy:
-            with peer_mount(work / "reader", work / "mnt", key, f"127.0.0.1:{proxy}") as mnt:
+        big_key, many_key = imported(writer, big, "big"), imported(writer, many, "many")
+        with shared(writer, "big", args.rtt_ms) as address:
+            with peer_mount(work / "reader", work / "mnt", big_key, address) as mnt:
                 ours_seq = mb / read_through(mnt / "seq.bin", files["seq.bin"])
                 ours_random = random_reads(mnt / "random.bin", files["random.bin"], args.reads)
+        with shared(writer, "many", args.rtt_ms) as address:
+            started = time.perf_counter()
+            with peer_mount(work / "reader", work / "mnt-many", many_key, address) as mnt:
+                ours_mount = time.perf_counter() - started
+                if len(os.listdir(mnt)) != args.files:
+                    raise RuntimeError("the peer mount lists the wrong files")
         with js_peer("seed", "--storage", str(work / "js-writer"), "--blocks", str(blocks),
                      "--block-size", str(BLOCK), "--listen", "0", timeout=600) as (_, js), \
                 delayed(js["port"], args.rtt_ms) as proxy:
             js_seq = mb / js_read(str(work / "js-reader"), js["key"], int(proxy), blocks)[0]
             js_random = js_random_reads(js["key"], int(proxy), args.reads)
-    print(f"a peer's {mb:.0f} MB file over a {args.rtt_ms:g} ms round trip (127.0.0.1 through delay_proxy.py)")
-    print(f"  read front to back   hyperfs mount {ours_seq:7.1f} MB/s   JS Hypercore 11 download {js_seq:7.1f} MB/s"
-          f"   ratio {ours_seq / js_seq:5.2f}x")
-    print(f"  4 KiB random reads   hyperfs mount {ours_random * 1000:7.1f} ms      JS seek + get            "
-          f"{js_random * 1000:7.1f} ms      ratio {js_random / ours_random:5.2f}x (faster is more)")
+        with js_peer("seed", "--storage", str(work / "js-small"), "--blocks", str(args.files + 1),
+                     "--listen", "0", timeout=600) as (_, js), delayed(js["port"], args.rtt_ms) as proxy:
+            js_small = js_read(str(work / "js-small-reader"), js["key"], int(proxy), args.files + 1)[0]
+    print(f"a peer's drive over a {args.rtt_ms:g} ms round trip (127.0.0.1 through delay_proxy.py)")
+    print(f"  {mb:.0f} MB file front to back: hyperfs mount {ours_seq:7.1f} MB/s, "
+          f"JS Hypercore 11 download {js_seq:7.1f} MB/s, ratio {ours_seq / js_seq:5.2f}x")
+    print(f"  4 KiB random reads of it:   hyperfs mount {ours_random * 1000:7.1f} ms,   "
+          f"JS seek + get {js_random * 1000:7.1f} ms, ratio {js_random / ours_random:5.2f}x (faster is more)")
+    print(f"  mount of {args.files} files (its metadata log): hyperfs {ours_mount:5.2f} s, "
+          f"JS download of {args.files + 1} small blocks {js_small:5.2f} s, ratio {js_small / ours_mount:5.2f}x")
 
 
 if __name__ == "__main__":
