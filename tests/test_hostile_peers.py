@@ -25,6 +25,7 @@ from hyperfs.core.protocol.framing import frame_header
 from hyperfs.core.protocol.protomux import Channel, Mux
 from hyperfs.core.protocol.replicator import Connection, Replicator
 from hyperfs.core.protocol.secret_stream import SecretStream
+from hyperfs.errors import RequestTimeoutError, TreeNodeMissingError
 from tests.test_replicator import blocks, connected, run, serving, writer_and_reader
 
 Tamper = Callable[[m.Data], m.Data | None]
@@ -107,6 +108,15 @@ def tamper_upgrade_nodes(data: m.Data) -> m.Data:
         node = data.upgrade.nodes[0]
         nodes = [node._replace(hash=_flip(node.hash)), *data.upgrade.nodes[1:]]
         return replace(data, upgrade=replace(data.upgrade, nodes=nodes))
+    return data
+
+
+def tamper_seek(data: m.Data) -> m.Data:
+    """A seek proof whose path down to the byte does not hash to the node it hangs off."""
+    if data.seek is not None:
+        node = data.seek.nodes[0]
+        nodes = [node._replace(hash=_flip(node.hash)), *data.seek.nodes[1:]]
+        return replace(data, seek=replace(data.seek, nodes=nodes))
     return data
 
 
@@ -238,6 +248,25 @@ def test_a_slow_peer_that_keeps_answering_is_kept(tmp_path: Path) -> None:
             await reader.download(0, 12)
         assert [await reader.get(i) for i in range(12)] == blocks(12)
         assert all(conn.error is None for conn in done)
+
+    run(body)
+
+
+def test_a_tampered_seek_proof_drops_the_peer_and_stores_no_node(tmp_path: Path) -> None:
+    async def body() -> None:
+        writer, reader, _, _ = await writer_and_reader(tmp_path, 300)
+        rr = Replicator()
+        rr.add(reader)
+        byte = writer.byte_length // 2
+        async with hostile_server(_bent(tamper_seek)(writer)) as port, connected(rr, port) as done:
+            await reader.update()
+            with pytest.raises(RequestTimeoutError):  # no honest peer: the block fetch after it waits
+                await reader.seek(byte, timeout=2)
+            conn = await _until_dropped(done)
+        assert conn.error is not None and "VerificationError" in conn.error
+        with pytest.raises(TreeNodeMissingError):
+            reader.seek_sync(byte)  # nothing of the proof was stored
+        assert not any(reader.has_local(i) for i in range(300))
 
     run(body)
 
