@@ -14,7 +14,7 @@ import functools
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -111,6 +111,16 @@ def cut(blocks: Sequence[bytes], index: int, skip: int, size: int) -> tuple[byte
         if size == 0:
             break
     return _joined(parts), index, skip
+
+
+@contextmanager
+def _peers_within(timeout: float, what: str) -> Iterator[None]:
+    """Wait for peers at most `timeout` seconds (0: no limit), then RequestTimeoutError saying
+    `what` (the body is cancelled)."""
+    with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise RequestTimeoutError(f"{what} within {timeout}s")
 
 
 def _joined(parts: list[bytes]) -> bytes:
@@ -890,10 +900,8 @@ class Hypercore:
         try:
             if state.replicator is not None:
                 state.replicator.want(self, index)
-            with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+            with _peers_within(timeout, f"block {index} of core {state.id}: no peer sent it"):
                 await event.wait()
-            if scope.cancelled_caught:
-                raise RequestTimeoutError(f"block {index} of core {state.id}: no peer sent it within {timeout}s")
         finally:
             state.drop_waiter(index, event)
 
@@ -928,12 +936,8 @@ class Hypercore:
         if byte_offset > self.byte_length and replicator is not None:
             # A peer's length may not be here yet (a drive's entry names bytes of its content
             # core): catch up with the peers first, as `get` waits for a block past the length.
-            with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+            with _peers_within(timeout, f"core {self.state.id}: no peer sent a length past byte {byte_offset}"):
                 await replicator.update(self)
-            if scope.cancelled_caught:
-                raise RequestTimeoutError(
-                    f"core {self.state.id}: no peer sent a length past byte {byte_offset} within {timeout}s"
-                )
         done: set[tuple[str, int | None]] = set()
         while True:
             try:
@@ -947,16 +951,10 @@ class Hypercore:
                     raise
             done.add(step)
             if step[0] == "locate":
-                await self._locate(replicator, byte_offset, missing, timeout)  # the next walk tells
+                with _peers_within(timeout, f"core {self.state.id}: no peer located byte {byte_offset}"):
+                    await replicator.locate(self, byte_offset, missing)  # the next walk tells
             else:
                 await self.get(step[1], timeout=timeout)
-
-    async def _locate(self, replicator: Any, byte_offset: int, missing: int, timeout: float) -> None:
-        """`Replicator.locate` within `timeout` seconds (0: no limit), else RequestTimeoutError."""
-        with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
-            await replicator.locate(self, byte_offset, missing)
-        if scope.cancelled_caught:
-            raise RequestTimeoutError(f"core {self.state.id}: no peer located byte {byte_offset} within {timeout}s")
 
     def seek_sync(self, byte_offset: int, guess: int | None = None) -> tuple[int, int]:
         """`seek` in the calling thread, for a core whose tree is stored here."""
