@@ -44,10 +44,9 @@ JS_RANDOM_READER = r"""
 const b4a = require('b4a')
 const Corestore = require('corestore')
 const net = require('net')
-const fs = require('fs'), os = require('os'), path = require('path')
 async function main () {
-  const [key, port, reads, seed] = process.argv.slice(1)  // node -e: no script path
-  const store = new Corestore(fs.mkdtempSync(path.join(os.tmpdir(), 'randread-')))
+  const [storage, key, port, reads, seed] = process.argv.slice(1)  // node -e: no script path
+  const store = new Corestore(storage)
   const core = store.get({ key: b4a.from(key, 'hex') })
   await core.ready()
   const sock = net.connect(Number(port), '127.0.0.1')
@@ -56,7 +55,7 @@ async function main () {
   let x = Number(seed)
   const started = process.hrtime.bigint()
   for (let n = 0; n < Number(reads); n++) {
-    x = (x * 1103515245 + 12345) % 2147483648
+    x = (x * 48271) % 2147483647  // MINSTD: exact in doubles
     const [index] = await core.seek(x % (core.byteLength - 4096))
     await core.get(index)
   }
@@ -128,9 +127,10 @@ def random_reads(path: Path, expected: bytes, reads: int) -> float:
         os.close(fd)
 
 
-def js_random_reads(key: str, port: int, reads: int) -> float:
+def js_random_reads(storage: str, key: str, port: int, reads: int) -> float:
+    """Seconds per JS `seek` + `get` at a random place, of a core read from 127.0.0.1:port."""
     result = subprocess.run(
-        ["node", "-e", JS_RANDOM_READER, key, str(port), str(reads), "7"],
+        ["node", "-e", JS_RANDOM_READER, storage, key, str(port), str(reads), "7"],
         capture_output=True, text=True, check=False, env={**os.environ, "NODE_PATH": str(INTEROP_DIR / "node_modules")},
     )
     if result.returncode != 0:
@@ -189,7 +189,7 @@ def main() -> None:
                      "--block-size", str(BLOCK), "--listen", "0", timeout=600) as (_, js), \
                 delayed(js["port"], args.rtt_ms) as proxy:
             js_seq = mb / js_read(str(work / "js-reader"), js["key"], int(proxy), blocks)[0]
-            js_random = js_random_reads(js["key"], int(proxy), args.reads)
+            js_random = js_random_reads(str(work / "js-random-reader"), js["key"], int(proxy), args.reads)
         with js_peer("seed", "--storage", str(work / "js-small"), "--blocks", str(args.files + 1),
                      "--listen", "0", timeout=600) as (_, js), delayed(js["port"], args.rtt_ms) as proxy:
             js_small = js_read(str(work / "js-small-reader"), js["key"], int(proxy), args.files + 1)[0]
