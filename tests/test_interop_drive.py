@@ -154,6 +154,20 @@ def test_clone_from_nowhere_fails_with_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_clone_from_several_peers_needs_one_that_answers(tmp_path: Path) -> None:
+    """`--peer` repeated: the clone dials every one; a dead address is no error while another
+    peer sends the drive, and the error, when none can, names them all."""
+    key, _ = make_drive(tmp_path / "a")
+    with sharing(tmp_path / "a") as (address, _):
+        out = hyperfs(tmp_path / "b", "clone", key.hex(), "--peer", "127.0.0.1:9", "--peer", address).stdout
+        assert "cloned hyper://" in out
+    check_export(tmp_path / "b", key, tmp_path / "out")
+    result = hyperfs(tmp_path / "c", "clone", key.hex(), "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:11", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("hyperfs: cannot replicate with 127.0.0.1:9: ")
+    assert "; 127.0.0.1:11: " in result.stderr
+
+
 def test_clone_finds_the_sharer_on_the_lan(tmp_path: Path) -> None:
     key, _ = make_drive(tmp_path / "a")
     with sharing(tmp_path / "a"):

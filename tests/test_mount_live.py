@@ -232,3 +232,29 @@ def test_a_read_from_a_peer_that_has_gone_fails_in_time_and_works_once_it_is_bac
     finally:
         sharing.kill()
         sharing.wait()
+
+
+def test_a_mount_with_several_peers_reads_on_when_one_goes(tmp_path: Path):
+    """`--peer` repeated: an address nothing answers at is no error while another peer does,
+    and once the writer's share goes, a file not fetched yet comes from a seeder instead."""
+    first, second = os.urandom(300_000), os.urandom(300_000)
+    key, share = shared_files(tmp_path, **{"first.bin": first, "second.bin": second})
+    sharing, address = share("127.0.0.1:0")
+    seed = subprocess.Popen(
+        [PYTHON, "-m", "hyperfs", "--store", str(tmp_path / "seeder"), "seed", key, "--peer", address,
+         "--listen", "127.0.0.1:0", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert seed.stdout is not None
+        seeder = next(line.split()[-1] for line in seed.stdout if line.startswith("serving on"))
+        peers = ("--peer", address, "--peer", seeder, "--peer", "127.0.0.1:9")
+        with mounted(tmp_path / "reader", tmp_path / "mnt", key, *peers) as m:
+            assert (m.path / "first.bin").read_bytes() == first
+            sharing.kill()
+            sharing.wait()
+            assert (m.path / "second.bin").read_bytes() == second  # else ETIMEDOUT
+    finally:
+        for proc in (sharing, seed):
+            proc.kill()
+            proc.wait()

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -295,15 +295,17 @@ def say_on_stderr(text: str) -> None:
 
 
 @asynccontextmanager
-async def awaiting_peers(drive: str, peer: str, say: Callable[[str], None] = say_on_stderr) -> AsyncIterator[None]:
-    """Runs the body (opening `drive`, as the user named it, from `peer`); `say`s once what it
+async def awaiting_peers(
+    drive: str, peers: Sequence[str], say: Callable[[str], None] = say_on_stderr
+) -> AsyncIterator[None]:
+    """Runs the body (opening `drive`, as the user named it, from `peers`); `say`s once what it
     waits for if that takes over PEER_WAIT_NOTICE seconds. Else a wrong key, or a peer without
     the drive, looks like a hang: peers do not answer for drives they do not have."""
 
     async def notice() -> None:
         await trio.sleep(PEER_WAIT_NOTICE)
         say(
-            f"still waiting for {peer} to send {drive} (peers do not answer for a drive "
+            f"still waiting for {' or '.join(peers)} to send {drive} (peers do not answer for a drive "
             "they lack: is the key right, and is the drive shared there?)"
         )
 
@@ -313,29 +315,48 @@ async def awaiting_peers(drive: str, peer: str, say: Callable[[str], None] = say
         tasks.cancel_scope.cancel()
 
 
-async def dial(store: Any, address: str, offline: Callable[[str], None] | None = None) -> None:
-    """Replicate the store with the peer at `address` (Noise initiator) until cancelled.
+async def dial_peers(store: Any, addresses: Sequence[str], offline: Callable[[str], None] | None = None) -> None:
+    """Replicate the store with the peers at `addresses` (Noise initiator), all at once, until
+    cancelled: a drive's blocks come from whichever has them, and one peer going leaves the
+    others. A dropped or refused connection is retried every REDIAL_DELAY seconds (a clone
+    resumes where it stopped).
 
-    A first connection that fails is an error, unless the caller can work from what the store
-    holds meanwhile: then it is told so through `offline`, once. A dropped or refused connection
-    is retried every REDIAL_DELAY seconds (a clone resumes where it stopped).
-    """
-    host, port = parse_address(address)
-    connected = told = False
-    while True:
-        try:
-            conn = await store.replicate(await trio.open_tcp_stream(host, port), True)
-            connected = True
-            if conn.error:
-                say_on_stderr(f"peer {address} dropped: {conn.error}")
-        except (OSError, HyperfsError) as err:
-            if not connected:
-                if offline is None:
-                    raise PeerUnreachableError(f"cannot replicate with {address}: {err}") from None
-                if not told:
-                    offline(f"cannot reach {address} yet ({err}); showing what this store holds, and trying again")
-                    told = True
-        await trio.sleep(REDIAL_DELAY)
+    Peers that cannot be reached before a first connection are an error once none can be (one
+    that answers is enough), unless the caller can work from what the store holds meanwhile:
+    then it is told of each such peer through `offline`, once."""
+    # Each address once (a repeat would never count as failed), and a typo fails before any dial.
+    places = [(address, *parse_address(address)) for address in dict.fromkeys(addresses)]
+    failed: dict[str, BaseException] = {}  # peers whose last try, before a first connection, failed
+    told: set[str] = set()
+
+    def unreachable(address: str, err: BaseException) -> None:
+        failed[address] = err
+        if offline is not None:
+            if address not in told:
+                told.add(address)
+                offline(f"cannot reach {address} yet ({err}); showing what this store holds, and trying again")
+        elif len(failed) == len(places):
+            reasons = "; ".join(f"{where}: {failed[where]}" for where, _, _ in places)
+            raise PeerUnreachableError(f"cannot replicate with {reasons}")
+
+    async def dial(address: str, host: str, port: int) -> None:
+        connected = False
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+                failed.pop(address, None)
+                conn = await store.replicate(stream, True)
+                connected = True
+                if conn.error:
+                    say_on_stderr(f"peer {address} dropped: {conn.error}")
+            except (OSError, HyperfsError) as err:
+                if not connected:
+                    unreachable(address, err)
+            await trio.sleep(REDIAL_DELAY)
+
+    async with trio.open_nursery() as tasks:
+        for place in places:
+            tasks.start_soon(dial, *place)
 
 
 async def holds_drive(store: Any, store_dir: Path, text: str) -> bool:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from hyperfs.cli.common import (
     add_parser,
     awaiting_peers,
     describe,
-    dial,
+    dial_peers,
     follow_writer,
     holds_drive,
     nursery,
@@ -56,7 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mount.add_argument("--foreground", action="store_true", help="serve in this process")
     mount.add_argument("--checkout", type=int, metavar="VERSION", help="mount an old version, read-only")
     mount.add_argument(
-        "--peer", metavar="HOST:PORT", help="replicate with this peer while mounted (files fetched as read, updates shown live)"
+        "--peer",
+        metavar="HOST:PORT",
+        action="append",
+        help="replicate with this peer while mounted (files fetched as read, updates shown live); repeat for several",
     )
     mount.add_argument(
         "--peer-timeout",
@@ -120,8 +123,8 @@ def _detach(args: argparse.Namespace) -> int:
         argv.append(args.drive)
     if args.checkout is not None:
         argv += ["--checkout", str(args.checkout)]
-    if args.peer:
-        argv += ["--peer", args.peer]
+    for peer in args.peer or ():
+        argv += ["--peer", peer]
     argv += ["--peer-timeout", str(args.peer_timeout)]
     if args.verbose:
         argv.append("--verbose")
@@ -183,7 +186,9 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(args: argparse.Namespace) -> None:
     from hyperfs.fuse.mount import serve
 
-    async with open_drive(args.store, args.drive, args.checkout, args.peer, describe(args), lambda text: _note(args, text)) as drive:
+    async with open_drive(
+        args.store, args.drive, args.checkout, args.peer or (), describe(args), lambda text: _note(args, text)
+    ) as drive:
         read_only = args.checkout is not None or not drive.writable
         drive.peer_timeout = args.peer_timeout
 
@@ -241,29 +246,29 @@ async def open_drive(
     store_dir: Path,
     name: str | None,
     checkout: int | None,
-    peer: str | None = None,
+    peers: Sequence[str] = (),
     holder: str = "hyperfs mount",
     say: Callable[[str], None] = say_on_stderr,
 ) -> AsyncIterator[Any]:
     """The drive to mount: the one `name` names (a local name, id, key or URL, as for the drive
     commands), else the store's default drive (made on first use); at `checkout` when given;
-    replicating with `peer` (HOST:PORT) for as long as it is open, when given. The store is held
-    as `holder` meanwhile (see `hyperfs.cli.common.open_store`); when another process holds it
-    (and no peer is named, whose blocks would need storing), it is opened read-only and follows
-    what that process writes. What it waits for from the peer, if long, it tells `say`."""
+    replicating with `peers` (HOST:PORT each) for as long as it is open, when given. The store
+    is held as `holder` meanwhile (see `hyperfs.cli.common.open_store`); when another process
+    holds it (and no peer is named, whose blocks would need storing), it is opened read-only and
+    follows what that process writes. What it waits for from the peers, if long, it tells `say`."""
     from hyperfs.core.protocol.replicator import store_replicator
 
-    async with open_store(store_dir, holder, reads=not peer) as store, nursery() as tasks:
+    async with open_store(store_dir, holder, reads=not peers) as store, nursery() as tasks:
         if store.read_only:
             tasks.start_soon(follow_writer, store)
-        if peer:
+        if peers:
             await store_replicator(store)
-            # A drive this store holds mounts while its peer is unreachable (reads of what is
-            # not here time out until it is back); for one it does not hold, that is an error.
+            # A drive this store holds mounts while its peers are unreachable (reads of what is
+            # not here time out until one is back); for one it does not hold, that is an error.
             offline = say if await holds_drive(store, store_dir, name or DEFAULT_DRIVE) else None
-            tasks.start_soon(dial, store, peer, offline)  # before the drive opens: its index may come from the peer
+            tasks.start_soon(dial_peers, store, peers, offline)  # before the drive opens: its index may come from them
         # A drive without its secret key fetches its whole metadata log on open (Drive.open).
-        async with awaiting_peers(name or DEFAULT_DRIVE, peer, say) if peer else nullcontext():
+        async with awaiting_peers(name or DEFAULT_DRIVE, peers, say) if peers else nullcontext():
             drive = await open_named_drive(store, store_dir, name or DEFAULT_DRIVE)
         try:
             yield drive if checkout is None else await drive.checkout(checkout)

@@ -21,7 +21,7 @@ from hyperfs.cli.common import (
     add_drive_argument,
     awaiting_peers,
     command_adder,
-    dial,
+    dial_peers,
     follow_writer,
     nursery,
     open_named_drive,
@@ -34,6 +34,10 @@ from hyperfs.drive.drive import Drive
 from hyperfs.errors import HyperfsError, PeerUnreachableError
 
 DEFAULT_LISTEN = "127.0.0.1:0"
+PEERS_HELP = (
+    "a peer to fetch it from (repeat for several: each block comes from one that has it); "
+    "default: one sharing it on the LAN (mDNS)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,12 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mdns", dest="mdns", action="store_false", help="do not announce it on the LAN")
     p = add("clone", cmd_clone, "copy a drive from a peer into the local store (resumable, verified)")
     p.add_argument("key", help="the drive's z-base-32 id, hex key or hyper:// URL")
-    p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
+    p.add_argument("--peer", metavar="HOST:PORT", action="append", help=PEERS_HELP)
     p.add_argument("--sparse", action="store_true", help="fetch only the index now; files as they are read")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = add("seed", cmd_seed, "keep a full verified copy of a drive, following its updates, and serve it on")
     p.add_argument("key", help="the drive's z-base-32 id, hex key or hyper:// URL")
-    p.add_argument("--peer", metavar="HOST:PORT", help="default: a peer sharing it on the LAN (mDNS)")
+    p.add_argument("--peer", metavar="HOST:PORT", action="append", help=PEERS_HELP)
     p.add_argument("--listen", default=None, metavar="HOST:PORT", help="also serve it here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -101,11 +105,11 @@ async def cmd_share(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _clone(store: Any, args: argparse.Namespace, peer: str) -> Drive:
-    """Open the drive `args.key` from `peer` and, unless sparse, download both of its cores."""
+async def _clone(store: Any, args: argparse.Namespace, peers: list[str]) -> Drive:
+    """Open the drive `args.key` from `peers` and, unless sparse, download both of its cores."""
     replicator = await store_replicator(store)  # before opening: the index block is awaited
     key = decode_key(args.key)
-    async with awaiting_peers(args.key, peer):
+    async with awaiting_peers(args.key, peers):
         drive = await Drive.open(store, key)
     if not getattr(args, "sparse", False):  # seed has no --sparse
         for name, core in (("metadata", drive.metadata), ("content", drive.content)):
@@ -120,18 +124,18 @@ async def _clone(store: Any, args: argparse.Namespace, peer: str) -> Drive:
     return drive
 
 
-async def _peer(args: argparse.Namespace) -> str:
-    """--peer, else the first LAN peer announcing the drive's discovery key."""
+async def _peers(args: argparse.Namespace) -> list[str]:
+    """The --peer addresses, else the first LAN peer announcing the drive's discovery key."""
     if args.peer:
-        return args.peer
-    return await mdns_find(discovery_key(decode_key(args.key)), MDNS_TIMEOUT)
+        return list(args.peer)
+    return [await mdns_find(discovery_key(decode_key(args.key)), MDNS_TIMEOUT)]
 
 
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
-    peer = await _peer(args)
+    peers = await _peers(args)
     async with nursery() as tasks:
-        tasks.start_soon(dial, store, peer)
-        drive = await _clone(store, args, peer)
+        tasks.start_soon(dial_peers, store, peers)
+        drive = await _clone(store, args, peers)
         print(
             f"cloned hyper://{encode_id(drive.key)}: version {drive.version}, "
             f"{drive.metadata.length} metadata and {drive.content.length} content blocks"
@@ -143,10 +147,10 @@ async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_seed(store: Any, args: argparse.Namespace) -> int:
-    peer = await _peer(args)
+    peers = await _peers(args)
     async with nursery() as tasks:
-        tasks.start_soon(dial, store, peer)
-        drive = await _clone(store, args, peer)
+        tasks.start_soon(dial_peers, store, peers)
+        drive = await _clone(store, args, peers)
         print(f"seeding hyper://{encode_id(drive.key)} (version {drive.version})", flush=True)
         if args.listen:
 
