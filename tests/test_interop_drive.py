@@ -21,6 +21,7 @@ from hyperfs.core.corestore import Corestore
 from hyperfs.core.crypto import discovery_key
 from hyperfs.drive.drive import Drive
 from tests.interop import js_peer, require_peer
+from tests.mounting import mounted
 from tests.test_replicator import run
 
 pytestmark = pytest.mark.timeout(180)
@@ -174,6 +175,15 @@ def test_clone_finds_the_sharer_on_the_lan(tmp_path: Path) -> None:
         out = hyperfs(tmp_path / "b", "clone", key.hex()).stdout  # no --peer: mDNS
         assert "cloned hyper://" in out
     check_export(tmp_path / "b", key, tmp_path / "out")
+
+
+def test_mount_finds_the_sharer_on_the_lan(tmp_path: Path) -> None:
+    """A key the store does not hold, mounted without --peer: like `clone`, the mount looks for
+    a peer sharing it on the LAN, says so, and reads from it."""
+    key, _ = make_drive(tmp_path / "a")
+    with sharing(tmp_path / "a"), mounted(tmp_path / "b", tmp_path / "mnt", key.hex()) as m:
+        assert "looking for a peer sharing it on the LAN" in m.said
+        assert (m.path / "deep" / "a" / "b" / "c.txt").read_bytes() == FILES["/deep/a/b/c.txt"]
 
 
 def test_mdns_announces_the_discovery_key_only(tmp_path: Path) -> None:

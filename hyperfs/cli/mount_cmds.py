@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, nullcontext, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,10 @@ from hyperfs.cli.common import (
     say_on_stderr,
     sole_error,
 )
+from hyperfs.core.crypto import discovery_key
+from hyperfs.core.z32 import decode_key
 from hyperfs.drive.drive import PEER_TIMEOUT
-from hyperfs.errors import HyperfsError, MountError
+from hyperfs.errors import FileNotFoundInDrive, HyperfsError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
 FOLLOWING = "read-only: another process writes this store (its changes show here as it makes them)"
@@ -186,9 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(args: argparse.Namespace) -> None:
     from hyperfs.fuse.mount import serve
 
-    async with open_drive(
-        args.store, args.drive, args.checkout, args.peer or (), describe(args), lambda text: _note(args, text)
-    ) as drive:
+    async with _open_mounted(args) as drive:
         read_only = args.checkout is not None or not drive.writable
         drive.peer_timeout = args.peer_timeout
 
@@ -203,6 +203,27 @@ async def _serve_async(args: argparse.Namespace) -> None:
             store_dir=str(args.store),
             on_ready=ready,
         )
+
+
+@asynccontextmanager
+async def _open_mounted(args: argparse.Namespace) -> AsyncIterator[Any]:
+    """`open_drive` for the mount `args` asks for. A key this store does not hold, with no
+    --peer, comes from a peer sharing it on the LAN (mDNS), as for `clone`."""
+    from hyperfs.cli.net_cmds import MDNS_TIMEOUT, mdns_find
+
+    def opened(peers: Sequence[str]) -> AbstractAsyncContextManager[Any]:
+        return open_drive(args.store, args.drive, args.checkout, peers, describe(args), lambda text: _note(args, text))
+
+    async with AsyncExitStack() as stack:
+        try:
+            drive = await stack.enter_async_context(opened(args.peer or ()))
+        except FileNotFoundInDrive:
+            if args.peer:
+                raise
+            _note(args, f"{args.drive} is not in this store: looking for a peer sharing it on the LAN")
+            peer = await mdns_find(discovery_key(decode_key(args.drive)), MDNS_TIMEOUT)
+            drive = await stack.enter_async_context(opened([peer]))
+        yield drive
 
 
 def _report(args: argparse.Namespace, line: str) -> None:
