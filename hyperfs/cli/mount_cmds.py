@@ -41,7 +41,7 @@ from hyperfs.cli.common import (
 from hyperfs.core.crypto import discovery_key
 from hyperfs.core.z32 import decode_key
 from hyperfs.drive.drive import PEER_TIMEOUT
-from hyperfs.errors import FileNotFoundInDrive, HyperfsError, MountError
+from hyperfs.errors import FileNotFoundInDrive, HyperfsError, InvalidKeyError, MountError
 
 UNMOUNT_WAIT = 120.0  # seconds `unmount` waits for the serving process to finish writing
 FOLLOWING = "read-only: another process writes this store (its changes show here as it makes them)"
@@ -218,12 +218,21 @@ async def _open_mounted(args: argparse.Namespace) -> AsyncIterator[Any]:
         try:
             drive = await stack.enter_async_context(opened(args.peer or ()))
         except FileNotFoundInDrive:
-            if args.peer:
+            key = None if args.peer else _key_named(args.drive)
+            if key is None:
                 raise
             _note(args, f"{args.drive} is not in this store: looking for a peer sharing it on the LAN")
-            peer = await mdns_find(discovery_key(decode_key(args.drive)), MDNS_TIMEOUT)
+            peer = await mdns_find(discovery_key(key), MDNS_TIMEOUT)
             drive = await stack.enter_async_context(opened([peer]))
         yield drive
+
+
+def _key_named(text: str | None) -> bytes | None:
+    """The drive key `text` is (z-base-32 id, hex key or URL), if it is one."""
+    try:
+        return decode_key(text) if text else None
+    except InvalidKeyError:
+        return None
 
 
 def _report(args: argparse.Namespace, line: str) -> None:
