@@ -2,13 +2,14 @@
 
 A block not stored here costs a round trip to a peer. A reader going through a file front to
 back (`cat`), or through a tree of files in the order they were written (`tar c`, `cp -r`:
-the drive appends a file's blocks where the last file's end), would pay one per kernel read
-or per file. So the drive's readers share one run: a read that goes on from the last one in
-its file, or lands in the blocks the run has asked for so far, asks peers for a window of
-blocks past it, which doubles with each such read up to READ_AHEAD (the kernel reads 1 MiB
-at a time, two at once: a window ahead of a read's own blocks keeps the next one in the run). A run stays in the file
-it started in until a read of another file lands in it; a read anywhere else ends it. So a
-reader that jumps about, or reads one file, fetches nothing past what it reads or that file.
+the drive appends each file's blocks after the last file's), would pay one per kernel read or
+per file. So the drive's readers share one run: a read that goes on from the last one in its
+file, or lands in the blocks the run has asked for so far, asks peers for a window of blocks
+past its own, which doubles with each such read up to READ_AHEAD (the kernel reads 1 MiB at a
+time, two at once: counting the window from a read's end keeps the next read in the run). A
+run stays in the file it started in until a read of another file lands in it; a read anywhere
+else ends it. So a reader that jumps about, or reads one file, fetches nothing past what it
+reads or that file.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ class ReadAhead:
 
     def reading(self, index: int, blocks: int, goes_on: bool, file: tuple[int, int]) -> None:
         """A read of about `blocks` blocks starts at block `index` of the file whose blocks are
-        `file` ([start, end)); `goes_on`: where the last read of that file ended.
-        Reads of stored blocks may say so too (a run of files goes on through them); nothing
-        is asked for without peers."""
+        `file` ([start, end)); `goes_on`: where the last read of that file ended. Reads of
+        stored blocks may say so too (a run of files goes on through them); nothing is asked
+        for without peers."""
         if self._content.replicator is None:
             return
         in_run = self._window > 0 and self._from <= index <= self._asked
