@@ -38,7 +38,6 @@ from hyperfs.cli.common import (
     say_on_stderr,
     sole_error,
 )
-from hyperfs.core.crypto import discovery_key
 from hyperfs.core.z32 import decode_key
 from hyperfs.drive.drive import PEER_TIMEOUT
 from hyperfs.errors import FileNotFoundInDrive, HyperfsError, InvalidKeyError, MountError
@@ -209,7 +208,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
 async def _open_mounted(args: argparse.Namespace) -> AsyncIterator[Any]:
     """`open_drive` for the mount `args` asks for. A key this store does not hold, with no
     --peer, comes from a peer sharing it on the LAN (mDNS), as for `clone`."""
-    from hyperfs.cli.net_cmds import MDNS_TIMEOUT, mdns_find
+    from hyperfs.cli.net_cmds import lan_peer
 
     def opened(peers: Sequence[str]) -> AbstractAsyncContextManager[Any]:
         return open_drive(args.store, args.drive, args.checkout, peers, describe(args), lambda text: _note(args, text))
@@ -222,8 +221,7 @@ async def _open_mounted(args: argparse.Namespace) -> AsyncIterator[Any]:
             if key is None:
                 raise
             _note(args, f"{args.drive} is not in this store: looking for a peer sharing it on the LAN")
-            peer = await mdns_find(discovery_key(key), MDNS_TIMEOUT)
-            drive = await stack.enter_async_context(opened([peer]))
+            drive = await stack.enter_async_context(opened([await lan_peer(key)]))
         yield drive
 
 

@@ -125,10 +125,16 @@ async def _clone(store: Any, args: argparse.Namespace, peers: list[str]) -> Driv
 
 
 async def _peers(args: argparse.Namespace) -> list[str]:
-    """The --peer addresses, else the first LAN peer announcing the drive's discovery key."""
+    """The --peer addresses, else the first LAN peer sharing the drive."""
     if args.peer:
         return list(args.peer)
-    return [await mdns_find(discovery_key(decode_key(args.key)), MDNS_TIMEOUT)]
+    return [await lan_peer(decode_key(args.key))]
+
+
+async def lan_peer(key: bytes) -> str:
+    """HOST:PORT of the first LAN peer announcing drive `key`'s discovery key (PeerUnreachableError
+    after MDNS_TIMEOUT)."""
+    return await mdns_find(discovery_key(key), MDNS_TIMEOUT)
 
 
 async def cmd_clone(store: Any, args: argparse.Namespace) -> int:
