@@ -2,6 +2,7 @@
 on to a job given while the last one ran without coming back to the loop; errors reach the
 caller whose job raised."""
 
+import functools
 import threading
 
 import pytest
@@ -59,3 +60,26 @@ async def test_a_cancelled_caller_stops_waiting_and_its_job_still_runs():
     assert scope.cancelled_caught and not done.is_set()
     gate.set()
     assert await serial.run(done.is_set)  # it ran before this one
+
+
+@trio_test
+async def test_an_inline_job_runs_on_the_loop_when_the_thread_is_idle_and_after_the_queue_otherwise():
+    serial = SerialThread()
+    assert await serial.run(threading.get_ident, inline=True) == threading.get_ident()
+    gate = threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    def job(name: str) -> None:
+        if name == "first":
+            gate.wait(10)
+        ran.append((name, threading.get_ident()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serial.run, job, "first")
+        await trio.sleep(0.01)  # "first" holds the worker
+        nursery.start_soon(functools.partial(serial.run, job, "inline", inline=True))
+        await trio.sleep(0.01)
+        assert ran == []  # waits its turn, not run on the loop ahead of "first"
+        gate.set()
+    assert [name for name, _ in ran] == ["first", "inline"]
+    assert ran[0][1] == ran[1][1] != threading.get_ident()

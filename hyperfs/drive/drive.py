@@ -938,8 +938,11 @@ class FileReader:
     def size(self) -> int:
         return self._stat.size
 
-    async def read(self, offset: int, size: int) -> bytes:
-        """Up to `size` bytes at `offset`, fewer only at the end of the file."""
+    async def read(self, offset: int, size: int, alone: bool = False) -> bytes:
+        """Up to `size` bytes at `offset`, fewer only at the end of the file. `alone`: nothing
+        else waits for the event loop (a mount serving this one request), so a read of a block
+        or two, stored here, where no tree walk is needed runs on the loop itself: two store
+        reads, cheaper than a hand-off to the worker thread and back."""
         size = min(size, self._stat.size - offset)
         if offset < 0 or size <= 0:
             return b""
@@ -948,8 +951,9 @@ class FileReader:
         if place is not None:  # stored or not: a run of files read in order goes on through both
             self._ahead.reading(place[0], _blocks_for(place[1] + size), True, blocks)
         if self._thread is not None:
+            short = alone and size <= BLOCK_SIZE and (place is not None or self._seek(offset)[1] is not None)
             try:
-                return await self._thread.run(self._read_here, offset, size)
+                return await self._thread.run(self._read_here, offset, size, inline=short)
             except BlockNotAvailableError:
                 self._thread = None  # cleared meanwhile: wait for replication from now on
         timeout = self._peer_timeout

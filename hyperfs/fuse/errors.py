@@ -7,7 +7,7 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -31,10 +31,14 @@ def to_fuse_error(err: BaseException) -> pyfuse3.FUSEError:
 
 
 def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Wrap a request handler so any failure becomes a FUSEError with the right errno."""
+    """Wrap a request handler so any failure becomes a FUSEError with the right errno. It also
+    counts the requests being answered, in `serving` on the handlers' object: a handler can
+    tell it is the only one."""
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        ops: Any = args[0]
+        ops.serving += 1
         try:
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -45,5 +49,7 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             else:
                 log.debug("%s%r: %s", handler.__name__, args[1:], err)
             raise to_fuse_error(err) from err
+        finally:
+            ops.serving -= 1
 
     return wrapper

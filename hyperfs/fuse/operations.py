@@ -68,6 +68,7 @@ class DriveOperations(pyfuse3.Operations):
 
     supports_dot_lookup = False
     enable_writeback_cache = False
+    serving = 0  # requests being answered now (counted by `fuse_errors`)
 
     def __init__(
         self,
@@ -460,7 +461,7 @@ class DriveOperations(pyfuse3.Operations):
             reader = self._readers[fh] = ContentReader(self.drive)
         # Its content changes with a commit through this mount, or with the drive from elsewhere.
         stamp = (open_file.committed, self.drive.version)
-        return await reader.read(self.inodes.path(open_file.ino), stamp, off, size)
+        return await reader.read(self.inodes.path(open_file.ino), stamp, off, size, alone=self.serving == 1)
 
     @fuse_errors
     async def write(self, fh, off, buf):

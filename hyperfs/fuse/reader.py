@@ -20,10 +20,11 @@ class ContentReader:
         self._key: tuple[str, object] | None = None
         self._file: Any = None  # the drive's FileReader
 
-    async def read(self, path: str, stamp: object, offset: int, size: int) -> bytes:
+    async def read(self, path: str, stamp: object, offset: int, size: int, alone: bool = False) -> bytes:
         """Up to `size` bytes of file `path` at `offset`, fewer only at its end. `stamp` is
-        anything that changes when the file's content may have: the file is opened afresh."""
+        anything that changes when the file's content may have: the file is opened afresh.
+        `alone`: no other request is being served (see the drive's `FileReader.read`)."""
         if (path, stamp) != self._key:
             self._file = await self._drive.open_reader(path)
             self._key = (path, stamp)
-        return await self._file.read(offset, size)
+        return await self._file.read(offset, size, alone)
