@@ -206,11 +206,30 @@ def test_unmount_of_a_busy_mount_says_why(mount: Mount) -> None:
     mount.unmount()
 
 
-def test_a_mount_whose_process_died_is_named_and_can_be_unmounted(mount: Mount) -> None:
+def test_a_mount_whose_process_died_can_be_unmounted(mount: Mount) -> None:
     pid = int(pid_file(mount.path).read_text())
     os.kill(pid, signal.SIGKILL)
     wait_for_exit(pid, 60)
-    one_line_error(hyperfs(mount.store, "mount", str(mount.path), check=False), "is already a mount point")
     mount.unmount()
     assert not pid_file(mount.path).exists()
     assert hyperfs(mount.store, "keys").stdout.startswith("default\t")  # the store is free again
+
+
+def test_mounting_again_where_a_mount_died_replaces_it_and_a_live_one_is_refused(mount: Mount) -> None:
+    (mount.path / "kept").write_text("stored before the crash")
+    hyperfs(mount.store, "unmount", str(mount.path))
+    hyperfs(mount.store, "mount", str(mount.path))
+    pid = int(pid_file(mount.path).read_text())
+    # A program whose working folder is in the mount keeps it busy: only a lazy unmount goes.
+    inside = subprocess.Popen(["sleep", "120"], cwd=mount.path)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 60)
+        done = hyperfs(mount.store, "mount", str(mount.path))
+    finally:
+        inside.kill()
+        inside.wait()
+    assert f"the last mount on {mount.path} had died" in done.stderr
+    assert (mount.path / "kept").read_text() == "stored before the crash"
+    assert int(pid_file(mount.path).read_text()) != pid
+    one_line_error(hyperfs(mount.store, "mount", str(mount.path), check=False), "is already a mount point")

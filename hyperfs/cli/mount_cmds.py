@@ -9,6 +9,7 @@ drive's key; a failure before that is printed here. Each serving process leaves 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import re
@@ -99,10 +100,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def check_mountpoint(path: Path) -> None:
-    """MountError unless `path` is an existing, empty folder that is not a mount point yet."""
+    """MountError unless `path` is an existing, empty folder that is not a mount point yet. A
+    hyperfs mount whose process died (a kill -9, a crash) is unmounted first, with a note:
+    nothing answers there any more, and the store keeps what that process had stored."""
     # First: the folder of a mount whose process died answers every stat with ENOTCONN.
-    if is_mounted(os.path.realpath(path)):
-        raise MountError(f"{path} is already a mount point (hyperfs unmount {path} first)")
+    real = os.path.realpath(path)
+    if is_mounted(real):
+        if not _dead_hyperfs_mount(path, real):
+            raise MountError(f"{path} is already a mount point (hyperfs unmount {path} first)")
+        _unmount_dead(path, real)
     if not os.path.lexists(path):
         raise MountError(f"{path} is not a folder (it does not exist; mkdir -p {path} first)")
     if not path.is_dir():
@@ -329,12 +335,52 @@ def is_mounted(path: str) -> bool:
     """Whether something is mounted on `path` (an absolute, resolved path), per /proc/self/mounts
     (which, unlike os.path.ismount, also lists a FUSE mount whose process has died)."""
     try:
-        with open("/proc/self/mounts") as mounts:
-            points = [line.split()[1] for line in mounts]
+        return mount_type(path) is not None
     except OSError:
         return os.path.ismount(path)
+
+
+def mount_type(path: str) -> str | None:
+    """The file system type mounted last on `path` (an absolute, resolved path), per
+    /proc/self/mounts, or None; `fuse.hyperfs` for ours."""
+    with open("/proc/self/mounts") as mounts:
+        entries = [line.split()[1:3] for line in mounts]
     # The kernel escapes space, tab, newline and backslash as octal.
-    return any(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), p) == path for p in points)
+    types = [kind for point, kind in entries if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), point) == path]
+    return types[-1] if types else None
+
+
+def _dead_hyperfs_mount(path: Path, real: str) -> bool:
+    """Whether `real` (`path` resolved) is a hyperfs mount whose process is gone: its pid file
+    names no running process (a live one is never asked, in case it is busy), and a statfs,
+    which the kernel always sends on (a stat may come from its cache), answers ENOTCONN."""
+    try:
+        if mount_type(real) != "fuse.hyperfs":
+            return False
+    except OSError:
+        return False
+    try:
+        if _running(int(pid_file(path).read_text())):
+            return False
+    except (OSError, ValueError):
+        pass  # no pid file (a mount made elsewhere): the statfs tells
+    try:
+        os.statvfs(real)
+    except OSError as err:
+        return err.errno == errno.ENOTCONN
+    return False
+
+
+def _unmount_dead(path: Path, real: str) -> None:
+    """Unmount the dead hyperfs mount on `real`, lazily if a program still has something open
+    or its working folder there (those get ENOTCONN either way), and say so."""
+    done = subprocess.run(["fusermount3", "-u", real], capture_output=True, text=True)
+    if done.returncode != 0:
+        done = subprocess.run(["fusermount3", "-u", "-z", real], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountError(f"{path} is a mount whose process died, and fusermount3 -u failed: {done.stderr.strip()}")
+    pid_file(path).unlink(missing_ok=True)
+    print(f"hyperfs: the last mount on {path} had died (nothing answered there): unmounted it", file=sys.stderr)
 
 
 def wait_for_exit(pid: int, timeout: float) -> None:
