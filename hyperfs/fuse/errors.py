@@ -33,7 +33,7 @@ def to_fuse_error(err: BaseException) -> pyfuse3.FUSEError:
 def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Wrap a request handler so any failure becomes a FUSEError with the right errno. It also
     counts the requests being answered, in `serving` on the handlers' object: a handler can
-    tell it is the only one."""
+    tell it is the only one (one handler calling another counts twice, so 1 still means that)."""
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -241,7 +241,7 @@ class DriveOperations(pyfuse3.Operations):
                         open_file.mtime_ns = changes["mtime"] * MS
                 else:
                     await self._change_attrs(inode, changes)
-        return await self.getattr(inode, ctx)
+        return self._attrs(inode, await self._stat_ino(inode))
 
     async def _change_attrs(self, inode: int, changes: dict[str, int]) -> None:
         """Give the inode's drive entry the mode, owner and mtime in `changes` (one Node, if any
