@@ -103,7 +103,7 @@ def check_mountpoint(path: Path) -> None:
     """MountError unless `path` is an existing, empty folder that is not a mount point yet. A
     hyperfs mount whose process died (a kill -9, a crash) is unmounted first, with a note:
     nothing answers there any more, and the store keeps what that process had stored."""
-    # First: the folder of a mount whose process died answers every stat with ENOTCONN.
+    # First, before any stat of it: the folder of a mount whose process died answers ENOTCONN.
     real = os.path.realpath(path)
     if is_mounted(real):
         if not _dead_hyperfs_mount(path, real):
