@@ -617,3 +617,25 @@ def test_small_reads_alone_or_side_by_side_return_the_files_bytes(mount):
         assert got == [data[offset : offset + 4096] for offset in offsets * 4]
     finally:
         os.close(fd)
+
+
+def test_writes_through_a_shared_mapping_reach_the_drive(tmp_path):
+    """A MAP_SHARED mapping written after the file is closed, and unmapped without msync (as
+    a program that maps a file and exits does): the kernel writes its pages back through the
+    mount, and the drive has them after a remount."""
+    import mmap
+
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    expected = bytearray(300_000)
+    with mounted(store, mnt):
+        (mnt / "mapped").write_bytes(bytes(expected))
+        fd = os.open(mnt / "mapped", os.O_RDWR)
+        mapping = mmap.mmap(fd, len(expected))
+        os.close(fd)
+        for offset, piece in ((0, b"start"), (70_000, b"in the middle"), (299_990, b"0123456789")):
+            mapping[offset : offset + len(piece)] = piece
+            expected[offset : offset + len(piece)] = piece
+        mapping.close()
+        assert (mnt / "mapped").read_bytes() == expected
+    with mounted(store, mnt):
+        assert (mnt / "mapped").read_bytes() == expected
