@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ import stat as stat_mod
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
@@ -600,8 +602,6 @@ def test_small_reads_alone_or_side_by_side_return_the_files_bytes(mount):
     """A short read while the mount serves nothing else runs on its event loop; with other
     requests in flight it goes to the reader's worker thread. Both give the file's bytes,
     across block edges too. O_DIRECT: every read reaches the mount, none the page cache."""
-    from concurrent.futures import ThreadPoolExecutor
-
     rng = random.Random(5)
     data = rng.randbytes(3 * 1024 * 1024 + 123)
     (mount.path / "f").write_bytes(data)
@@ -623,8 +623,6 @@ def test_writes_through_a_shared_mapping_reach_the_drive(tmp_path):
     """A MAP_SHARED mapping written after the file is closed, and unmapped without msync (as
     a program that maps a file and exits does): the kernel writes its pages back through the
     mount, and the drive has them after a remount."""
-    import mmap
-
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     expected = bytearray(300_000)
     with mounted(store, mnt):
