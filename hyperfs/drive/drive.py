@@ -931,6 +931,8 @@ class FileReader:
         self._content, self._stat, self._ahead = content, st, ahead
         self._peer_timeout = peer_timeout  # seconds a block not stored here is waited for
         self._end = st.offset + st.blocks
+        # Blocks of BLOCK_SIZE, as every file a drive writes has: a seek can guess the block.
+        self._regular = st.blocks == _blocks_for(st.size)
         self._next = (0, st.offset, 0)  # (file offset, block, offset in it) the last read ended at
         self._thread = SerialThread() if stored else None
 
@@ -951,7 +953,7 @@ class FileReader:
         if place is not None:  # stored or not: a run of files read in order goes on through both
             self._ahead.reading(place[0], _blocks_for(place[1] + size), True, blocks)
         if self._thread is not None:
-            short = alone and size <= BLOCK_SIZE and (place is not None or self._seek(offset)[1] is not None)
+            short = alone and size <= BLOCK_SIZE and (place is not None or self._regular)
             try:
                 return await self._thread.run(self._read_here, offset, size, inline=short)
             except BlockNotAvailableError:
@@ -980,8 +982,7 @@ class FileReader:
         another count of blocks (another writer's) gets no guess: in a sparse core, checking
         one fetches the block."""
         st = self._stat
-        regular = st.blocks == _blocks_for(st.size)
-        return st.byte_offset + offset, st.offset + offset // BLOCK_SIZE if regular else None
+        return st.byte_offset + offset, st.offset + offset // BLOCK_SIZE if self._regular else None
 
     def _ended(self, offset: int, size: int, data: bytes, index: int, skip: int) -> bytes:
         if len(data) < size:
