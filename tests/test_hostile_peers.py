@@ -294,3 +294,71 @@ def test_one_download_survives_a_hostile_peer(tmp_path: Path) -> None:
         assert [await reader.get(i) for i in range(200)] == blocks(200)
 
     run(body)
+
+
+def _never_answers_block(index: int | None = None) -> Tamper:
+    """Answers everything but block requests (for block `index` only, if given)."""
+    return lambda d: None if d.block is not None and index in (None, d.block.index) else d
+
+
+async def _until_asked(reader: Hypercore, rr: Replicator, index: int) -> None:
+    state = rr.add(reader)
+    while index not in state.inflight:
+        await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("lost", [None, 5], ids=["silent", "loses-one"])
+def test_blocks_a_peer_does_not_answer_are_asked_of_another(tmp_path: Path, lost: int | None) -> None:
+    """A peer that keeps its connection but never answers the block requests it took (or one
+    of them, answering the rest): a reader waiting for those blocks gets them from an honest
+    peer within `overdue_after`, not after the request timeout (or never, as the peer answers
+    others), and the peer is kept."""
+
+    async def body() -> None:
+        writer, reader, rw, _ = await writer_and_reader(tmp_path, 40)
+        rr = Replicator(request_timeout=3600, overdue_after=0.3)
+        rr.add(reader)
+        async with trio.open_nursery() as nursery:
+            got: dict[int, bytes] = {}
+
+            async def get(index: int) -> None:
+                got[index] = await reader.get(index)
+
+            async with hostile_server(_bent(_never_answers_block(lost))(writer)) as bad, connected(rr, bad) as dropped:
+                await reader.update()
+                for index in range(40):
+                    nursery.start_soon(get, index)
+                await _until_asked(reader, rr, 5)  # asked of the hostile peer, the only one
+                async with serving(rw) as (good, _), connected(rr, good):
+                    with trio.fail_after(10):  # without asking again: the request timeout, an hour
+                        while len(got) < 40:
+                            await trio.sleep(0.01)
+                assert not dropped
+        assert [got[i] for i in range(40)] == blocks(40)
+
+    run(body)
+
+
+def test_blocks_asked_of_two_peers_are_stored_once(tmp_path: Path) -> None:
+    """Two peers slow to answer, and requests overdue after 10 ms: blocks are asked of both. The
+    second answer is dropped, a download counts each block once, and nothing stays in flight."""
+
+    async def body() -> None:
+        writer, reader, _, _ = await writer_and_reader(tmp_path, 120)
+        rr = Replicator(overdue_after=0.01)
+        rr.add(reader)
+        seen: list[tuple[int, int]] = []
+
+        async def slow(secret: SecretStream) -> None:
+            await bent_writer(secret, writer, lambda d: d, writer.key, pause=0.02)
+
+        async with hostile_server(slow) as port, connected(rr, port) as one, connected(rr, port) as two:
+            await rr.download(reader, 0, 120, progress=lambda done, total: seen.append((done, total)))
+            state = rr.add(reader)
+            while state.inflight:  # the slower answers are in, and dropped
+                await trio.sleep(0.01)
+            assert not one and not two
+        assert seen[-1] == (120, 120) and all(done <= total for done, total in seen)
+        assert [await reader.get(i) for i in range(120)] == blocks(120)
+
+    run(body)

@@ -56,6 +56,9 @@ MAX_QUEUED = 2048  # a peer's requests waiting for our answer before we drop it
 SERVE_BATCH = 32  # requests answered per worker-thread hop
 VERIFY_BATCH = 32  # received block proofs verified and stored per worker-thread hop
 REQUEST_TIMEOUT = 30.0  # seconds a peer with our requests in flight may go without answering one
+# Seconds a block request may go unanswered before another peer that has the block is asked
+# too (longer for a peer whose answers usually take longer, see `Peer.overdue`).
+OVERDUE_AFTER = 3.0
 WANT_BATCH = 2097152  # JS asks in spans of this many blocks
 MAX_ANNOUNCE = 1024  # range messages answering one want
 MAX_REMOTE_RUNS = 1 << 16  # separate runs of blocks a peer may announce (bounds our memory)
@@ -147,7 +150,7 @@ class CoreReplication:
         self.peers: list[Peer] = []
         self.wanted: set[int] = set()
         self.downloads: list[Download] = []
-        self.inflight: set[int] = set()  # block indexes requested from some peer
+        self.inflight: dict[int, int] = {}  # block index -> how many peers it is asked of
         self.changed = _Signal()  # new data stored, new peer info, new wants
         self.roots: list[TreeNode] = []
         self.roots_head = (-1, -1)  # (fork, length) the roots are for
@@ -156,12 +159,15 @@ class CoreReplication:
 
     # --- what to fetch ---------------------------------------------------------------------------
 
-    def candidates(self, remote_has: Ranges) -> Iterator[int]:
-        """Missing blocks below our length that someone wants and `remote_has`, wanted ones first."""
+    def candidates(self, peer: Peer) -> Iterator[int]:
+        """Missing blocks below our length that someone wants and `peer` has, wanted ones first,
+        that are not asked of another peer already, or only of peers overdue with them."""
         core = self.core
         length = core.length
+        remote_has = peer.remote_has
+        now = trio.current_time()
         for index in sorted(self.wanted):
-            if index < length and index in remote_has and index not in self.inflight and not core.has_local(index):
+            if index < length and index in remote_has and not core.has_local(index) and self._askable(index, peer, now):
                 yield index
         for dl in self.downloads:
             end = min(dl.end, length)
@@ -170,8 +176,29 @@ class CoreReplication:
             # Only what the remote announced: a big download from a sparse peer stays cheap.
             for start, stop in remote_has.clip(dl.cursor, end):
                 for index in range(start, stop):
-                    if index not in self.inflight and not core.has_local(index):
+                    if not core.has_local(index) and self._askable(index, peer, now):
                         yield index
+
+    def _askable(self, index: int, peer: Peer, now: float) -> bool:
+        if index not in self.inflight:
+            return True
+        # A peer that went silent, or lost one request, would otherwise hold up every reader
+        # of the block until it is dropped (REQUEST_TIMEOUT), or forever if it answers others.
+        if index in peer.asked:
+            return False
+        return all(p.overdue(p.asked[index], now) for p in self.peers if index in p.asked)
+
+    def asking(self, index: int) -> None:
+        """Block `index` is being asked of one more peer."""
+        self.inflight[index] = self.inflight.get(index, 0) + 1
+
+    def settled(self, index: int) -> None:
+        """One peer's request for block `index` is settled (stored, refused or dropped)."""
+        left = self.inflight.get(index, 0) - 1
+        if left > 0:
+            self.inflight[index] = left
+        else:
+            self.inflight.pop(index, None)
 
     def stored(self, index: int) -> None:
         self.wanted.discard(index)
@@ -254,9 +281,11 @@ class Replicator:
         lookup: Callable[[bytes], Awaitable[Any | None]] | None = None,
         *,
         request_timeout: float = REQUEST_TIMEOUT,
+        overdue_after: float = OVERDUE_AFTER,
     ) -> None:
         self.lookup = lookup
         self.request_timeout = request_timeout
+        self.overdue_after = overdue_after
         self.cores: dict[bytes, CoreReplication] = {}
         self.connections: list[Connection] = []
         self._bytes_sent_closed = 0
@@ -513,6 +542,8 @@ class Peer:
         self.remote_has = Ranges()
         self.remote_seeks = False  # the remote answers seek requests (its handshake said so)
         self.inflight: dict[int, _Inflight] = {}
+        self.asked: dict[int, _Inflight] = {}  # block index -> its request in flight here, oldest first
+        self.latency = 0.0  # how long its answers take (a moving average), 0 before the first
         self.promised: dict[int, int] = {}  # node -> seq of the block request in flight proving it
         self.unsettled: set[int] = set()  # seqs of block requests not yet answered and stored
         self.seq = 0
@@ -697,7 +728,7 @@ class Peer:
         item = self.inflight.pop(msg.request, None)
         if item is None:
             raise ProtocolError(f"noData for request {msg.request}, which we did not send")
-        self.answered = trio.current_time()
+        self._answered(item)
         self._done(item)
         if item.kind == "block":
             self.remote_has.remove(item.index, item.index + 1)
@@ -721,11 +752,25 @@ class Peer:
             raise ProtocolError("data carries an upgrade we did not ask for")
         del self.inflight[msg.request]
         item.answered = True
-        self.answered = trio.current_time()
+        self._answered(item)
         # Verify and store in `store_loop`, so receiving goes on meanwhile. The queue is bounded
         # by MAX_INFLIGHT: every entry answers one of our requests.
         self.received.append((item, msg))
         self.arrived.wake()
+
+    def _answered(self, item: _Inflight) -> None:
+        now = self.answered = trio.current_time()
+        took = now - item.sent
+        self.latency = took if self.latency == 0 else 0.8 * self.latency + 0.2 * took
+
+    def overdue(self, item: _Inflight, now: float) -> bool:
+        """May block request `item`, in flight here, be asked of another peer too? Yes once it
+        has waited `overdue_after` seconds and the peer has answered nothing for as long (gone
+        silent), or it has waited four of the peer's usual answer times too (lost, or stuck
+        behind others far longer than usual)."""
+        after = self.conn.replicator.overdue_after
+        waited = now - item.sent
+        return not item.answered and waited > after and (now - self.answered > after or waited > 4 * self.latency)
 
     async def store_loop(self) -> None:
         """Verify and store received proofs, in order; block proofs several per thread hop."""
@@ -817,6 +862,8 @@ class Peer:
                 return []  # another peer moved the head meanwhile: these proofs are for the old one
             proofs = []
             for item, msg in batch:
+                if msg.upgrade is None and msg.block is not None and core.has_local(msg.block.index):
+                    continue  # another peer's answer stored it first (both were asked: `overdue`)
                 top = item.relies[0] if item.relies is not None else None
                 if top is not None and top not in root_indexes and stored_node(top) is None:
                     continue  # the proof promising its top node failed: this one is asked for again
@@ -842,7 +889,9 @@ class Peer:
         if item.kind == "upgrade":
             self.upgrading = False
         elif item.kind == "block":
-            self.state.inflight.discard(item.index)
+            if self.asked.get(item.index) is item:
+                del self.asked[item.index]
+                self.state.settled(item.index)
             self.unsettled.discard(item.seq)
             for node in item.proves:
                 if self.promised.get(node) == item.seq:
@@ -901,6 +950,8 @@ class Peer:
     async def _request(self, item: _Inflight) -> None:
         self.inflight[item.request.id] = item
         if item.kind == "block":
+            self.asked[item.index] = item
+            self.state.asking(item.index)
             self.seq += 1
             item.seq = self.seq
             self.unsettled.add(item.seq)
@@ -988,29 +1039,33 @@ class Peer:
         if self.remote_fork != self.core.fork or len(self.inflight) >= MAX_INFLIGHT:
             return False
         sent = False
-        for index in state.candidates(self.remote_has):
+        for index in state.candidates(self):
             if len(self.inflight) >= MAX_INFLIGHT:
                 break
             levels, top = state.missing_nodes(index, self.promised)
             req = m.Request(id=self._next_id(), fork=self.core.fork, block=m.IndexNodes(index, levels))
             relies = None if top is None else (top, self.promised[top])
-            state.inflight.add(index)
             await self._request(_Inflight("block", index, trio.current_time(), req, 0, proven_by(index, levels), relies))
             sent = True
         return sent
 
     async def watchdog(self) -> None:
-        """Drop the peer when it answers none of our requests for `request_timeout` seconds.
+        """Drop the peer when it answers none of our requests for `request_timeout` seconds,
+        and wake the other peers' fetch loops while it has block requests `overdue`.
 
         Counted from its last answer, not from each request: on a slow link the last of
         MAX_INFLIGHT requests may wait longer than that behind the others' blocks, from a peer
         that keeps answering."""
-        timeout = self.conn.replicator.request_timeout
+        replicator = self.conn.replicator
+        timeout = replicator.request_timeout
         while not self.closed:
-            await trio.sleep(min(1.0, timeout / 4))
+            await trio.sleep(min(1.0, timeout / 4, replicator.overdue_after / 4))
+            now = trio.current_time()
+            if len(self.state.peers) > 1 and any(self.overdue(item, now) for item in self.asked.values()):
+                self.state.changed.wake()
             if self.inflight:
                 oldest = min(self.inflight.values(), key=lambda item: item.sent)
-                if trio.current_time() - max(oldest.sent, self.answered) > timeout:
+                if now - max(oldest.sent, self.answered) > timeout:
                     raise RequestTimeoutError(f"peer did not answer request {oldest.request.id} within {timeout}s")
 
 
