@@ -10,12 +10,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
 from hyperfs.core import Corestore
 from hyperfs.core.protocol.replicator import store_replicator
 from hyperfs.core.storage import CorestoreStorage
+from hyperfs.core.storage.rocks import Rocks
 from hyperfs.drive.drive import Drive
 from tests.drive_store import trio_test
 from tests.storage_helpers import ZERO32
@@ -172,3 +175,34 @@ async def test_drive_streamed_file_survives_once_closed(tmp_path):
         assert await drive.read_file("/closed.bin") == content("/closed.bin", 12 * MiB)
         assert await drive.readdir("/") == ["closed.bin"]  # the file still being written is not
         assert [r.errors for r in await store.audit()] == [[], []]
+
+
+def test_a_write_held_back_by_full_memtables_lets_other_threads_run(tmp_path):
+    """Bulk commits faster than RocksDB writes its memtables out: it holds writes back until
+    one is on disk. Another thread runs meanwhile (in a mount, the event loop and the hashing)
+    and sees the stall, which it could not while the write kept the GIL; every commit lands."""
+    rocks = Rocks(str(tmp_path / "db"))
+    block = os.urandom(65536)
+    keys = [b"block %06d" % i for i in range(4096)]  # 256 MiB, 4 MiB a commit, as a mount streams
+    writing = True
+    stalls = 0
+
+    def watch() -> None:
+        nonlocal stalls
+        while writing:
+            stalls += rocks._db.property_int_value("rocksdb.is-write-stopped")
+            time.sleep(0.0002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for start in range(0, len(keys), 64):
+            rocks.commit([(key, block, None) for key in keys[start : start + 64]], logged=False)
+    finally:
+        writing = False
+        watcher.join()
+    rocks.close()
+    assert stalls > 0
+    again = Rocks(str(tmp_path / "db"))
+    assert again.live.get_many(keys[::511] + keys[-1:]) == [block] * 10
+    again.close()

@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 
@@ -43,6 +44,7 @@ COLUMN_FAMILY = "corestore"
 
 _MiB = 1 << 20
 _REOPEN_ROOM = 4 * _MiB  # free space, beyond the WAL's size, before a full store is reopened
+_STALL_POLL = 0.001  # seconds between looks at whether RocksDB still holds writes back
 # Free space under which commits are all logged: room to write out the two memtables (the
 # unlogged commits they may hold) with a margin for the WAL and for other writers of the disk.
 RESERVE = 128 * _MiB
@@ -168,6 +170,8 @@ class Rocks:
         self._write_options = rocksdict.WriteOptions()  # WAL on, no per-write fsync
         self._unlogged_options = rocksdict.WriteOptions()
         self._unlogged_options.disable_wal = True
+        for options in (self._write_options, self._unlogged_options):
+            options.no_slowdown = True  # see `_write`
         self.unlogged = False  # an unlogged commit waits in the memtables
         self._lock = threading.Lock()
         self._snapshots: weakref.WeakSet[SnapshotReader] = weakref.WeakSet()
@@ -281,18 +285,35 @@ class Rocks:
             if logged:
                 # What this commit may depend on must not be lost while it survives.
                 self._persist_unlogged()
-            batch = self._batch(changes)
+            self._write(changes, self._write_options if logged else self._unlogged_options)
+            self.unlogged = self.unlogged or not logged
+
+    def _write(self, changes: list[Change], options: rocksdict.WriteOptions) -> None:
+        """Write `changes` as one batch. When the memtables are full, RocksDB holds a write
+        back until one is flushed (~0.1 s for 32 MiB), and rocksdict keeps the GIL meanwhile:
+        every thread of the process stopped, a mount's event loop and hashing with it. So
+        writes are made with `no_slowdown`, which refuses them instead, and a refused one is
+        made again once the stall is over, waited out here in sleeps, which let go of the GIL.
+        Hold `_lock`."""
+        refused = 0
+        while True:
+            batch = self._batch(changes)  # rocksdict spends a batch even on a refused write
             try:
-                self._db.write(batch, self._write_options if logged else self._unlogged_options)
+                self._db.write(batch, options)
             except Exception as err:
-                failure: StorageError | None = self._failed("RocksDB write failed", err)
+                failure: StorageError | None = None if "Write stall" in str(err) else self._failed("RocksDB write failed", err)
             else:
-                failure = None
-            # A traceback keeps its frames' locals, and a batch holds the database open (`_recover`).
-            del batch
+                return
+            finally:
+                # A traceback keeps its frames' locals, and a batch holds the database open (`_recover`).
+                del batch
             if failure is not None:
                 raise failure from None
-            self.unlogged = self.unlogged or not logged
+            refused += 1
+            # A write slowed down rather than stopped (rare here) is refused again at once: wait longer.
+            time.sleep(_STALL_POLL * min(refused, 16))
+            while self._db.property_int_value("rocksdb.is-write-stopped"):
+                time.sleep(_STALL_POLL)
 
     def _low_on_space(self) -> bool:
         disk = os.statvfs(self.path)
