@@ -1051,7 +1051,8 @@ class Peer:
 
     async def watchdog(self) -> None:
         """Drop the peer when it answers none of our requests for `request_timeout` seconds,
-        and wake the other peers' fetch loops while it has block requests `overdue`.
+        and wake the other peers' fetch loops while it has block requests `overdue` for blocks
+        still missing (one another peer sent is left in flight here until it is answered).
 
         Counted from its last answer, not from each request: on a slow link the last of
         MAX_INFLIGHT requests may wait longer than that behind the others' blocks, from a peer
@@ -1061,7 +1062,10 @@ class Peer:
         while not self.closed:
             await trio.sleep(min(1.0, timeout / 4, replicator.overdue_after / 4))
             now = trio.current_time()
-            if len(self.state.peers) > 1 and any(self.overdue(item, now) for item in self.asked.values()):
+            core = self.core
+            if len(self.state.peers) > 1 and any(
+                self.overdue(item, now) and not core.has_local(item.index) for item in self.asked.values()
+            ):
                 self.state.changed.wake()
             if self.inflight:
                 oldest = min(self.inflight.values(), key=lambda item: item.sent)
