@@ -301,7 +301,8 @@ class Rocks:
             try:
                 self._db.write(batch, options)
             except Exception as err:
-                failure: StorageError | None = None if "Write stall" in str(err) else self._failed("RocksDB write failed", err)
+                stalled = "Write stall" in str(err)
+                failure: StorageError | None = None if stalled else self._failed("RocksDB write failed", err)
             else:
                 return
             finally:
