@@ -960,6 +960,37 @@ async def test_a_reader_of_a_peers_files_in_the_order_written_fetches_the_next_o
 
 
 @trio_test
+async def test_a_run_through_small_files_asks_for_blocks_in_batches(tmp_path: Path) -> None:
+    """Reading one-block files in the order written moves the run's window a block a file;
+    it is topped up once its lead is down to half, so peers are asked for half a window at a
+    time, not a block per file."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from hyperfs.drive.read_ahead import READ_AHEAD
+    from tests.test_replicator import connected, serving
+
+    count = 3 * READ_AHEAD
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        files = [random.Random(i).randbytes(100 + i) for i in range(count)]
+        for i, data in enumerate(files):
+            await source.write_file(f"/f{i:04}", data)
+        replicator = await store_replicator(reader)
+        with trio.fail_after(60):
+            async with serving(writer) as (port, _), connected(replicator, port):
+                drive = await Drive.open(reader, source.key)
+                state = replicator.add(drive.content)
+                first = (await drive.stat("/f0000")).offset
+                frontiers = []
+                for i, data in enumerate(files):
+                    assert await drive.read_file(f"/f{i:04}") == data
+                    while state.wanted or state.inflight:
+                        await trio.sleep(0.005)
+                    frontiers.append(max(j for j in range(first, first + count) if drive.content.has_local(j)))
+        moves = sum(1 for a, b in zip(frontiers, frontiers[1:]) if b != a)
+        assert moves <= 2 * count // READ_AHEAD + 8  # the doubling, then a move per half window
+
+
+@trio_test
 async def test_open_writers_never_block_others_and_stay_contiguous(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

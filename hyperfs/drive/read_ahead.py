@@ -47,6 +47,9 @@ class ReadAhead:
         self._window = min(READ_AHEAD, max(READ_AHEAD_FIRST, 2 * self._window))
         end = self._file[1] if self._file is not None else self._content.length
         stop = min(end, index + blocks + self._window)
-        if stop > self._asked:
+        # Topped up once the lead is down to half the window, not at each read: a reader of
+        # one-block files moves the window a block a file, and a request sent per block cost
+        # each side a message, an encryption and a send of its own.
+        if stop > self._asked and self._asked - (index + blocks) < self._window // 2:
             self._content.prefetch(self._asked, stop)
             self._asked = stop
