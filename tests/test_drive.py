@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import stat as stat_mod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -923,55 +925,17 @@ async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_
                 assert READ_AHEAD > 4 * first
 
 
-@trio_test
-async def test_a_reader_of_a_peers_files_in_the_order_written_fetches_the_next_ones_ahead(tmp_path: Path) -> None:
-    """`tar c` or `cp -r` of a peer's tree reads its files in about the order the drive wrote
-    them, one after the other in the content core: once a read of the next file lands in the
-    blocks read ahead, the run goes on past the file's end, so each file costs no round trip
-    of its own. A reader of one file fetches nothing past it."""
+@asynccontextmanager
+async def peer_files(tmp_path: Path, count: int) -> AsyncIterator[Callable[[int], Awaitable[set[int]]]]:
+    """A peer's drive of `count` one-block files, f0000 on, written in order (so in order in its
+    content core), mounted here as a Drive that reads it through a replicator. Yields
+    `read(i)`: read file i, wait for what that asked peers for, and say which files are here."""
     from hyperfs.core.protocol.replicator import store_replicator
-    from hyperfs.drive.read_ahead import READ_AHEAD_FIRST
     from tests.test_replicator import connected, serving
 
     async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
         source = await Drive.create(writer)
-        files = [random.Random(i).randbytes(1000 + i) for i in range(100)]  # a block each
-        for i, data in enumerate(files):
-            await source.write_file(f"/f{i:03}", data)
-        replicator = await store_replicator(reader)
-        with trio.fail_after(30):
-            async with serving(writer) as (port, _), connected(replicator, port):
-                drive = await Drive.open(reader, source.key)
-                state = replicator.add(drive.content)
-                offsets = [(await drive.stat(f"/f{i:03}")).offset for i in range(100)]
-                assert offsets == list(range(offsets[0], offsets[0] + 100))
-
-                async def read(i: int) -> set[int]:
-                    """Read file i, wait for what it asked for, and say which files are here."""
-                    assert await drive.read_file(f"/f{i:03}") == files[i]
-                    while state.wanted or state.inflight:
-                        await trio.sleep(0.01)
-                    return {j for j in range(100) if drive.content.has_local(offsets[j])}
-
-                assert await read(50) == {50}  # one file: nothing past it
-                assert await read(0) == {0, 50}
-                assert await read(1) == {*range(2 + 2 * READ_AHEAD_FIRST), 50}  # the next: past it
-                assert await read(2) == {*range(3 + 4 * READ_AHEAD_FIRST), 50}  # stored: on
-
-
-@trio_test
-async def test_a_run_through_small_files_asks_for_blocks_in_batches(tmp_path: Path) -> None:
-    """Reading one-block files in the order written moves the run's window a block a file;
-    it is topped up once its lead is down to half, so peers are asked for half a window at a
-    time, not a block per file."""
-    from hyperfs.core.protocol.replicator import store_replicator
-    from hyperfs.drive.read_ahead import READ_AHEAD
-    from tests.test_replicator import connected, serving
-
-    count = 3 * READ_AHEAD
-    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
-        source = await Drive.create(writer)
-        files = [random.Random(i).randbytes(100 + i) for i in range(count)]
+        files = [random.Random(i).randbytes(1000 + i % 1000) for i in range(count)]
         for i, data in enumerate(files):
             await source.write_file(f"/f{i:04}", data)
         replicator = await store_replicator(reader)
@@ -980,14 +944,62 @@ async def test_a_run_through_small_files_asks_for_blocks_in_batches(tmp_path: Pa
                 drive = await Drive.open(reader, source.key)
                 state = replicator.add(drive.content)
                 first = (await drive.stat("/f0000")).offset
-                frontiers = []
-                for i, data in enumerate(files):
-                    assert await drive.read_file(f"/f{i:04}") == data
+                assert (await drive.stat(f"/f{count - 1:04}")).offset == first + count - 1
+
+                async def read(i: int) -> set[int]:
+                    assert await drive.read_file(f"/f{i:04}") == files[i]
                     while state.wanted or state.inflight:
                         await trio.sleep(0.005)
-                    frontiers.append(max(j for j in range(first, first + count) if drive.content.has_local(j)))
-        moves = sum(1 for a, b in zip(frontiers, frontiers[1:]) if b != a)
-        assert moves <= 2 * count // READ_AHEAD + 8  # the doubling, then a move per half window
+                    return {j for j in range(count) if drive.content.has_local(first + j)}
+
+                yield read
+
+
+@trio_test
+async def test_a_reader_of_a_peers_files_in_the_order_written_fetches_the_next_ones_ahead(tmp_path: Path) -> None:
+    """`tar c` or `cp -r` of a peer's tree reads its files in about the order the drive wrote
+    them, one after the other in the content core: once a read of the next file lands in the
+    blocks read ahead, the run goes on past the file's end, so each file costs no round trip
+    of its own. A reader of one file fetches nothing past it."""
+    from hyperfs.drive.read_ahead import READ_AHEAD_FIRST
+
+    async with peer_files(tmp_path, 100) as read:
+        assert await read(50) == {50}  # one file: nothing past it
+        assert await read(0) == {0, 50}
+        assert await read(1) == {*range(2 + 2 * READ_AHEAD_FIRST), 50}  # the next: past it
+        assert await read(2) == {*range(3 + 4 * READ_AHEAD_FIRST), 50}  # stored: on
+
+
+@trio_test
+async def test_a_reader_of_a_peers_files_in_another_order_fetches_around_its_reads(tmp_path: Path) -> None:
+    """rsync reads a folder's files sorted by name; a drive written by `cp -a` from a local
+    folder holds them in readdir's hash order. A read of a file from its start that lands a
+    little before the run (or past it) goes on in it, and the run then asks for a window
+    behind its reads as well as ahead, so reading the files backwards costs no round trip a
+    file either."""
+    from hyperfs.drive.read_ahead import READ_AHEAD_FIRST
+
+    async with peer_files(tmp_path, 100) as read:
+        assert await read(99) == {99}  # one file: nothing past it
+        assert await read(97) == set(range(97 - 2 * READ_AHEAD_FIRST, 100))  # behind: the window behind
+        here = await read(96)
+        assert await read(98) == here  # in the run: nothing new
+        for i in range(95, -1, -1):
+            await read(i)
+
+
+@trio_test
+async def test_a_run_through_small_files_asks_for_blocks_in_batches(tmp_path: Path) -> None:
+    """Reading one-block files in the order written moves the run's window a block a file;
+    it is topped up once its lead is down to half, so peers are asked for half a window at a
+    time, not a block per file."""
+    from hyperfs.drive.read_ahead import READ_AHEAD
+
+    count = 3 * READ_AHEAD
+    async with peer_files(tmp_path, count) as read:
+        frontiers = [max(await read(i)) for i in range(count)]
+    moves = sum(1 for a, b in zip(frontiers, frontiers[1:]) if b != a)
+    assert moves <= 2 * count // READ_AHEAD + 8  # the doubling, then a move per half window
 
 
 @trio_test
