@@ -22,7 +22,8 @@ from typing import Any
 
 READ_AHEAD_FIRST = 8  # blocks a run asks for ahead of its first read
 READ_AHEAD = 128  # and at most (8 MiB of 64 KiB blocks: 400 MB/s over a 20 ms round trip)
-NEAR = 4  # windows before or past a run that a read of a file from its start still goes on in
+NEAR = 4  # windows before or past a run within which a read that goes on in its file (as one
+# from the file's start does) still goes on in the run
 
 
 class ReadAhead:
