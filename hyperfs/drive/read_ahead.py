@@ -61,7 +61,7 @@ class ReadAhead:
             self._file = None  # files read in the order written: the run goes past their ends
         self._back = self._back or index < self._from
         self._window = min(READ_AHEAD, max(READ_AHEAD_FIRST, 2 * self._window))
-        if index < self._from or self._back and index - self._from < self._window // 2:
+        if self._back and index - self._from < self._window // 2:  # a read before the run is too
             start = max(0, index - self._window)  # topped up at half its lead, as ahead (below)
             self._content.prefetch(start, self._from)
             self._from = start
