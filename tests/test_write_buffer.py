@@ -22,20 +22,19 @@ OPS = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=OPS, limit=st.sampled_from([0, 64, 256, 1 << 20]), page_size=st.sampled_from([16, 100, 1 << 20]))
-def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, page_size):
+@given(ops=OPS, limit=st.sampled_from([0, 64, 256, 1 << 20]), merge_below=st.sampled_from([0, 16, 1 << 16]))
+def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, merge_below):
     """Every operation agrees with a local file; after `drop_before`, those at or past `base`
     still do and those below it are refused."""
     path = tmp_path_factory.mktemp("wb") / "model"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
-        with WriteBuffer(memory_limit=limit, spill_dir=str(path.parent), page_size=page_size) as buf:
+        with WriteBuffer(memory_limit=limit, spill_dir=str(path.parent), merge_below=merge_below) as buf:
             for op in ops:
                 if op[0] == "drop":
                     before, spilled = buf.base, buf.spilled
                     buf.drop_before(op[1])
                     assert before <= buf.base <= max(before, min(op[1], buf.size))
-                    assert buf.base % page_size == 0
                     assert buf.base == before or not spilled  # a temporary file keeps it all
                 elif op[0] == "read":
                     _, offset, size = op
@@ -43,7 +42,10 @@ def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, page_size):
                         with pytest.raises(ValueError):
                             buf.read(offset, size)
                     else:
-                        assert buf.read(offset, size) == os.pread(fd, size, offset)
+                        expected = os.pread(fd, size, offset)
+                        assert buf.read(offset, size) == expected
+                        run = buf.read_run(offset, size)
+                        assert expected.startswith(run) and bool(run) == bool(expected)
                 elif op[1] < buf.base:  # a write or a cut below what was dropped
                     with pytest.raises(ValueError):
                         buf.write(*op[1:]) if op[0] == "write" else buf.truncate(op[1])
@@ -55,6 +57,7 @@ def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, page_size):
                     os.ftruncate(fd, op[1])
                     buf.truncate(op[1])
                 assert buf.size == os.fstat(fd).st_size
+                _check_runs(buf)
             whole = os.pread(fd, buf.size + 1, buf.base)
             assert b"".join(buf.chunks(chunk_size=7, start=buf.base)) == whole
     finally:
@@ -78,16 +81,40 @@ def test_sparse_write_reads_zeros(tmp_path):
         assert buf.read(0, 101) == bytes(100) + b"x"
 
 
-def test_whole_pages_keep_the_writers_bytes_and_drop_frees_them(tmp_path):
-    """A sequential writer's page-sized writes are held as given (no copy), and dropping them
-    frees the memory they held: a streamed file never reaches the spill bound."""
-    chunks = [os.urandom(64) for _ in range(10)]
-    with WriteBuffer(memory_limit=200, spill_dir=str(tmp_path), page_size=64) as buf:
-        for i, chunk in enumerate(chunks):
-            buf.write(i * 64, chunk)
-            assert buf.read(i * 64, 64) is chunk
-            buf.drop_before(i * 64)
-        assert not buf.spilled and buf.base == 9 * 64 and buf.size == 640
-        assert buf.read(9 * 64, 100) == chunks[9]
+def _check_runs(buf: WriteBuffer) -> None:
+    """The held runs are in order, apart, inside the file, and counted right (the spill bound)."""
+    if buf.spilled:
+        return
+    ends = [start + len(buf._runs[start]) for start in buf._starts]
+    assert sorted(buf._runs) == buf._starts
+    assert all(end <= start for end, start in zip(ends, buf._starts[1:]))
+    assert not ends or ends[-1] <= buf.size
+    assert buf._held == sum(map(len, buf._runs.values()))
+
+
+def test_a_sequential_writers_bytes_are_held_as_given_and_drop_frees_them(tmp_path):
+    """A sequential writer's writes are held as given (no copy), also once one write came split
+    and all that follow are off the 1 MiB grid, and dropping them frees the memory they held:
+    a streamed file never reaches the spill bound."""
+    sizes = [64, 30, 34] + [64] * 8
+    chunks = [os.urandom(n) for n in sizes]
+    with WriteBuffer(memory_limit=200, spill_dir=str(tmp_path), merge_below=16) as buf:
+        offset = 0
+        for chunk in chunks:
+            buf.write(offset, chunk)
+            assert buf.read(offset, len(chunk)) is chunk
+            assert buf.read_run(offset, 1000) is chunk
+            buf.drop_before(offset)
+            offset += len(chunk)
+        assert not buf.spilled and buf.base == offset - 64 and buf.size == offset
+        assert buf.read(offset - 64, 100) == chunks[-1]
         with pytest.raises(ValueError):
             buf.read(0, 1)
+
+
+def test_small_writes_in_a_row_are_one_run(tmp_path):
+    with WriteBuffer(spill_dir=str(tmp_path), merge_below=16) as buf:
+        for offset in range(0, 40, 4):
+            buf.write(offset, b"abcd")
+        assert buf._starts == [0, 16, 32]  # a run takes more while under 16 bytes
+        assert buf.read(0, 100) == b"abcd" * 10

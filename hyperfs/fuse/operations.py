@@ -641,9 +641,10 @@ class DriveOperations(pyfuse3.Operations):
         return open_file.buffer.size - open_file.fed >= ahead
 
     async def _feed(self, open_file: OpenFile) -> None:
-        """Hand the whole chunks a streaming file gained to the drive while it is written (the
-        content core hashes and stores them meanwhile, instead of all at close), and drop them
-        from its buffer. The lock is taken per chunk, so a write waiting on the stream goes next.
+        """Hand what a streaming file gained to the drive while it is written (the content core
+        hashes and stores it meanwhile, instead of all at close), a held write (at most a chunk)
+        at a time, and drop it from its buffer. The lock is taken per piece, so a write waiting
+        on the stream goes next.
         A failure ends the stream; what it took is lost only if the buffer had dropped some."""
         try:
             while True:
@@ -655,7 +656,7 @@ class DriveOperations(pyfuse3.Operations):
                         path = self.inodes.path(open_file.ino)
                         open_file.stream = await self.drive.open_write(path, **self._node_attrs(open_file))
                         open_file.stream_path = path
-                    chunk = buffer.read(open_file.fed, CHUNK_SIZE)
+                    chunk = buffer.read_run(open_file.fed, CHUNK_SIZE)
                     # Counted before the await: a write below `fed` meanwhile must end the stream.
                     open_file.fed += len(chunk)
                     # Finished even when the mount stops: a half-taken chunk would spoil the stream
