@@ -925,6 +925,38 @@ async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_
                 assert READ_AHEAD > 4 * first
 
 
+@trio_test
+async def test_two_readers_of_two_peer_files_keep_a_run_each(tmp_path: Path) -> None:
+    """Two `cat`s of two files far apart in the content core, 1 MiB reads taking turns: each
+    file's run goes on and its window doubles. With one run shared, each read started it over
+    and asked for READ_AHEAD_FIRST blocks past itself, never more."""
+    from hyperfs.core.protocol.replicator import store_replicator
+    from hyperfs.drive.read_ahead import NEAR, READ_AHEAD, READ_AHEAD_FIRST
+    from tests.test_replicator import connected, serving
+
+    async with open_store(tmp_path / "w") as writer, open_store(tmp_path / "r") as reader:
+        source = await Drive.create(writer)
+        data = {name: random.Random(name).randbytes(BLOCK_SIZE * 100) for name in ("/a", "/b")}
+        await source.write_file("/a", data["/a"])
+        await source.write_file("/gap", bytes(BLOCK_SIZE * (NEAR * READ_AHEAD + 100)))  # past any run's reach
+        await source.write_file("/b", data["/b"])
+        replicator = await store_replicator(reader)
+        with trio.fail_after(30):
+            async with serving(writer) as (port, _), connected(replicator, port):
+                drive = await Drive.open(reader, source.key)
+                state = replicator.add(drive.content)
+                files = {name: await drive.open_reader(name) for name in data}
+                starts = {name: (await drive.stat(name)).offset for name in data}
+                for at in range(0, 4 * 16 * BLOCK_SIZE, 16 * BLOCK_SIZE):
+                    for name, file in files.items():
+                        assert await file.read(at, 16 * BLOCK_SIZE) == data[name][at : at + 16 * BLOCK_SIZE]
+                while state.wanted or state.inflight:
+                    await trio.sleep(0.01)
+                for name, start in starts.items():
+                    ahead = sum(drive.content.has_local(start + i) for i in range(64, 100))
+                    assert ahead >= 4 * READ_AHEAD_FIRST, name
+
+
 @asynccontextmanager
 async def peer_files(tmp_path: Path, count: int) -> AsyncIterator[Callable[[int], Awaitable[set[int]]]]:
     """A peer's drive of `count` one-block files, f0000 on, written in order (so in order in its
@@ -986,6 +1018,24 @@ async def test_a_reader_of_a_peers_files_in_another_order_fetches_around_its_rea
         assert await read(98) == here  # in the run: nothing new
         for i in range(95, -1, -1):
             await read(i)
+
+
+@trio_test
+async def test_a_reader_of_a_wide_folder_in_another_order_soon_finds_its_files_asked_for(tmp_path: Path) -> None:
+    """A folder of 1,000 one-block files, far wider than one run's reach, read in a shuffled
+    order: the reads that land near no run start one each, the runs grow until they meet, and
+    after the first few dozen reads, files are there or on their way when read. With one run,
+    which each such read moved, about a quarter of them (236) waited for a round trip."""
+    count = 1000
+    order = list(range(count))
+    random.Random(3).shuffle(order)
+    async with peer_files(tmp_path, count) as read:
+        here: set[int] = set()
+        waited = 0
+        for i in order:
+            waited += i not in here
+            here = await read(i)
+    assert waited <= count // 20
 
 
 @trio_test
