@@ -388,6 +388,26 @@ def test_a_sparse_seeder_answers_wants_with_what_it_has(tmp_path: Path) -> None:
     run(body)
 
 
+def test_a_seeder_leaving_one_peer_as_it_stores_a_block_keeps_its_other_peers(tmp_path: Path) -> None:
+    """A block stored from one peer is announced to every peer. Sent from the storing
+    connection's task, a cancel of that connection (the first peer leaving) could land mid-send
+    on another's stream, which was then closed: about one time in three here."""
+
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 20)
+        seeder, rs = await replica(tmp_path / "s", writer.key)
+        async with serving(rs) as (port, _), connected(rr, port) as ended:
+            await reader.update()
+            for i in range(12):
+                async with serving(rw) as (writer_port, _), connected(rs, writer_port):
+                    await seeder.get(i)  # stored, announced, and the writer's connection cancelled
+                await trio.sleep(0.05)
+                assert not ended and len(rr.add(reader).peers) == 1, i
+            assert await reader.get(11) == blocks(20)[11]
+
+    run(body)
+
+
 def test_closing_the_core_ends_replication_quietly(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 5)

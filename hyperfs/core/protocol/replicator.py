@@ -661,6 +661,13 @@ class Peer:
             self.announced = contiguous
             await self.send(m.Range(0, contiguous))
 
+    def announce_ranges_soon(self) -> None:
+        """`announce_ranges` in this peer's own connection. Sent from another connection's task,
+        it broke this connection when that one was cancelled mid-send (its peer leaving): the
+        stream is closed rather than left with half a frame on the wire."""
+        if not self.closed:
+            self.conn.start_soon(self.announce_ranges)
+
     async def announce(self) -> None:
         """After our length changed: `range` then `sync`, as JS does on append."""
         if self.closed or self.channel is None or not self.channel.opened:
@@ -883,7 +890,7 @@ class Peer:
         if len(state.inflight) <= len(msgs):
             # Caught up for now: tell peers what we can serve (seeders rely on it).
             for peer in list(state.peers):
-                await peer.announce_ranges()
+                peer.announce_ranges_soon()
 
     def _done(self, item: _Inflight) -> None:
         if item.kind == "upgrade":
