@@ -492,6 +492,10 @@ class CoreState:
         """Blocks that `get()` calls are waiting for (a replicator attached late asks for them)."""
         return list(self._waiters)
 
+    def waiting_for(self, index: int) -> bool:
+        """Does a `get()` call wait for block `index`?"""
+        return index in self._waiters
+
     def waiter(self, index: int) -> trio.Event:
         event = trio.Event()
         self._waiters.setdefault(index, []).append(event)

@@ -149,6 +149,10 @@ class CoreReplication:
         self.core = core
         self.peers: list[Peer] = []
         self.wanted: set[int] = set()
+        # Wanted blocks no connected peer has, by when they were parked: out of `wanted`, so
+        # the fetch loops stop going through them; back once a peer announces one (`unpark`),
+        # dropped once no reader waits for them (`lapse`).
+        self.parked: dict[int, float] = {}
         self.downloads: list[Download] = []
         self.inflight: dict[int, int] = {}  # block index -> how many peers it is asked of
         self.changed = _Signal()  # new data stored, new peer info, new wants
@@ -161,14 +165,21 @@ class CoreReplication:
 
     def candidates(self, peer: Peer) -> Iterator[int]:
         """Missing blocks below our length that someone wants and `peer` has, wanted ones first,
-        that are not asked of another peer already, or only of peers overdue with them."""
+        that are not asked of another peer already, or only of peers overdue with them. Wants
+        met meanwhile are dropped on the way, and those no peer has are parked."""
         core = self.core
         length = core.length
         remote_has = peer.remote_has
         now = trio.current_time()
         for index in sorted(self.wanted):
-            if index < length and index in remote_has and not core.has_local(index) and self._askable(index, peer, now):
-                yield index
+            if core.has_local(index):
+                self.wanted.discard(index)
+            elif index in remote_has:
+                if index < length and self._askable(index, peer, now):
+                    yield index
+            elif not any(index in p.remote_has for p in self.peers):
+                self.wanted.discard(index)
+                self.parked[index] = now
         for dl in self.downloads:
             end = min(dl.end, length)
             while dl.cursor < end and core.has_local(dl.cursor):
@@ -200,8 +211,37 @@ class CoreReplication:
         else:
             self.inflight.pop(index, None)
 
+    def unpark(self, has: Ranges, start: int, end: int) -> None:
+        """A peer announced blocks [start, end), which it has where `has` says: the parked
+        wants among them are wanted again."""
+        parked = self.parked
+        if not parked:
+            return
+        span = range(start, end) if end - start < len(parked) else [i for i in parked if start <= i < end]
+        back = [i for i in span if i in parked and i in has]
+        for index in back:
+            del parked[index]
+        self.wanted.update(back)
+
+    def lapse(self, now: float) -> None:
+        """Drop the wants parked for `request_timeout` seconds that no reader waits for: read-ahead
+        asks for blocks before anyone reads them, and those no peer had stayed wanted for good
+        (58,000 of them made 2,000 reads take 30 s, not 1.6: each fetch loop pass went
+        through them all). Those a reader still waits for are looked at again a timeout later."""
+        cutoff = now - self.replicator.request_timeout
+        parked = self.parked
+        waiting = self.core.state.waiting_for
+        while parked:
+            index, since = next(iter(parked.items()))
+            if since > cutoff:
+                return
+            del parked[index]
+            if waiting(index):
+                parked[index] = now
+
     def stored(self, index: int) -> None:
         self.wanted.discard(index)
+        self.parked.pop(index, None)
         for dl in self.downloads:
             if dl.start <= index < dl.end:
                 dl.done += 1
@@ -324,6 +364,8 @@ class Replicator:
         """A reader waits for, or will soon read, these blocks of `core`: ask peers that have
         them (sync, non-blocking)."""
         state = self.add(core)
+        for index in indexes:
+            state.parked.pop(index, None)  # asked for again: looked at again
         state.wanted.update(indexes)
         state.changed.wake()
 
@@ -694,6 +736,7 @@ class Peer:
         else:
             self.remote_has.add(msg.start, msg.start + msg.length)
             self._check_ranges()
+            self.state.unpark(self.remote_has, msg.start, msg.start + msg.length)
         self.state.changed.wake()
 
     async def on_bitfield(self, msg: m.Bitfield) -> None:
@@ -709,6 +752,7 @@ class Peer:
                 has.add(base + low, base + low + run)
                 word &= ~(((1 << run) - 1) << low)
             self._check_ranges()
+        self.state.unpark(has, msg.start, msg.start + 32 * len(msg.bitfield))
         self.state.changed.wake()
 
     def _check_ranges(self) -> None:
@@ -1070,6 +1114,7 @@ class Peer:
             await trio.sleep(min(1.0, timeout / 4, replicator.overdue_after / 4))
             now = trio.current_time()
             core = self.core
+            self.state.lapse(now)
             if len(self.state.peers) > 1 and any(
                 self.overdue(item, now) and not core.has_local(item.index) for item in self.asked.values()
             ):
