@@ -879,6 +879,32 @@ async def test_a_peer_reads_another_writers_blocks_fetching_only_those_read(tmp_
 
 
 @trio_test
+async def test_reads_anywhere_in_stored_files_of_equal_blocks_or_not_find_their_bytes(tmp_path: Path) -> None:
+    """A drive's own file has equal blocks: a read anywhere finds its block by arithmetic once
+    a scan of the file's tree leaves said so. Another writer's file with as many blocks, of
+    other sizes, is found by the tree. Both again in the drive opened anew."""
+    sizes = [BLOCK_SIZE - 100, BLOCK_SIZE + 100, BLOCK_SIZE, BLOCK_SIZE - 7, BLOCK_SIZE + 7, 123]
+    files = {"/equal": random.Random(1).randbytes(5 * BLOCK_SIZE + 123), "/other": random.Random(2).randbytes(sum(sizes))}
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/equal", files["/equal"])
+        offset, byte_offset = drive.content.length, drive.content.byte_length
+        cuts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        await drive.content.append([files["/other"][a:b] for a, b in zip(cuts, cuts[1:])])
+        st = Stat(stat_mod.S_IFREG | 0o644, size=len(files["/other"]), blocks=len(sizes), offset=offset, byte_offset=byte_offset)
+        await drive.metadata.append(drive.tree.put(("other",), st.encode()))
+        key = drive.key
+    for _ in range(2):  # the second time from the store as left on disk
+        async with open_store(tmp_path) as store:
+            drive = await Drive.open(store, key)
+            for name, data in files.items():
+                file = await drive.open_reader(name)
+                for at in random.Random(3).sample(range(len(data)), 60):
+                    assert await file.read(at, 5000, alone=True) == data[at : at + 5000], (name, at)
+            assert sorted(drive._equal_blocks.values()) == [False, True]
+
+
+@trio_test
 async def test_a_sequential_reader_of_a_peer_file_fetches_blocks_ahead_a_random_one_does_not(
     tmp_path: Path,
 ) -> None:

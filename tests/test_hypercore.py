@@ -213,6 +213,26 @@ async def test_seek_streams_and_live(tmp_path):
     await core.close()
 
 
+@trio_test
+async def test_blocks_sized_tells_a_run_of_equal_blocks_from_its_leaves(tmp_path):
+    """By the stored leaves: equal blocks, one that differs (even with the run's total size
+    unchanged), an encrypted core's padding left out, and a leaf not stored here."""
+    core = await open_core(tmp_path / "plain")
+    await core.append([b"a" * 10] * 5 + [b"b" * 9, b"c" * 11, b"d" * 3])
+    assert core.blocks_sized_sync(0, 5, 10) and core.blocks_sized_sync(2, 4, 10)
+    assert not core.blocks_sized_sync(0, 6, 10) and not core.blocks_sized_sync(4, 7, 10)
+    assert core.blocks_sized_sync(5, 6, 9) and core.blocks_sized_sync(6, 6, 10)  # an empty run: yes
+    secret = await open_core(tmp_path / "enc", seed=2, encryption_key=bytes(range(32)))
+    await secret.append([b"e" * 10] * 4)
+    assert secret.padding and secret.blocks_sized_sync(0, 4, 10)
+    tx = core.state.storage.write()
+    tx.delete_tree_node(2 * 3)  # as a sparse core may lack it
+    tx.flush()
+    assert not core.blocks_sized_sync(0, 5, 10) and core.blocks_sized_sync(0, 3, 10)
+    await core.close()
+    await secret.close()
+
+
 @given(
     st.lists(st.binary(min_size=1, max_size=9), min_size=1, max_size=8),
     st.integers(min_value=0, max_value=8),

@@ -1152,6 +1152,19 @@ class Hypercore:
             raise TreeNodeMissingError(f"core {self.state.id}: tree node {index} is missing", index)
         return node
 
+    def blocks_sized_sync(self, start: int, end: int, size: int) -> bool:
+        """True if each of the blocks [start, end) holds `size` bytes, by their tree leaves
+        stored here (False if one is missing). A reader of such a run finds a byte's block by
+        arithmetic, with no tree nodes to read. One scan of the run's nodes (blocking)."""
+        padding = self.padding
+        leaves = 0
+        for node in self._storage().create_tree_node_stream(gte=2 * start, lt=2 * end - 1):
+            if node.index % 2 == 0:
+                if node.size - padding != size:
+                    return False
+                leaves += 1
+        return leaves == end - start
+
     def read_block_sync(self, index: int) -> bytes | None:
         """The stored bytes of block `index` (with encryption padding), or None (blocking)."""
         return self._storage().read().get_block(index)
