@@ -441,6 +441,32 @@ def test_a_seeder_leaving_one_peer_as_it_stores_a_block_keeps_its_other_peers(tm
     run(body)
 
 
+def test_a_sparse_seeder_announces_blocks_it_gets_out_of_order(tmp_path: Path) -> None:
+    """A seeder holding blocks 0-9 gets block 25 later: it tells its readers, as JS does for
+    every block it gets, so one waiting for block 25 asks it (it announced only its
+    contiguous length before, and the reader waited in vain)."""
+
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 30)
+        seeder, rs = await replica(tmp_path / "s", writer.key)
+        async with serving(rw) as (port, _), connected(rs, port):
+            await seeder.download(0, 10)
+        async with serving(rs) as (port, _), connected(rr, port), trio.open_nursery() as nursery:
+            await reader.update()
+            got: list[bytes] = []
+
+            async def read() -> None:
+                got.append(await reader.get(25, timeout=10))
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            async with serving(rw) as (writer_port, _), connected(rs, writer_port):
+                await seeder.get(25)
+        assert got == [blocks(30)[25]] and not reader.has_local(24)
+
+    run(body)
+
+
 def test_closing_the_core_ends_replication_quietly(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 5)

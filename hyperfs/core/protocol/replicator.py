@@ -153,6 +153,7 @@ class CoreReplication:
         # the fetch loops stop going through them; back once a peer announces one (`unpark`),
         # dropped once no reader waits for them (`lapse`).
         self.parked: dict[int, float] = {}
+        self.unannounced: list[int] = []  # blocks stored since peers were last told
         self.downloads: list[Download] = []
         self.inflight: dict[int, int] = {}  # block index -> how many peers it is asked of
         self.changed = _Signal()  # new data stored, new peer info, new wants
@@ -697,18 +698,27 @@ class Peer:
             )
         )
 
-    async def announce_ranges(self) -> None:
+    async def announce_ranges(self, blocks: list[int] | None = None) -> None:
+        """Tell the remote our contiguous length if it grew, and which of `blocks` (stored
+        lately) lie past it, as JS announces each block it gets: a sparse peer's readers
+        would otherwise never ask it for blocks it got out of order."""
         contiguous = self.core.contiguous_length
         if contiguous > self.announced:
             self.announced = contiguous
             await self.send(m.Range(0, contiguous))
+        past = Ranges()
+        for index in blocks or ():
+            if index >= contiguous:
+                past.add(index, index + 1)
+        for start, end in zip(past.starts, past.ends):
+            await self.send(m.Range(start, end - start))
 
-    def announce_ranges_soon(self) -> None:
+    def announce_ranges_soon(self, blocks: list[int]) -> None:
         """`announce_ranges` in this peer's own connection. Sent from another connection's task,
         it broke this connection when that one was cancelled mid-send (its peer leaving): the
         stream is closed rather than left with half a frame on the wire."""
         if not self.closed:
-            self.conn.start_soon(self.announce_ranges)
+            self.conn.start_soon(self.announce_ranges, blocks)
 
     async def announce(self) -> None:
         """After our length changed: `range` then `sync`, as JS does on append."""
@@ -931,10 +941,12 @@ class Peer:
             state.remember(verified)
             if verified.block_index is not None:
                 state.stored(verified.block_index)
+                state.unannounced.append(verified.block_index)
         if len(state.inflight) <= len(msgs):
             # Caught up for now: tell peers what we can serve (seeders rely on it).
+            blocks, state.unannounced = state.unannounced, []
             for peer in list(state.peers):
-                peer.announce_ranges_soon()
+                peer.announce_ranges_soon(blocks)
 
     def _done(self, item: _Inflight) -> None:
         if item.kind == "upgrade":
