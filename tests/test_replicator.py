@@ -467,6 +467,25 @@ def test_a_sparse_seeder_announces_blocks_it_gets_out_of_order(tmp_path: Path) -
     run(body)
 
 
+def test_a_reader_announces_no_block_to_the_peer_that_has_it(tmp_path: Path) -> None:
+    """Blocks read here out of order are announced only to peers that lack them: a random
+    reader of a big file would otherwise tell the seeder about each block it sent, and a
+    seeder drops a peer past MAX_REMOTE_RUNS separate runs."""
+
+    async def body() -> None:
+        writer, reader, rw, rr = await writer_and_reader(tmp_path, 30)
+        async with serving(rw) as (port, _), connected(rr, port):
+            for index in (5, 9, 20):
+                await reader.get(index)
+            await reader.get(0)  # announced (contiguous now) after what the reads above sent
+            (seeder_side,) = rw.add(writer).peers
+            while 0 not in seeder_side.remote_has:
+                await trio.sleep(0.01)
+            assert not any(i in seeder_side.remote_has for i in (5, 9, 20))
+
+    run(body)
+
+
 def test_closing_the_core_ends_replication_quietly(tmp_path: Path) -> None:
     async def body() -> None:
         writer, reader, rw, rr = await writer_and_reader(tmp_path, 5)

@@ -701,14 +701,16 @@ class Peer:
     async def announce_ranges(self, blocks: list[int] | None = None) -> None:
         """Tell the remote our contiguous length if it grew, and which of `blocks` (stored
         lately) lie past it, as JS announces each block it gets: a sparse peer's readers
-        would otherwise never ask it for blocks it got out of order."""
+        would otherwise never ask it for blocks it got out of order. Not those the remote has:
+        a random reader's scattered blocks would reach the seeder it read them from, which
+        has them all, and which drops a peer past MAX_REMOTE_RUNS separate runs."""
         contiguous = self.core.contiguous_length
         if contiguous > self.announced:
             self.announced = contiguous
             await self.send(m.Range(0, contiguous))
         past = Ranges()
         for index in blocks or ():
-            if index >= contiguous:
+            if index >= contiguous and index not in self.remote_has:
                 past.add(index, index + 1)
         for start, end in zip(past.starts, past.ends):
             await self.send(m.Range(start, end - start))
