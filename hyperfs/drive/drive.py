@@ -1003,18 +1003,19 @@ class FileReader:
         file of at most EQUAL_SCAN_BLOCKS: a player's or `tail`'s few seeks never wait for it."""
         equal = self._equal_blocks.get(self._equal_key)
         if equal is None:
+            due = self._scan_due()
             self._seeks += 1
-            st = self._stat
-            if self._seeks < EQUAL_AFTER_SEEKS or not self._regular or st.blocks > EQUAL_SCAN_BLOCKS:
+            if not (due and self._regular):
                 return False
-            equal = self._content.blocks_sized_sync(st.offset, self._end - 1, BLOCK_SIZE)
+            equal = self._content.blocks_sized_sync(self._stat.offset, self._end - 1, BLOCK_SIZE)
             if len(self._equal_blocks) >= EQUAL_BLOCKS_KEPT:
                 self._equal_blocks.clear()
             self._equal_blocks[self._equal_key] = equal
         return equal
 
     def _scan_due(self) -> bool:
-        """Would the next seek scan the file's tree leaves (`_equal`)? Not on the event loop."""
+        """Would the next seek scan the file's tree leaves, were its blocks' count regular
+        (`_equal`)? That one is not made on the event loop."""
         return (
             self._equal_key not in self._equal_blocks
             and self._seeks + 1 >= EQUAL_AFTER_SEEKS

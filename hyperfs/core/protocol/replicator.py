@@ -243,6 +243,7 @@ class CoreReplication:
     def stored(self, index: int) -> None:
         self.wanted.discard(index)
         self.parked.pop(index, None)
+        self.unannounced.append(index)
         for dl in self.downloads:
             if dl.start <= index < dl.end:
                 dl.done += 1
@@ -943,7 +944,6 @@ class Peer:
             state.remember(verified)
             if verified.block_index is not None:
                 state.stored(verified.block_index)
-                state.unannounced.append(verified.block_index)
         if len(state.inflight) <= len(msgs):
             # Caught up for now: tell peers what we can serve (seeders rely on it).
             blocks, state.unannounced = state.unannounced, []
