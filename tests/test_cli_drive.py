@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat as stat_mod
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,18 +37,33 @@ def odd_tree(root: Path) -> None:
     os.utime(root / "big.bin", ns=(1_600_000_000_123_000_000, 1_600_000_000_123_000_000))
 
 
+def special_entries(root: Path) -> dict[str, int]:
+    """A FIFO and a socket in `root` (a home folder has both: ~/.gnupg's agent sockets); their
+    names and types."""
+    os.mkfifo(root / "a fifo", 0o640)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "a socket"))
+    return {"a fifo": stat_mod.S_IFIFO, "a socket": stat_mod.S_IFSOCK}
+
+
 def test_import_export_round_trip(tmp_path: Path) -> None:
     store, src, dest = tmp_path / "store", tmp_path / "src", tmp_path / "dest"
     odd_tree(src)
-    os.mkfifo(src / "a fifo")
+    specials = special_entries(src)
     hyperfs(store, "create", "t")
     done = hyperfs(store, "import", str(src), "t", "--quiet")
-    assert "skipped 1" in done.stdout and "a fifo" in done.stderr
-    os.unlink(src / "a fifo")
+    assert "skipped 0" in done.stdout, done.stdout + done.stderr
+    assert hyperfs(store, "stat", "t", "/a fifo").stdout.splitlines()[1] == "type:    FIFO"
+    done = hyperfs(store, "cat", "t", "/a socket", check=False)
+    assert done.returncode == 1 and done.stderr == "hyperfs: /a socket is a socket, not a file\n"
     hyperfs(store, "export", "t", str(dest), "--quiet")
 
+    # diff says only that the specials are specials; their kind and attributes are below.
     diff = subprocess.run(["diff", "-r", "--no-dereference", str(src), str(dest)], capture_output=True, text=True)
-    assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
+    said = {line.split(" is a ")[0].removeprefix(f"File {src}/") for line in diff.stdout.splitlines()}
+    assert said == set(specials) and diff.stderr == "", diff.stdout + diff.stderr
+    for name, kind in specials.items():
+        assert stat_mod.S_IFMT((dest / name).lstat().st_mode) == kind
     for path in src.rglob("*"):
         a, b = path.lstat(), (dest / path.relative_to(src)).lstat()
         assert stat_mod.S_IMODE(a.st_mode) == stat_mod.S_IMODE(b.st_mode) or path.is_symlink(), path
@@ -59,6 +76,43 @@ def test_import_export_round_trip(tmp_path: Path) -> None:
     (dest / "tool.sh").write_text("changed")
     assert "exported 2," in hyperfs(store, "export", "t", str(dest), "--quiet").stdout
     assert (dest / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+    # An entry that changed kind is replaced, whichever way it went.
+    (src / "secret").unlink()
+    (src / "secret").symlink_to("tool.sh")
+    os.unlink(src / "a fifo")
+    (src / "a fifo").write_text("now a file\n")
+    (src / "link").unlink()
+    os.mkfifo(src / "link")
+    assert "imported 3, unchanged" in hyperfs(store, "import", str(src), "t", "--quiet").stdout
+    assert hyperfs(store, "cat", "t", "/secret").stdout == "#!/bin/sh\n"
+    assert hyperfs(store, "cat", "t", "/a fifo").stdout == "now a file\n"
+    assert hyperfs(store, "stat", "t", "/link").stdout.splitlines()[1] == "type:    FIFO"
+
+
+def test_export_leaves_out_device_nodes_another_writer_made(tmp_path: Path) -> None:
+    """Only another writer can put a device node in a drive (ours refuse to): export says it
+    leaves it out, and recreates the rest."""
+    store, dest = tmp_path / "store", tmp_path / "dest"
+    hyperfs(store, "create", "t")
+    script = (
+        "import sys, stat, trio\n"
+        "from hyperfs.core.corestore import Corestore\n"
+        "from hyperfs.drive.drive import Drive, Stat\n"
+        "async def main():\n"
+        "    async with Corestore(sys.argv[1]) as store:\n"
+        "        drive = await Drive.open(store, bytes.fromhex(sys.argv[2]))\n"
+        "        drive._queue_put(('null',), Stat(mode=stat.S_IFCHR | 0o666, mtime=1).encode())\n"
+        "        await drive.mknod('/fifo', stat.S_IFIFO | 0o600)\n"
+        "        await drive.close()\n"
+        "trio.run(main)\n"
+    )
+    key = hyperfs(store, "keys").stdout.split()[2]
+    subprocess.run([sys.executable, "-c", script, str(store), key], check=True, timeout=60)
+    done = hyperfs(store, "export", "t", str(dest), "--quiet")
+    assert "exported 1, unchanged 0, skipped 1" in done.stdout
+    assert done.stderr.strip() == f"skipped: {dest}/null: a character device in the drive (not made here)"
+    assert stat_mod.S_ISFIFO((dest / "fifo").lstat().st_mode) and not (dest / "null").exists()
 
 
 def test_import_of_a_file_from_before_1970(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from hyperfs.errors import (
     IsADirectoryInDrive,
     NameTooLongError,
     NotADirectoryInDrive,
+    NotSupportedError,
     ReadOnlyDriveError,
     StorageError,
     StorageFullError,
@@ -237,6 +238,52 @@ async def test_rename_symlink_xattr_attrs(tmp_path: Path) -> None:
         with pytest.raises(StorageFullError, match="do not fit"):
             await drive.truncate("/g", 1 << 50)
         assert (drive.content.length, drive.version, await drive.read_file("/g")) == (content, version, b"con\0\0")
+
+
+@trio_test
+async def test_fifos_and_sockets_are_entries_without_content(tmp_path: Path) -> None:
+    """A FIFO or a socket is a node with its type in `mode`, no content, the attributes of
+    any entry; reading one as a file is an error; a device node is refused."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        await drive.write_file("/f", b"content")
+        content = drive.content.length
+        await drive.mknod("/run/pipe", stat_mod.S_IFIFO | 0o640, uid=5, gid=6, mtime=T)
+        await drive.mknod("/run/agent", stat_mod.S_IFSOCK | 0o7777)
+        assert drive.content.length == content  # nothing appended but their nodes
+        pipe = await drive.lstat("/run/pipe")
+        assert (pipe.mode, pipe.uid, pipe.gid, pipe.mtime, pipe.size) == (stat_mod.S_IFIFO | 0o640, 5, 6, T, 0)
+        assert (pipe.kind(), (await drive.stat("/run/agent")).kind(), (await drive.lstat("/f")).kind()) == (
+            "FIFO",
+            "socket",
+            "file",
+        )
+        assert pipe.is_special() and not (pipe.is_file() or pipe.is_dir() or pipe.is_symlink())
+        assert sorted(await drive.readdir("/run")) == ["agent", "pipe"]
+        with pytest.raises(InvalidArgumentError, match="/run/pipe is a FIFO, not a file"):
+            await drive.read_file("/run/pipe")
+        await drive.symlink("run/agent", "/link")
+        with pytest.raises(InvalidArgumentError, match="/run/agent is a socket"):
+            await drive.read_file("/link")
+        with pytest.raises(FileExistsInDrive):
+            await drive.mknod("/f", stat_mod.S_IFIFO | 0o600)
+        with pytest.raises(NotADirectoryInDrive):
+            await drive.mknod("/f/pipe", stat_mod.S_IFIFO | 0o600)
+        for device in (stat_mod.S_IFCHR, stat_mod.S_IFBLK, stat_mod.S_IFREG, stat_mod.S_IFDIR):
+            with pytest.raises(NotSupportedError):
+                await drive.mknod("/dev", device | 0o600)
+        assert not await drive.exists("/dev")
+
+        await drive.chmod("/run/pipe", 0o600)
+        await drive.set_metadata("/run/pipe", "user.k", b"v")
+        await drive.rename("/run/pipe", "/pipe")
+        pipe = await drive.lstat("/pipe")
+        assert (pipe.mode, pipe.metadata) == (stat_mod.S_IFIFO | 0o600, {"user.k": b"v"})
+        await drive.unlink("/run/agent")
+        assert await drive.readdir("/") == ["f", "link", "pipe"] and not await drive.exists("/run")
+        # As for a symlink, a file written at its path replaces it.
+        await drive.write_file("/pipe", b"a file now")
+        assert (await drive.lstat("/pipe")).kind() == "file" and await drive.read_file("/pipe") == b"a file now"
 
 
 @trio_test

@@ -8,6 +8,7 @@ import mmap
 import os
 import random
 import signal
+import socket
 import stat as stat_mod
 import subprocess
 import sys
@@ -223,7 +224,7 @@ def test_inodes_links_and_blocks(mount):
     assert found.stdout.split() == [str(m / "d" / "g")]
 
 
-def test_mknod_makes_an_empty_file_and_refuses_special_files(mount):
+def test_mknod_makes_an_empty_file_a_fifo_or_a_socket_and_refuses_devices(mount):
     m = mount.path
     os.mknod(m / "node", 0o640 | stat_mod.S_IFREG)
     st = (m / "node").stat()
@@ -233,10 +234,38 @@ def test_mknod_makes_an_empty_file_and_refuses_special_files(mount):
     assert (m / "node").read_text() == "now with content"
     assert errno_of(lambda: os.mknod(m / "node", 0o644 | stat_mod.S_IFREG)) == errno.EEXIST
     assert errno_of(lambda: os.mknod(m / "nope" / "node", 0o644 | stat_mod.S_IFREG)) == errno.ENOENT
-    # The format holds files, folders and symlinks only: as on vfat, the rest is not permitted.
-    assert errno_of(lambda: os.mkfifo(m / "fifo")) == errno.EPERM
-    assert errno_of(lambda: os.mknod(m / "sock", 0o644 | stat_mod.S_IFSOCK)) == errno.EPERM
-    assert os.listdir(m) == ["node"]
+    # A FIFO and a socket are entries of their own, which the kernel serves as on any file system.
+    os.mkfifo(m / "fifo", 0o620)
+    with ThreadPoolExecutor(1) as pool:
+        writing = pool.submit(lambda: (m / "fifo").write_bytes(b"through the pipe"))
+        assert (m / "fifo").read_bytes() == b"through the pipe"
+        writing.result(timeout=10)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(m / "sock"))
+        server.listen()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(m / "sock"))
+            peer, _ = server.accept()
+            client.sendall(b"ping")
+            assert peer.recv(4) == b"ping"
+            peer.close()
+    os.chmod(m / "fifo", 0o600)
+    os.rename(m / "sock", m / "socket")
+    os.chmod(m / "socket", 0o750)
+    kinds = {p.name: (stat_mod.S_IFMT(p.lstat().st_mode), stat_mod.S_IMODE(p.lstat().st_mode)) for p in m.iterdir()}
+    expected = {"node": (stat_mod.S_IFREG, 0o640), "fifo": (stat_mod.S_IFIFO, 0o600), "socket": (stat_mod.S_IFSOCK, 0o750)}
+    assert kinds == expected
+    assert errno_of(lambda: os.mkfifo(m / "fifo")) == errno.EEXIST
+    # A device node has no place in the format (nor could one be opened on a FUSE mount).
+    assert errno_of(lambda: os.mknod(m / "null", 0o666 | stat_mod.S_IFCHR, os.makedev(1, 3))) == errno.EPERM
+    assert errno_of(lambda: os.mknod(m / "disk", 0o660 | stat_mod.S_IFBLK, os.makedev(8, 0))) == errno.EPERM
+    mount.unmount()
+    with mounted(mount.store, mount.path):
+        again = {p.name: (stat_mod.S_IFMT(p.lstat().st_mode), stat_mod.S_IMODE(p.lstat().st_mode)) for p in m.iterdir()}
+        assert again == expected
+        os.unlink(m / "fifo")
+        os.unlink(m / "socket")
+        assert os.listdir(m) == ["node"]
 
 
 def test_xattrs_chmod_utimes_symlink(mount):

@@ -6,7 +6,9 @@ import errno
 import os
 import random
 import shutil
+import socket
 import sqlite3
+import stat as stat_mod
 import subprocess
 from pathlib import Path
 
@@ -60,6 +62,47 @@ def test_rsync_twice_transfers_nothing_the_second_time(tmp_path, mount):
     run("diff", "-r", "--no-dereference", str(src), str(mount.path / "dst"))
     again = run("rsync", "-a", "--itemize-changes", f"{src}/", f"{mount.path}/dst/")
     assert again.strip() == ""
+
+
+def test_a_home_folders_fifos_and_sockets_copy_in_and_out(tmp_path, mount):
+    """`rsync -a` of a home folder meets sockets (gpg-agent's, ssh-agent's) and FIFOs, and
+    recreates them (-a includes --specials); so does `cp -a`, and `tar` the FIFOs (it leaves
+    sockets out). On the mount they are
+    entries of their own kind, as on the local disk: nothing fails, nothing is left behind,
+    and a second rsync has nothing to do."""
+    if shutil.which("rsync") is None:
+        pytest.skip("needs rsync")
+    home = make_tree(tmp_path / "home")
+    (home / ".gnupg").mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(home / ".gnupg" / "S.gpg-agent"))
+    os.mkfifo(home / "a" / "pipe", 0o600)
+    specials = {".gnupg/S.gpg-agent": stat_mod.S_IFSOCK, "a/pipe": stat_mod.S_IFIFO}
+
+    def same_tree(copy: Path, kept: dict[str, int] = specials) -> None:
+        """`copy` is `home` but for the specials not `kept`, which are missing."""
+        for rel, kind in kept.items():
+            assert stat_mod.S_IFMT((copy / rel).lstat().st_mode) == kind, rel
+        diff = subprocess.run(["diff", "-r", "--no-dereference", str(home), str(copy)], capture_output=True, text=True)
+        said = sorted(diff.stdout.splitlines())
+        kinds = {stat_mod.S_IFSOCK: "socket", stat_mod.S_IFIFO: "fifo"}
+        expected = sorted(
+            f"File {home}/{rel} is a {kinds[kind]} while file {copy}/{rel} is a {kinds[kind]}"
+            if rel in kept
+            else f"Only in {home}/{os.path.dirname(rel)}: {os.path.basename(rel)}"
+            for rel, kind in specials.items()
+        )
+        assert said == expected, diff.stdout + diff.stderr
+
+    run("rsync", "-a", f"{home}/", f"{mount.path}/home/")
+    same_tree(mount.path / "home")
+    assert run("rsync", "-a", "--itemize-changes", f"{home}/", f"{mount.path}/home/").strip() == ""
+    run("cp", "-a", str(mount.path / "home"), str(tmp_path / "back"))
+    same_tree(tmp_path / "back")
+    run("tar", "-cf", str(tmp_path / "home.tar"), "-C", str(mount.path / "home"), ".")
+    (mount.path / "untarred").mkdir()
+    run("tar", "-xf", str(tmp_path / "home.tar"), "-C", str(mount.path / "untarred"))
+    same_tree(mount.path / "untarred", {"a/pipe": stat_mod.S_IFIFO})
 
 
 def test_tar_x_and_tar_c(tmp_path, mount):

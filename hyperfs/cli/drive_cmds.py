@@ -24,7 +24,7 @@ from tqdm import tqdm
 from hyperfs.cli.common import add_drive_argument, command_adder, local_drive, open_named_drive, registry
 from hyperfs.core.z32 import encode_id
 from hyperfs.drive.append_tree import join
-from hyperfs.drive.drive import Drive, Stat, ms_from_ns
+from hyperfs.drive.drive import SPECIAL_TYPES, Drive, Stat, ms_from_ns
 from hyperfs.errors import (
     DecodingError,
     FileNotFoundInDrive,
@@ -174,7 +174,7 @@ async def cmd_stat(store: Any, args: argparse.Namespace) -> int:
     drive = await open_named_drive(store, args.store, args.drive)
     st = await drive.lstat(args.path)
     print(f"path:    {args.path}")
-    print(f"type:    {'folder' if st.is_dir() else 'symlink' if st.is_symlink() else 'file'}")
+    print(f"type:    {st.kind()}")
     print(f"mode:    {stat_mod.filemode(st.mode)} ({st.mode & 0o7777:o})")
     print(f"uid/gid: {st.uid}/{st.gid}")
     print(f"size:    {st.size} bytes in {st.blocks} blocks from block {st.offset} (byte {st.byte_offset})")
@@ -249,10 +249,10 @@ def _walk(src: Path, skipped: list[str]) -> list[tuple[str, os.stat_result, Path
         if stat_mod.S_ISDIR(st.st_mode):
             out.append((drive_path, st, path))
             stack.append(entries(path, drive_path))
-        elif stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode):
+        elif stat_mod.S_IFMT(st.st_mode) in (stat_mod.S_IFREG, stat_mod.S_IFLNK, *SPECIAL_TYPES):
             out.append((drive_path, st, path))
         else:
-            skipped.append(f"{path}: not a file, folder or symlink")
+            skipped.append(f"{path}: a device node (a drive holds none)")
     return out
 
 
@@ -309,10 +309,13 @@ async def _import_one(
         if have is None:
             await drive.mkdir(drive_path, mode=mode, mtime=mtime, ctime=mtime)
         return
-    if have is not None and not have.is_file():
-        await drive.unlink(drive_path)  # a symlink becomes a file or the other way round
+    if have is not None and not (have.is_file() and stat_mod.S_ISREG(local.st_mode)):
+        await drive.unlink(drive_path)  # a file becomes a symlink or the other way round
     if stat_mod.S_ISLNK(local.st_mode):
         await drive.symlink(os.readlink(path), drive_path, mtime=mtime)
+        return
+    if not stat_mod.S_ISREG(local.st_mode):
+        await drive.mknod(drive_path, local.st_mode, mtime=mtime)
         return
     writer = await drive.open_write(drive_path, mode=mode, uid=0, gid=0, mtime=mtime, ctime=mtime)
     try:
@@ -369,10 +372,11 @@ async def cmd_export(store: Any, args: argparse.Namespace) -> int:
                     unchanged += 1
                     bar.update(st.size if st.is_file() else 0)
                     continue
-                if await _export_one(drive, path, st, local, have, bar):
+                refused = await _export_one(drive, path, st, local, have, bar)
+                if refused is None:
                     done += 1
                 else:
-                    skipped.append(f"{local}: exists as another kind of file")
+                    skipped.append(f"{local}: {refused}")
             # Folder modes and times last: writing inside a folder changes its mtime, and a
             # read-only folder could not have been filled.
             for path, st in reversed(entries):
@@ -395,19 +399,26 @@ def _set_times(local: Path, st: Stat) -> None:
 
 async def _export_one(
     drive: Drive, path: str, st: Stat, local: Path, have: os.stat_result | None, bar: tqdm
-) -> bool:
-    """Write one entry; False when something of another kind is in its place."""
+) -> str | None:
+    """Write one entry; else say why not (something of another kind is in its place, or it
+    is a device node, which only another writer can have put in the drive)."""
     if have is not None and (stat_mod.S_ISDIR(have.st_mode) != st.is_dir()):
-        return False
+        return "exists as another kind of file"
+    if st.is_special() and stat_mod.S_IFMT(st.mode) not in SPECIAL_TYPES:
+        return f"a {st.kind()} in the drive (not made here)"
     if st.is_dir():
         local.mkdir(mode=0o700, exist_ok=True)
-        return True
+        return None
     if have is not None:
         local.unlink()
     if st.is_symlink():
         os.symlink(st.linkname, local)
         _set_times(local, st)
-        return True
+        return None
+    if st.is_special():
+        os.mknod(local, st.mode)  # a FIFO or a socket
+        _set_times(local, st)
+        return None
     # Written under a temporary name and renamed: an interrupted export leaves no half file.
     part = local.with_name("." + hashlib.sha256(os.fsencode(local.name)).hexdigest()[:16] + ".hyperfs-part")
     with open(part, "wb") as f:
@@ -417,4 +428,4 @@ async def _export_one(
     os.chmod(part, stat_mod.S_IMODE(st.mode))
     _set_times(part, st)
     os.replace(part, local)
-    return True
+    return None

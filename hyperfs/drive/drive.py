@@ -39,6 +39,7 @@ from hyperfs.errors import (
     InvalidPathError,
     IsADirectoryInDrive,
     NotADirectoryInDrive,
+    NotSupportedError,
     ReadOnlyDriveError,
     StorageError,
 )
@@ -49,6 +50,19 @@ BLOCK_SIZE = 65536  # hyperdrive 9's writeFile chunking
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
 SYMLINK_MODE = 0o777
+# The kinds of entry that are only a name and attributes: a drive keeps them as a local file
+# system does (`rsync -a` and `cp -a` recreate a home folder's sockets and FIFOs), though no
+# content goes through them. Device nodes are not among them: a drive has no field for the
+# device number, and a FUSE mount does not let them be opened anyway.
+SPECIAL_TYPES = (stat_mod.S_IFIFO, stat_mod.S_IFSOCK)
+_KINDS = {
+    stat_mod.S_IFDIR: "folder",
+    stat_mod.S_IFLNK: "symlink",
+    stat_mod.S_IFIFO: "FIFO",
+    stat_mod.S_IFSOCK: "socket",
+    stat_mod.S_IFCHR: "character device",
+    stat_mod.S_IFBLK: "block device",
+}
 MAX_SYMLINKS = 40
 # A batch (or a streaming writer) appends once this much content or this many nodes wait.
 FLUSH_BYTES = 4 * 1024 * 1024
@@ -81,7 +95,8 @@ def ms_from_ns(ns: int) -> int:
 
 @dataclass(slots=True)
 class Stat:
-    """A file's, folder's or symlink's attributes (the `Stat` message, times in ms).
+    """A file's, folder's, symlink's or special entry's attributes (the `Stat` message, times
+    in ms).
 
     `nlink` and `ino` are not stored (`ino` is the node's log index). Folders are encoded as
     hyperdrive 9 writes them: no size or blocks, and uid/gid only when set.
@@ -116,6 +131,15 @@ class Stat:
 
     def is_symlink(self) -> bool:
         return stat_mod.S_ISLNK(self.mode)
+
+    def is_special(self) -> bool:
+        """A FIFO, socket or device node: an entry without content. (A mode with no type bits
+        counts as a file's, as `kind` says.)"""
+        return stat_mod.S_IFMT(self.mode) in (*SPECIAL_TYPES, stat_mod.S_IFCHR, stat_mod.S_IFBLK)
+
+    def kind(self) -> str:
+        """What the entry is, in words ("file" for a mode without a type)."""
+        return _KINDS.get(stat_mod.S_IFMT(self.mode), "file")
 
     def encode(self) -> bytes:
         """The protobuf `Stat`; InvalidArgumentError for a value its field cannot hold (a
@@ -417,6 +441,8 @@ class Drive:
         names, st = await self._resolve(normalize(path))
         if st.is_dir():
             raise IsADirectoryInDrive(f"{join(names)} is a folder")
+        if st.is_special():
+            raise InvalidArgumentError(f"{join(names)} is a {st.kind()}, not a file")
         last = st.offset + st.blocks
         if last > self.content.length:
             # Queued, or being appended by a batch right now (which holds the lock).
@@ -698,10 +724,20 @@ class Drive:
             path, stat_mod.S_IFLNK | SYMLINK_MODE, uid=uid, gid=gid, mtime=mtime, ctime=mtime, linkname=target
         )
 
+    async def mknod(
+        self, path: str, mode: int, uid: int = 0, gid: int = 0, mtime: int | None = None
+    ) -> None:
+        """Make `path` a FIFO or a socket (`mode`: its type and permission bits, as for
+        `os.mknod`); NotSupportedError for any other type."""
+        if stat_mod.S_IFMT(mode) not in SPECIAL_TYPES:
+            raise NotSupportedError(f"{path}: a drive holds files, folders, symlinks, FIFOs and sockets, no device nodes")
+        await self._create(path, stat_mod.S_IFMT(mode) | (mode & 0o7777), uid=uid, gid=gid, mtime=mtime, ctime=mtime)
+
     async def _create(
         self, path: str, mode: int, mtime: int | None = None, ctime: int | None = None, **fields: Any
     ) -> None:
-        """Append the `Node` of a new folder or symlink (its offsets: where content is now)."""
+        """Append the `Node` of a new folder, symlink or special entry (its offsets: where
+        content is now)."""
         names = await self._writable_names(path)
         now = now_ms()
         async with held(self._lock):  # checks under the lock, as in `_update`

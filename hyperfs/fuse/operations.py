@@ -310,14 +310,17 @@ class DriveOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        # A regular file is an empty file (`os.mknod(path)`, `mknod` without a type). The format
-        # holds no FIFOs, sockets or devices: refused as on vfat, as `hyperfs import` skips them.
+        # A regular file is an empty file (`os.mknod(path)`, `mknod` without a type). A FIFO or
+        # socket is an entry the kernel does the rest for (it never opens one through us);
+        # device nodes are refused (the drive's `mknod`).
         self._writable()
+        path = self._child(parent_inode, name)
         if not stat_mod.S_ISREG(mode):
-            raise NotSupportedError("a drive holds only files, folders and symlinks")
+            await self.drive.mknod(path, mode, uid=ctx.uid, gid=ctx.gid)
+            return await self._entry(path)
         info, _ = await self.create(parent_inode, name, mode, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ctx)
         await self.release(info.fh)
-        return await self._entry(self._child(parent_inode, name))
+        return await self._entry(path)
 
     @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
