@@ -115,6 +115,26 @@ def test_export_leaves_out_device_nodes_another_writer_made(tmp_path: Path) -> N
     assert stat_mod.S_ISFIFO((dest / "fifo").lstat().st_mode) and not (dest / "null").exists()
 
 
+def test_output_to_a_reader_that_stops(tmp_path: Path) -> None:
+    """`hyperfs ls -l DRIVE | head -1`: once the reader goes, the command stops quietly, as
+    `ls` does (no traceback), with the status a shell gives a program a pipe stopped."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    src.mkdir()
+    for i in range(3000):  # ~150 KB of listing: more than a pipe holds
+        (src / f"file-{i:05}").write_bytes(b"")
+    hyperfs(store, "create", "t")
+    hyperfs(store, "import", str(src), "t", "--quiet")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperfs", "--store", str(store), "ls", "-l", "t"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline().endswith(b" file-00000\n")
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""
+
+
 def test_import_of_a_file_from_before_1970(tmp_path: Path) -> None:
     """The format's times start at the epoch: an older one is kept as the epoch (as the kernel
     clamps a time a file system cannot hold), and the next import finds the file unchanged."""

@@ -2,7 +2,8 @@
 
 Each group module (`drive_cmds`, `mount_cmds`, `net_cmds`) exposes `register(subparsers)`, which
 adds its subcommands with a `func(args) -> int` default. `main` turns any `HyperfsError` into one
-line on stderr and a non-zero exit, so user mistakes never print a traceback.
+line on stderr and a non-zero exit, so user mistakes never print a traceback (nor does a reader
+that stops reading the output).
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went (`hyperfs ls DRIVE | head`): stop as `ls` would, without a word, and
+        # without the second error the interpreter's exit would hit flushing the rest.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a program the pipe stopped
 
 
 if __name__ == "__main__":
