@@ -14,6 +14,7 @@ from hyperfs.drive.append_tree import (
     EMPTY,
     AppendTree,
     Listing,
+    NodeCache,
     Unreadable,
     decode_level,
     decode_node,
@@ -245,3 +246,26 @@ def test_checkout_history_diff_path() -> None:
     assert changes == {("put", "/foo", 3), ("del", "/foo", 1), ("del", "/bar/x", 2)}
     assert tree.diff(tree) == []
     assert tree.path(("foo",)) == [4, 3]
+
+
+def test_the_nodes_a_tree_keeps_stay_within_their_bound() -> None:
+    """A folder n wide has nodes that each index all n entries: reading every entry of one
+    keeps no more decoded nodes than the cache's bound (all of them would weigh ~n² bytes),
+    and a node dropped from the cache reads back the same. Writing keeps the bound too."""
+    width, bound = 1500, 100_000
+    log: list[bytes] = [b"idx"]
+    writer = AppendTree(log.__getitem__, 1, 1, NodeCache(bound))
+    for i in range(width):
+        log.append(writer.put(("wide", f"entry-{i:04}"), f"value {i}".encode()))
+        assert writer.nodes.bytes <= bound
+    assert sum(len(block) for block in log) > 10 * bound  # the whole log would not fit
+    cache = NodeCache(bound)
+    tree = AppendTree(log.__getitem__, len(log), 1, cache)
+    for _ in range(2):  # the second pass reads back what the first dropped
+        assert tree.list(("wide",)) == [f"entry-{i:04}" for i in range(width)]
+        for i in range(width):
+            assert tree.get(("wide", f"entry-{i:04}")).value == f"value {i}".encode()
+            assert cache.bytes <= bound
+    assert 0 < len(cache) < width / 10
+    # What stays is what was used last.
+    assert cache.get(len(log) - 1) is not None and cache.get(1) is None

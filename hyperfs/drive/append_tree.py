@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ from hyperfs.errors import DecodingError, ReadOnlyDriveError
 
 Names = tuple[str, ...]
 MAX_VARINT_BYTES = 10  # a uint64; longer runs are corrupt, not big numbers
+# What the decoded nodes a tree keeps may weigh (`NodeCache`): every node of a drive of ~50,000
+# entries in narrow folders, while a folder of 40,000 entries, whose nodes each index all of
+# them (20 KB apiece, 800 MB in all), no longer keeps a mount at 900 MB after one `ls -l`.
+NODE_CACHE_BYTES = 32 * 1024 * 1024
+_NODE_OVERHEAD = 400  # bytes of Python objects around a node's strings and bytes
 
 
 def split(name: str) -> Names:
@@ -362,6 +368,40 @@ class Listing:
 EMPTY = Listing({})
 
 
+class NodeCache:
+    """Decoded nodes by seq, the least recently used dropped once they weigh more than
+    `max_bytes` (a dropped node is read and decoded again when next needed). A node's weight
+    grows with its `paths`, which index every entry of each folder on its way: kept all, the
+    nodes of a folder n wide would hold n² bytes."""
+
+    def __init__(self, max_bytes: int = NODE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._nodes: OrderedDict[int, Node] = OrderedDict()
+
+    def get(self, seq: int) -> Node | None:
+        node = self._nodes.get(seq)
+        if node is not None:
+            self._nodes.move_to_end(seq)
+        return node
+
+    def put(self, node: Node) -> None:
+        old = self._nodes.pop(node.seq, None)
+        if old is not None:
+            self.bytes -= _weight(old)
+        self._nodes[node.seq] = node
+        self.bytes += _weight(node)
+        while self.bytes > self.max_bytes and len(self._nodes) > 1:
+            self.bytes -= _weight(self._nodes.popitem(last=False)[1])
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+
+def _weight(node: Node) -> int:
+    return _NODE_OVERHEAD + len(node.paths) + len(node.value or b"") + 2 * len(node.name)
+
+
 class AppendTree:
     """The tree at head `length - 1` of a log whose entries from `offset` on are `Node`s.
 
@@ -373,13 +413,13 @@ class AppendTree:
         read: Callable[[int], bytes],
         length: int,
         offset: int = 1,
-        nodes: dict[int, Node] | None = None,
+        nodes: NodeCache | None = None,
         writable: bool = True,
     ) -> None:
         self._read = read
         self.length = length
         self.offset = offset
-        self.nodes: dict[int, Node] = {} if nodes is None else nodes
+        self.nodes = NodeCache() if nodes is None else nodes
         self.writable = writable
         self._listings: dict[Names, Listing] = {}
         # Folder -> its subfolders with a cached listing, or with one somewhere below them: a
@@ -394,7 +434,7 @@ class AppendTree:
             if not self.offset <= seq < self.length:
                 raise DecodingError(f"append-tree index names entry {seq}, outside the log")
             node = decode_node(seq, self._read(seq))
-            self.nodes[seq] = node
+            self.nodes.put(node)
         return node
 
     @property
@@ -577,7 +617,7 @@ class AppendTree:
     # -- writing ---------------------------------------------------------------------------------
 
     def _append(self, node: Node, listings: dict[Names, Listing]) -> bytes:
-        self.nodes[node.seq] = node
+        self.nodes.put(node)
         self.length = node.seq + 1
         for names, listing in listings.items():
             self._cache(names, listing)
