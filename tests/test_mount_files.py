@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hyperfs.cli.mount_cmds import pid_file, wait_for_exit
 from hyperfs.fuse.mount import COMMIT_DELAY
+from hyperfs.fuse.operations import WRITE_MEMORY
 from tests.mounting import errno_of, is_mounted, mount, mounted  # noqa: F401 - `mount` is a fixture
 from tests.small_disk import small_disk
 
@@ -266,6 +267,38 @@ def test_mknod_makes_an_empty_file_a_fifo_or_a_socket_and_refuses_devices(mount)
         os.unlink(m / "fifo")
         os.unlink(m / "socket")
         assert os.listdir(m) == ["node"]
+
+
+def test_files_open_for_writing_together_share_a_memory_bound(mount):
+    """Forty files open for writing at once, 2 MiB each (a build or a download manager): the
+    buffers the mount holds them in stay within WRITE_MEMORY together, the rest spilling to
+    temporary files beside the store (not in the system's temporary folder, often memory
+    itself), and every file comes out whole."""
+    pid = int(pid_file(mount.path).read_text())
+
+    def spilled() -> list[str]:
+        links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+        return [link for link in links if "hyperfs-write-" in link]
+
+    size, count = 2 * 1024 * 1024, 40
+    data = [random.Random(i).randbytes(size) for i in range(count)]
+    fds = [os.open(mount.path / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644) for i in range(count)]
+    try:
+        for fd, content in zip(fds, data):
+            os.write(fd, content)
+            os.fsync(fd)  # the kernel's cached pages reach the mount
+        held_in_memory = count - len(spilled())
+        assert 0 < held_in_memory <= WRITE_MEMORY // size
+        assert all(link.startswith(f"{mount.store}/hyperfs-write-") for link in spilled())
+    finally:
+        for fd in fds:
+            os.close(fd)
+    for i, content in enumerate(data):
+        assert (mount.path / f"f{i}").read_bytes() == content
+    deadline = time.monotonic() + 30
+    while spilled() and time.monotonic() < deadline:  # the last releases may still run
+        time.sleep(0.05)
+    assert spilled() == []
 
 
 def test_xattrs_chmod_utimes_symlink(mount):

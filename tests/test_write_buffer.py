@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperfs.fuse.write_buffer import WriteBuffer
+from hyperfs.fuse.write_buffer import MemoryBudget, WriteBuffer
 
 OPS = st.lists(
     st.one_of(
@@ -29,7 +29,8 @@ def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, merge_below):
     path = tmp_path_factory.mktemp("wb") / "model"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
-        with WriteBuffer(memory_limit=limit, spill_dir=str(path.parent), merge_below=merge_below) as buf:
+        budget = MemoryBudget(1 << 30)
+        with WriteBuffer(memory_limit=limit, spill_dir=str(path.parent), merge_below=merge_below, budget=budget) as buf:
             for op in ops:
                 if op[0] == "drop":
                     before, spilled = buf.base, buf.spilled
@@ -58,8 +59,10 @@ def test_same_bytes_as_a_local_file(tmp_path_factory, ops, limit, merge_below):
                     buf.truncate(op[1])
                 assert buf.size == os.fstat(fd).st_size
                 _check_runs(buf)
+                assert budget.held == (0 if buf.spilled else buf._held)
             whole = os.pread(fd, buf.size + 1, buf.base)
             assert b"".join(buf.chunks(chunk_size=7, start=buf.base)) == whole
+        assert budget.held == 0  # closed
     finally:
         os.close(fd)
 
@@ -72,6 +75,29 @@ def test_spills_past_the_bound_and_leaves_no_file(tmp_path):
         assert buf.spilled
         assert buf.read(997, 10) == b"aabc"
         assert list(tmp_path.iterdir()) == []  # the temp file is nameless
+
+
+def test_buffers_sharing_a_budget_spill_once_they_hold_more_together(tmp_path):
+    """Each buffer under its own limit, together past the shared one: the buffer whose write
+    went past it spills, the others stay, and every change in what they hold is counted."""
+    budget = MemoryBudget(1000)
+    a = WriteBuffer(memory_limit=800, spill_dir=str(tmp_path), budget=budget)
+    b = WriteBuffer(memory_limit=800, spill_dir=str(tmp_path), budget=budget)
+    a.write(0, b"a" * 600)
+    b.write(0, b"b" * 300)
+    assert (budget.held, a.spilled, b.spilled) == (900, False, False)
+    b.write(300, b"c" * 200)
+    assert (budget.held, a.spilled, b.spilled) == (600, False, True)
+    assert b.read(0, 1000) == b"b" * 300 + b"c" * 200
+    a.truncate(100)
+    assert budget.held == 100
+    a.write(100, b"d" * 50)
+    assert (budget.held, a.read(50, 100)) == (150, b"a" * 50 + b"d" * 50)
+    a.drop_before(150)
+    assert budget.held == 0
+    a.close()
+    b.close()
+    assert budget.held == 0
 
 
 def test_sparse_write_reads_zeros(tmp_path):

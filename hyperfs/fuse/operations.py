@@ -38,7 +38,7 @@ from hyperfs.drive.paths import NAME_MAX
 from hyperfs.fuse.inodes import InodeTable, join, split
 from hyperfs.fuse.open_file import Handle, OpenFile
 from hyperfs.fuse.reader import ContentReader
-from hyperfs.fuse.write_buffer import CHUNK_SIZE, WriteBuffer
+from hyperfs.fuse.write_buffer import CHUNK_SIZE, MemoryBudget, WriteBuffer
 
 # st_blksize: what `cp` and friends size their reads and writes by. 1 MiB, the largest write the
 # kernel sends (max_write): the kernel asks us for security.capability at every write() a
@@ -51,6 +51,9 @@ STREAM_START = 4 * 1024 * 1024
 # A streaming file's writes wait while this much is not in the drive yet: its buffer holds only
 # that (below WriteBuffer's memory bound, so no temporary file), and the CPU goes to storing it.
 STREAM_AHEAD = 4 * 1024 * 1024
+# What the buffers of all the files open for writing may hold in memory together (each also
+# has WriteBuffer's own limit); past it they spill to temporary files.
+WRITE_MEMORY = 32 * 1024 * 1024
 
 
 def decode_name(name: bytes) -> str:
@@ -90,7 +93,10 @@ class DriveOperations(pyfuse3.Operations):
         self.enable_writeback_cache = not self.read_only
         self.inodes = InodeTable()
         self._cache_timeout = cache_timeout
-        self._spill_dir = spill_dir
+        # Spilled buffers go beside the store, on the disk that must hold their content anyway
+        # (the system's temporary folder is often a tmpfs: memory again, and smaller).
+        self._spill_dir = spill_dir or store_dir
+        self._write_memory = MemoryBudget(WRITE_MEMORY)
         self._store_dir = store_dir or "/"
         self._files: dict[int, OpenFile] = {}
         self._handles: dict[int, Handle] = {}
@@ -555,7 +561,7 @@ class DriveOperations(pyfuse3.Operations):
                 log.exception("could not flush inode %d", open_file.ino)
 
     def _new_buffer(self) -> WriteBuffer:
-        return WriteBuffer(spill_dir=self._spill_dir)
+        return WriteBuffer(spill_dir=self._spill_dir, budget=self._write_memory)
 
     def _changed(self, open_file: OpenFile) -> None:
         open_file.changed()

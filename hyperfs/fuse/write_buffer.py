@@ -1,5 +1,5 @@
-"""The bytes of a file being written through the mount, held in memory up to a bound, then in a
-temporary file.
+"""The bytes of a file being written through the mount, held in memory up to a bound (its own,
+and a `MemoryBudget` all the buffers of a mount share), then in a temporary file.
 
 A Hyperdrive file is one contiguous run of content blocks, so an edited file is written back
 whole: the buffer holds the file's full new content (seeded from the drive when the file is
@@ -23,6 +23,21 @@ CHUNK_SIZE = 1024 * 1024
 MERGE_BELOW = 64 * 1024
 
 
+class MemoryBudget:
+    """The memory all the buffers sharing it may hold together: past `limit`, the buffer being
+    written spills to its temporary file. A mount's buffers share one, so its memory stays
+    bounded however many files are open for writing at once (each under its own limit, 300
+    files of 3 MiB held 900 MB)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @property
+    def over(self) -> bool:
+        return self.held > self.limit
+
+
 class WriteBuffer:
     """A resizable byte store with pread/pwrite semantics that spills to disk past `memory_limit`.
 
@@ -33,17 +48,33 @@ class WriteBuffer:
     in place."""
 
     def __init__(
-        self, memory_limit: int = DEFAULT_MEMORY_LIMIT, spill_dir: str | None = None, merge_below: int = MERGE_BELOW
+        self,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        spill_dir: str | None = None,
+        merge_below: int = MERGE_BELOW,
+        budget: MemoryBudget | None = None,
     ):
         self._memory_limit = memory_limit
         self._merge_below = merge_below
         self._spill_dir = spill_dir
+        self._budget = budget
         self._starts: list[int] | None = []  # the runs' offsets, sorted
         self._runs: dict[int, bytes | bytearray] = {}
-        self._held = 0  # bytes in `_runs`
+        self._bytes_held = 0
         self._fd: int | None = None
         self._size = 0
         self._base = 0
+
+    @property
+    def _held(self) -> int:
+        """Bytes in `_runs`, counted in the shared budget too."""
+        return self._bytes_held
+
+    @_held.setter
+    def _held(self, value: int) -> None:
+        if self._budget is not None:
+            self._budget.held += value - self._bytes_held
+        self._bytes_held = value
 
     @property
     def size(self) -> int:
@@ -69,7 +100,7 @@ class WriteBuffer:
         else:
             _pwrite_full(self._fd, data, offset)
         self._size = max(self._size, offset + len(data))
-        if self._starts is not None and self._held > self._memory_limit:
+        if self._starts is not None and (self._held > self._memory_limit or self._budget is not None and self._budget.over):
             self._spill()
         return len(data)
 
