@@ -248,24 +248,66 @@ def test_checkout_history_diff_path() -> None:
     assert tree.path(("foo",)) == [4, 3]
 
 
-def test_the_nodes_a_tree_keeps_stay_within_their_bound() -> None:
+def test_the_nodes_and_listings_a_tree_keeps_stay_within_their_bounds() -> None:
     """A folder n wide has nodes that each index all n entries: reading every entry of one
     keeps no more decoded nodes than the cache's bound (all of them would weigh ~n² bytes),
-    and a node dropped from the cache reads back the same. Writing keeps the bound too."""
-    width, bound = 1500, 100_000
+    and a node dropped from the cache reads back the same. A node written is kept until the
+    log has it, whatever the bound (it could not be read back before). Listings, one cached
+    for each entry written, stay within theirs too."""
+    width, bound, listing_bound = 1500, 100_000, 400_000  # the folder's listing alone: 150 KB
     log: list[bytes] = [b"idx"]
-    writer = AppendTree(log.__getitem__, 1, 1, NodeCache(bound))
-    for i in range(width):
+
+    def read(seq: int) -> bytes:
+        assert seq < len(log), f"entry {seq} read before the log has it"
+        return log[seq]
+
+    writer = AppendTree(read, 1, 1, NodeCache(bound))
+    writer._listings.max_bytes = listing_bound
+    pending = [writer.put(("wide", f"entry-{i:04}"), f"value {i}".encode()) for i in range(200)]
+    # 200 written, none in the log yet: every one is still there to read.
+    assert writer.nodes.bytes == 0
+    assert [writer.get(("wide", f"entry-{i:04}")).value for i in range(200)] == [f"value {i}".encode() for i in range(200)]
+    log.extend(pending)
+    writer.nodes.stored(len(log))
+    assert writer.nodes.bytes <= bound
+    for i in range(200, width):
         log.append(writer.put(("wide", f"entry-{i:04}"), f"value {i}".encode()))
-        assert writer.nodes.bytes <= bound
+        writer.nodes.stored(len(log))
+        assert writer.nodes.bytes <= bound and writer._listings.bytes <= listing_bound
     assert sum(len(block) for block in log) > 10 * bound  # the whole log would not fit
+
     cache = NodeCache(bound)
-    tree = AppendTree(log.__getitem__, len(log), 1, cache)
+    tree = AppendTree(read, len(log), 1, cache)
+    tree._listings.max_bytes = listing_bound
     for _ in range(2):  # the second pass reads back what the first dropped
         assert tree.list(("wide",)) == [f"entry-{i:04}" for i in range(width)]
         for i in range(width):
             assert tree.get(("wide", f"entry-{i:04}")).value == f"value {i}".encode()
             assert cache.bytes <= bound
+        assert tree._listings.bytes <= listing_bound
     assert 0 < len(cache) < width / 10
     # What stays is what was used last.
     assert cache.get(len(log) - 1) is not None and cache.get(1) is None
+
+
+def test_dropped_listings_leave_the_index_of_cached_ones_right() -> None:
+    """Listings dropped for room leave no trace in the index a deletion uses to find the
+    cached ones under a folder, and a deletion still forgets every listing under it."""
+    log: list[bytes] = [b"idx"]
+    tree = AppendTree(log.__getitem__, 1, 1)
+    tree._listings.max_bytes = 6_000  # a few listings
+    for a in range(6):
+        for b in range(4):
+            log.append(tree.put((f"a{a}", f"b{b}", "f"), b"x"))
+    tree.nodes.stored(len(log))
+    cached = set(tree._listings._items)
+    indexed = {names for below in tree._cached_below.values() for names in below}
+    # Each name indexed has a cached listing at it or under it, and each cached one is indexed.
+    assert all(any(c[: len(n)] == n for c in cached) for n in indexed)
+    assert {c for c in cached if c} <= indexed
+    # A deletion forgets the listings under the folder its levels end at.
+    assert tree.listing(("a5", "b0", "f")).entries and ("a5", "b0", "f") in tree._listings
+    log.append(tree.delete(("a5", "b0", "f")))
+    assert not any(c[:2] == ("a5", "b0") for c in tree._listings._items)
+    assert tree.list(("a5", "b0")) is None and tree.get(("a5", "b0", "f")) is None
+    assert tree.get(("a4", "b3", "f")).value == b"x" and tree.list(("a5",)) == ["b1", "b2", "b3"]

@@ -287,6 +287,35 @@ async def test_fifos_and_sockets_are_entries_without_content(tmp_path: Path) -> 
 
 
 @trio_test
+async def test_folder_counts_stay_right_within_the_bounds_of_their_caches(tmp_path: Path) -> None:
+    """A folder's link count (2 + its subfolders) comes from caches of folder facts, kept
+    within bounds: with room for a few folders only, every count is still right, before and
+    after changes, and the caches keep to their bounds."""
+    async with open_store(tmp_path) as store:
+        drive = await Drive.create(store)
+        bound = 5_000
+        drive._subfolders.max_bytes = drive._folder_entries.max_bytes = bound
+        async with drive.batch():
+            for a in range(40):
+                for b in range(a % 4):
+                    await drive.mkdir(f"/a{a}/b{b}")
+                await drive.write_file(f"/a{a}/file", b"x")
+        for _ in range(2):
+            for a in range(40):
+                assert (await drive.lstat(f"/a{a}")).nlink == 2 + a % 4
+            assert (await drive.lstat("/")).nlink == 42
+            assert drive._subfolders.bytes <= bound and drive._folder_entries.bytes <= bound
+        for a in range(0, 40, 3):  # a new subfolder in a0, a3, ...; one fewer in a1, a4, ...
+            await drive.mkdir(f"/a{a}/new")
+            if a + 1 < 40 and (a + 1) % 4:
+                await drive.rmdir(f"/a{a + 1}/b0")
+        for a in range(40):
+            expected = 2 + a % 4 + (a % 3 == 0) - (a % 3 == 1 and a % 4 > 0)
+            assert (await drive.lstat(f"/a{a}")).nlink == expected, a
+        assert drive._subfolders.bytes <= bound and drive._folder_entries.bytes <= bound
+
+
+@trio_test
 async def test_versions_checkout_history_diff(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         drive = await Drive.create(store)

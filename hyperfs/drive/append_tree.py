@@ -18,8 +18,9 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -28,11 +29,16 @@ from hyperfs.errors import DecodingError, ReadOnlyDriveError
 
 Names = tuple[str, ...]
 MAX_VARINT_BYTES = 10  # a uint64; longer runs are corrupt, not big numbers
-# What the decoded nodes a tree keeps may weigh (`NodeCache`): every node of a drive of ~50,000
-# entries in narrow folders, while a folder of 40,000 entries, whose nodes each index all of
-# them (20 KB apiece, 800 MB in all), no longer keeps a mount at 900 MB after one `ls -l`.
-NODE_CACHE_BYTES = 32 * 1024 * 1024
+# What the decoded nodes a tree keeps may weigh (`NodeCache`): every node of a drive of ~20,000
+# entries in narrow folders (the CPython stdlib's 7,733 take 6 MB), while a folder of 40,000
+# entries, whose nodes each index all of them (20 KB apiece, 800 MB in all), no longer keeps
+# a mount at 900 MB after one `ls -l`.
+NODE_CACHE_BYTES = 16 * 1024 * 1024
 _NODE_OVERHEAD = 400  # bytes of Python objects around a node's strings and bytes
+# And its listings: a put caches one for each folder on the way and for the entry itself,
+# ~0.8 KB an entry, so each untar of the stdlib into a mount grew it by 8 MB for good.
+LISTING_CACHE_BYTES = 16 * 1024 * 1024
+_LISTING_OVERHEAD, _LISTING_ENTRY = 600, 100  # bytes of a listing, and of each entry in it
 
 
 def split(name: str) -> Names:
@@ -368,38 +374,89 @@ class Listing:
 EMPTY = Listing({})
 
 
-class NodeCache:
-    """Decoded nodes by seq, the least recently used dropped once they weigh more than
-    `max_bytes` (a dropped node is read and decoded again when next needed). A node's weight
-    grows with its `paths`, which index every entry of each folder on its way: kept all, the
-    nodes of a folder n wide would hold n² bytes."""
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-    def __init__(self, max_bytes: int = NODE_CACHE_BYTES) -> None:
+
+class WeightedCache(Generic[K, V]):
+    """Values by key, the least recently used dropped once their weights add up past
+    `max_bytes` (`dropped(key)` is told of each). `get` marks a value used; `in` does not."""
+
+    def __init__(self, max_bytes: int, weight: Callable[[V], int], dropped: Callable[[K], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._nodes: OrderedDict[int, Node] = OrderedDict()
+        self._weight = weight
+        self._dropped = dropped
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
 
-    def get(self, seq: int) -> Node | None:
-        node = self._nodes.get(seq)
-        if node is not None:
-            self._nodes.move_to_end(seq)
-        return node
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
 
-    def put(self, node: Node) -> None:
-        old = self._nodes.pop(node.seq, None)
-        if old is not None:
-            self.bytes -= _weight(old)
-        self._nodes[node.seq] = node
-        self.bytes += _weight(node)
-        while self.bytes > self.max_bytes and len(self._nodes) > 1:
-            self.bytes -= _weight(self._nodes.popitem(last=False)[1])
+    def __contains__(self, key: K) -> bool:
+        return key in self._items
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._items)
+
+    def put(self, key: K, value: V) -> None:
+        self.pop(key)
+        weight = self._weight(value)
+        self._items[key] = (value, weight)
+        self.bytes += weight
+        while self.bytes > self.max_bytes and len(self._items) > 1:
+            old, (_, weight) = self._items.popitem(last=False)
+            self.bytes -= weight
+            if self._dropped is not None:
+                self._dropped(old)
+
+    def pop(self, key: K) -> V | None:
+        """Take `key` out (not a drop: `dropped` is not told)."""
+        item = self._items.pop(key, None)
+        if item is None:
+            return None
+        self.bytes -= item[1]
+        return item[0]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+class NodeCache(WeightedCache[int, Node]):
+    """Decoded nodes by seq, within NODE_CACHE_BYTES (a dropped node is read and decoded again
+    when next needed). A node's weight grows with its `paths`, which index every entry of each
+    folder on its way: kept all, the nodes of a folder n wide would hold n² bytes. A node
+    written here is `hold`: it is kept, whatever it weighs, until `stored` says the log has it
+    (before that, it could not be read again)."""
+
+    def __init__(self, max_bytes: int = NODE_CACHE_BYTES) -> None:
+        super().__init__(max_bytes, _weight)
+        self._unstored: dict[int, Node] = {}
+
+    def get(self, seq: int) -> Node | None:
+        node = self._unstored.get(seq)
+        return node if node is not None else super().get(seq)
+
+    def hold(self, node: Node) -> None:
+        self.pop(node.seq)
+        self._unstored[node.seq] = node
+
+    def stored(self, length: int) -> None:
+        """The log holds every entry below `length` now: the nodes held for them may go."""
+        for seq in [seq for seq in self._unstored if seq < length]:
+            self.put(seq, self._unstored.pop(seq))
 
 
 def _weight(node: Node) -> int:
     return _NODE_OVERHEAD + len(node.paths) + len(node.value or b"") + 2 * len(node.name)
+
+
+def listing_weight(listing: Listing) -> int:
+    return _LISTING_OVERHEAD + _LISTING_ENTRY * len(listing.entries)
 
 
 class AppendTree:
@@ -421,7 +478,9 @@ class AppendTree:
         self.offset = offset
         self.nodes = NodeCache() if nodes is None else nodes
         self.writable = writable
-        self._listings: dict[Names, Listing] = {}
+        self._listings: WeightedCache[Names, Listing] = WeightedCache(
+            LISTING_CACHE_BYTES, listing_weight, self._unindex
+        )
         # Folder -> its subfolders with a cached listing, or with one somewhere below them: a
         # deletion finds the listings under it without a scan of every cached folder.
         self._cached_below: dict[Names, set[Names]] = {}
@@ -434,7 +493,7 @@ class AppendTree:
             if not self.offset <= seq < self.length:
                 raise DecodingError(f"append-tree index names entry {seq}, outside the log")
             node = decode_node(seq, self._read(seq))
-            self.nodes.put(node)
+            self.nodes.put(seq, node)
         return node
 
     @property
@@ -481,13 +540,14 @@ class AppendTree:
         found = self._listings.get(names)
         if found is not None:
             return found
-        depth = len(names)
-        while depth > 0 and names[:depth] not in self._listings:
+        depth = len(names) - 1
+        while depth >= 0 and (found := self._listings.get(names[:depth])) is None:
             depth -= 1  # the deepest folder on the way that is resolved already
-        if depth == 0 and () not in self._listings:
+        if found is None:  # not even the root's
             head = self.head
-            self._listings[()] = self._list_from(head, ()) if head is not None else EMPTY
-        found = self._listings[names[:depth]]
+            found = self._list_from(head, ()) if head is not None else EMPTY
+            self._cache((), found)
+            depth = 0
         while depth < len(names):
             rep = found.entries.get(names[depth])
             depth += 1
@@ -497,7 +557,7 @@ class AppendTree:
 
     def _cache(self, names: Names, listing: Listing) -> None:
         """Keep the listing of folder `names`, indexed under its parent folders."""
-        self._listings[names] = listing
+        self._listings.put(names, listing)
         while names:
             below = self._cached_below.setdefault(names[:-1], set())
             if names in below:
@@ -505,12 +565,22 @@ class AppendTree:
             below.add(names)
             names = names[:-1]
 
+    def _unindex(self, names: Names) -> None:
+        """The listing of `names` was dropped: unless one under it is still cached, the index
+        of its parent forgets it, and so on up."""
+        while names and not self._cached_below.get(names) and names not in self._listings:
+            self._cached_below.pop(names, None)
+            below = self._cached_below.get(names[:-1])
+            if below is not None:
+                below.discard(names)
+            names = names[:-1]
+
     def _drop_cached_below(self, names: Names) -> None:
         """Forget the cached listings of every folder under `names` (not of `names` itself)."""
         stack = list(self._cached_below.pop(names, ()))
         while stack:
             folder = stack.pop()
-            self._listings.pop(folder, None)
+            self._listings.pop(folder)
             stack.extend(self._cached_below.pop(folder, ()))
 
     def get(self, names: Names) -> Node | None:
@@ -617,7 +687,7 @@ class AppendTree:
     # -- writing ---------------------------------------------------------------------------------
 
     def _append(self, node: Node, listings: dict[Names, Listing]) -> bytes:
-        self.nodes.put(node)
+        self.nodes.hold(node)  # until the log has it (`NodeCache.stored`)
         self.length = node.seq + 1
         for names, listing in listings.items():
             self._cache(names, listing)
@@ -659,7 +729,7 @@ class AppendTree:
         node = Node(seq, join(names), names, None, bytes(paths))
         # The folder the levels end at, and every one below it, now resolve to nothing.
         if depth <= len(names):
-            self._listings.pop(names[:depth], None)
+            self._listings.pop(names[:depth])
             self._drop_cached_below(names[:depth])
         return self._append(node, listings)
 

@@ -25,7 +25,17 @@ from hyperfs.core.hypercore import Hypercore, append_together
 from hyperfs.core.locking import held
 from hyperfs.core.serial_thread import SerialThread
 from hyperfs.drive import schema_pb2
-from hyperfs.drive.append_tree import AppendTree, Change, Names, Node, Unreadable, join
+from hyperfs.drive.append_tree import (
+    AppendTree,
+    Change,
+    Listing,
+    Names,
+    Node,
+    Unreadable,
+    WeightedCache,
+    join,
+    listing_weight,
+)
 from hyperfs.drive.paths import holdable, normalize
 from hyperfs.drive.read_ahead import ReadAhead
 from hyperfs.errors import (
@@ -64,6 +74,9 @@ _KINDS = {
     stat_mod.S_IFBLK: "block device",
 }
 MAX_SYMLINKS = 40
+# What each of the two caches of folder facts may weigh (`Drive._subfolders`, `_folder_entries`).
+FOLDER_CACHE_BYTES = 8 * 1024 * 1024
+_FOLDER_ENTRIES_OVERHEAD, _FOLDER_ENTRY = 300, 70  # bytes of a folder's dict, and of an entry
 # A batch (or a streaming writer) appends once this much content or this many nodes wait.
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_NODES = 2048
@@ -233,8 +246,14 @@ class Drive:
         self._queued = trio.Event()  # set when a batch holds back what it gathered
         self._append_failure: BaseException | None = None  # a grouped append that failed, unreported
         self._appending_nodes = 0  # our metadata appends in flight: the tree is ahead of the log
-        self._subfolders: dict[Names, tuple[Any, int]] = {}
-        self._folder_entries: dict[Names, dict[int, bool]] = {}  # folder -> child seq -> is a folder
+        # Folder -> (its listing, how many folders it holds); folder -> child seq -> is a folder.
+        # Both within bounds, as the tree's caches are (a drive's every folder would not fit).
+        self._subfolders: WeightedCache[Names, tuple[Listing, int]] = WeightedCache(
+            FOLDER_CACHE_BYTES, lambda known: listing_weight(known[0])
+        )
+        self._folder_entries: WeightedCache[Names, dict[int, bool]] = WeightedCache(
+            FOLDER_CACHE_BYTES, lambda known: _FOLDER_ENTRIES_OVERHEAD + _FOLDER_ENTRY * len(known)
+        )
         length = metadata.length if checkout is None else checkout
         self.tree = AppendTree(self._read_node_block, length, 1, writable=checkout is None and metadata.writable)
 
@@ -351,16 +370,22 @@ class Drive:
         if cached is not None and cached[0] is listing:
             return cached[1]
         seqs = [seq for key, seq in listing.entries.items() if isinstance(key, str) and holdable(key)]
-        if len(self._folder_entries.get(names, ())) > 2 * len(seqs) + 64:
-            del self._folder_entries[names]  # drop entries long replaced
+        if len(self._folder_entries.get(names) or ()) > 2 * len(seqs) + 64:
+            self._folder_entries.pop(names)  # drop entries long replaced
         count = sum(self._is_folder_entry(tree, names, seq) for seq in seqs)
-        self._subfolders[names] = (listing, count)
+        known = self._folder_entries.get(names)
+        if known is not None:
+            self._folder_entries.put(names, known)  # weighed again, grown by the count
+        self._subfolders.put(names, (listing, count))
         return count
 
     def _is_folder_entry(self, tree: AppendTree, names: Names, seq: int) -> bool:
         """Is entry `seq` of folder `names`' listing a folder? (each seq is decoded once; one
         whose Stat is corrupt counts as none, so only its own lookup fails)"""
-        known = self._folder_entries.setdefault(names, {})
+        known = self._folder_entries.get(names)
+        if known is None:
+            known = {}
+            self._folder_entries.put(names, known)
         found = known.get(seq)
         if found is None:
             node = tree.node(seq)
@@ -566,13 +591,13 @@ class Drive:
             folder = names[:depth]
             new = tree.listing(folder)
             if not new.entries:  # below where a deletion's levels end: the folder is gone
-                del self._subfolders[folder]
+                self._subfolders.pop(folder)
                 continue
             count, was = known
             now = new.entries.get(names[depth])
             count -= was is not None and self._is_folder_entry(tree, folder, was)
             count += now is not None and self._is_folder_entry(tree, folder, now)
-            self._subfolders[folder] = (new, count)
+            self._subfolders.put(folder, (new, count))
 
     async def _commit(self) -> None:
         """Append what waits, unless a batch gathers it and it is still small. Hold `_lock`."""
@@ -598,6 +623,7 @@ class Drive:
                 # appender is cancelled at unmount, maybe right in here).
                 with trio.CancelScope(shield=True):
                     await append_together(appends, logged=logged or bool(nodes))
+                self.tree.nodes.stored(self.metadata.length)  # the log has them: they may go
         except BaseException:
             # The tree already counts the lost entries: derive it again from the log.
             self.tree = AppendTree(self._read_node_block, self.metadata.length, 1, writable=self.tree.writable)
