@@ -3,7 +3,8 @@
 A Hyperdrive has no inodes, so the mount hands them out: the first time a path is seen it gets
 the next number and keeps it until it is unlinked; a rename moves the numbers of the entry and of
 everything under it, as on a local file system. An unlinked inode keeps its number (open handles
-still use it) but no longer has a path.
+still use it) but no longer has a path. The numbered paths are indexed by folder, so a rename
+costs what it moves, not what the mount has ever seen (rsync renames every file it writes).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class InodeTable:
         self._ino: dict[str, int] = {"/": ROOT_INODE}
         self._path: dict[int, str | None] = {ROOT_INODE: "/"}
         self._next = ROOT_INODE + 1
+        # Folder -> its paths that are numbered or have numbered paths under them. Every folder
+        # in it but the root is in its parent's set.
+        self._children: dict[str, set[str]] = {}
 
     def ino(self, path: str) -> int:
         """The inode of `path`, numbering it on first sight."""
@@ -39,6 +43,7 @@ class InodeTable:
             ino = self._ino[path] = self._next
             self._path[ino] = path
             self._next += 1
+            self._index(path)
         return ino
 
     def known(self, path: str) -> int | None:
@@ -57,6 +62,7 @@ class InodeTable:
         ino = self._ino.pop(path, None)
         if ino is not None:
             self._path[ino] = None
+            self._unindex(path)
         return ino
 
     def rename(self, old: str, new: str) -> None:
@@ -75,14 +81,45 @@ class InodeTable:
 
     def _take(self, top: str) -> list[tuple[str, int]]:
         """Take the numbers of `top` and everything under it out: (path after `top`, inode)."""
-        prefix = top + "/"
-        under = [path for path in self._ino if path == top or path.startswith(prefix)]
-        return [(path[len(top) :], self._ino.pop(path)) for path in under]
+        taken = []
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            ino = self._ino.pop(path, None)
+            if ino is not None:
+                taken.append((path[len(top) :], ino))
+            stack.extend(self._children.pop(path, ()))
+        self._unindex(top)
+        return taken
 
     def _place(self, top: str, taken: list[tuple[str, int]]) -> None:
         for rest, ino in taken:
             self._ino[top + rest] = ino
             self._path[ino] = top + rest
+            self._index(top + rest)
+
+    def _index(self, path: str) -> None:
+        """Enter `path` in its folder's set, and that folder in its own, up to one already in."""
+        while path != "/":
+            parent = split(path)[0]
+            siblings = self._children.get(parent)
+            if siblings is not None:
+                siblings.add(path)
+                return
+            self._children[parent] = {path}
+            path = parent
+
+    def _unindex(self, path: str) -> None:
+        """Take `path` out of its folder's set unless it is numbered or has numbered paths
+        under it, and so on up."""
+        while path != "/" and path not in self._ino and not self._children.get(path):
+            self._children.pop(path, None)
+            parent = split(path)[0]
+            siblings = self._children.get(parent)
+            if siblings is None:
+                return
+            siblings.discard(path)
+            path = parent
 
     def forget(self, ino: int) -> None:
         """Drop an unlinked inode the kernel no longer holds (a live path keeps its number)."""
