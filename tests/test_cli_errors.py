@@ -78,6 +78,10 @@ MISTAKES: list[tuple[str, Args, str]] = [
     ("unmount what is not mounted", lambda t, p: ["unmount", str(t / "mnt")], "is not mounted"),
     ("not a number", lambda t, p: ["diff", "mine", "x"], "invalid int value: 'x' (see hyperfs diff --help)"),
     ("missing argument", lambda t, p: ["create"], "required: name"),
+    ("create an empty name", lambda t, p: ["create", " "], "a drive name cannot be empty"),
+    ("create a name with a tab", lambda t, p: ["create", "a\tb"], "cannot hold a tab, newline"),
+    ("create a name that is a key", lambda t, p: ["create", KEY], "reads as a drive's key or id"),
+    ("import into a new name with a newline", lambda t, p: ["import", str(t / "full"), "a\nb"], "cannot hold a tab, newline"),
     ("mount nowhere", lambda t, p: ["mount"], "required: mountpoint"),
     ("unknown option", lambda t, p: ["clone", KEY, "--fast"], "unrecognized arguments: --fast (see hyperfs --help)"),
 ]
@@ -93,6 +97,7 @@ def test_mistakes_are_one_line(tmp_path: Path, closed_port: int, args: Args, mes
     (tmp_path / "mnt").mkdir()
     one_line_error(hyperfs(store, *args(tmp_path, closed_port), check=False), message)
     assert not is_mounted(tmp_path / "mnt") and not is_mounted(tmp_path / "full")
+    assert [line.split("\t")[0] for line in hyperfs(store, "keys").stdout.splitlines()] == ["mine"]
     assert (tmp_path / "full" / "kept").read_text() == "kept"
 
 

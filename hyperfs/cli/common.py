@@ -213,6 +213,8 @@ def _remember(store_dir: Path, name: str, key: bytes) -> None:
 
 async def local_drive(store: Any, store_dir: Path, name: str) -> Drive:
     """The store's drive called `name`, made if new, and remembered under that name."""
+    if name not in registry(store_dir):
+        check_new_name(name)
     try:
         drive = await Drive.create(store, name=name)
     except NotWritableError:
@@ -224,6 +226,21 @@ async def local_drive(store: Any, store_dir: Path, name: str) -> Drive:
         ) from None
     _remember(store_dir, name, drive.key)
     return drive
+
+
+def check_new_name(name: str) -> None:
+    """InvalidArgumentError for a name no later command could find again: an empty one, one
+    with a control character (`keys` lists a drive a line each, its fields split by tabs), or
+    one that reads as a drive's key (the name would hide that drive)."""
+    if not name.strip():
+        raise InvalidArgumentError("a drive name cannot be empty or only spaces")
+    if any(ch < " " or ch == "\x7f" for ch in name):
+        raise InvalidArgumentError(f"a drive name cannot hold a tab, newline or other control character: {name!r}")
+    try:
+        decode_key(name)
+    except InvalidKeyError:
+        return
+    raise InvalidArgumentError(f"{name!r} reads as a drive's key or id, so it cannot be a name")
 
 
 def _looks_like_key(text: str) -> bool:
