@@ -173,6 +173,10 @@ def test_checkout_mounts_read_only_with_erofs(tmp_path):
         (mnt / "old.txt").write_text("new\n")
         (mnt / "later.txt").write_text("later\n")
         m.unmount()
+    with mounted(store, mnt) as writer, mounted(store, tmp_path / "old", "--checkout", str(version)) as old:
+        # It says what it shows: that version, not the store's writes as they come.
+        assert f"read-only: version {version} of" in old.said and "changes show here" not in old.said
+        writer.unmount()
     with mounted(store, mnt, "--checkout", str(version)):
         assert (mnt / "old.txt").read_text() == "old\n"
         assert not (mnt / "later.txt").exists()

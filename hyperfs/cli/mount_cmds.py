@@ -198,7 +198,11 @@ async def _serve_async(args: argparse.Namespace) -> None:
         drive.peer_timeout = args.peer_timeout
 
         def ready() -> None:
-            _report(args, f"ready {drive.key.hex()}" + (f" {FOLLOWING}" if drive.store.read_only else ""))
+            if args.checkout is not None:  # a fixed version: nothing from elsewhere shows in it
+                note = f" read-only: version {args.checkout} of {drive.key.hex()[:8]}…, as it was then"
+            else:
+                note = f" {FOLLOWING}" if drive.store.read_only else ""
+            _report(args, f"ready {drive.key.hex()}{note}")
 
         await serve(
             drive,
