@@ -218,3 +218,26 @@ def test_default_drive(tmp_path: Path) -> None:
     assert hyperfs(store, "keys").stdout.startswith("default\t")
     hyperfs(store, "import", str(src), "fresh", "--quiet")  # a new name makes a new drive
     assert [line.split()[0] for line in hyperfs(store, "keys").stdout.splitlines()] == ["default", "fresh"]
+
+
+def test_export_over_a_file_where_the_drive_has_a_folder(tmp_path: Path) -> None:
+    """A local file stands where the drive has a folder: export leaves that folder out, says
+    so once, exports everything else, and leaves the file as it was (it stopped at the first
+    entry under the folder, ENOTDIR, having exported nothing after it)."""
+    store, src, dest = tmp_path / "store", tmp_path / "src", tmp_path / "dest"
+    (src / "d" / "sub").mkdir(parents=True)
+    (src / "d" / "f").write_text("in d\n")
+    (src / "d" / "sub" / "g").write_text("in sub\n")
+    (src / "d").chmod(0o700)
+    (src / "z").write_text("after d\n")
+    hyperfs(store, "import", str(src), "t", "--quiet")
+    dest.mkdir()
+    (dest / "d").write_text("mine\n")
+    (dest / "d").chmod(0o644)
+    done = hyperfs(store, "export", "t", str(dest), "--quiet")
+    assert "exported 1, unchanged 0, skipped 1" in done.stdout
+    assert done.stderr.strip() == (
+        f"skipped: {dest}/d: exists as another kind of file (the drive's folder, with all in it)"
+    )
+    assert (dest / "d").read_text() == "mine\n" and stat_mod.S_IMODE((dest / "d").stat().st_mode) == 0o644
+    assert (dest / "z").read_text() == "after d\n"

@@ -358,11 +358,17 @@ async def cmd_export(store: Any, args: argparse.Namespace) -> int:
     entries = await _drive_walk(drive)
     total = sum(st.size for _, st in entries if st.is_file())
     skipped: list[str] = []
+    left_out: set[str] = set()  # folders not made here (something else is in their place)
     done = unchanged = 0
     try:
         dest.mkdir(parents=True, exist_ok=True)
         with tqdm(total=total, unit="B", unit_scale=True, disable=args.quiet, file=sys.stderr) as bar:
             for path, st in entries:
+                if path.rpartition("/")[0] in left_out:  # the walk reaches a folder before its entries
+                    if st.is_dir():
+                        left_out.add(path)
+                    bar.update(st.size if st.is_file() else 0)
+                    continue
                 local = dest / path.lstrip("/")
                 try:
                     have = local.lstat()
@@ -375,12 +381,15 @@ async def cmd_export(store: Any, args: argparse.Namespace) -> int:
                 refused = await _export_one(drive, path, st, local, have, bar)
                 if refused is None:
                     done += 1
+                elif st.is_dir():
+                    left_out.add(path)
+                    skipped.append(f"{local}: {refused} (the drive's folder, with all in it)")
                 else:
                     skipped.append(f"{local}: {refused}")
             # Folder modes and times last: writing inside a folder changes its mtime, and a
             # read-only folder could not have been filled.
             for path, st in reversed(entries):
-                if st.is_dir():
+                if st.is_dir() and path not in left_out:
                     local = dest / path.lstrip("/")
                     os.chmod(local, stat_mod.S_IMODE(st.mode))
                     _set_times(local, st)
