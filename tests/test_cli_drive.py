@@ -241,3 +241,16 @@ def test_export_over_a_file_where_the_drive_has_a_folder(tmp_path: Path) -> None
     )
     assert (dest / "d").read_text() == "mine\n" and stat_mod.S_IMODE((dest / "d").stat().st_mode) == 0o644
     assert (dest / "z").read_text() == "after d\n"
+
+
+def test_a_local_name_that_is_not_utf8_is_shown_with_its_bytes(tmp_path: Path) -> None:
+    """Import skips a name a drive cannot hold and says which, as the bytes it has (\\xff), not
+    as Python's stand-ins for them (\\udcff), which name no file the user can find."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    src.mkdir()
+    (src / "kept").write_text("kept\n")
+    with open(os.fsencode(src) + b"/caf\xe9.txt", "w") as f:  # Latin-1, as an old disk has them
+        f.write("latin-1\n")
+    done = hyperfs(store, "import", str(src), "t", "--quiet")
+    assert "imported 1, unchanged 0, skipped 1" in done.stdout
+    assert done.stderr.strip() == f"skipped: {src}/caf\\xe9.txt: path '/caf\\xe9.txt' is not valid UTF-8"

@@ -25,6 +25,7 @@ from hyperfs.cli.common import add_drive_argument, command_adder, local_drive, o
 from hyperfs.core.z32 import encode_id
 from hyperfs.drive.append_tree import join
 from hyperfs.drive.drive import SPECIAL_TYPES, Drive, Stat, ms_from_ns
+from hyperfs.drive.paths import shown
 from hyperfs.errors import (
     DecodingError,
     FileNotFoundInDrive,
@@ -297,7 +298,7 @@ async def cmd_import(store: Any, args: argparse.Namespace) -> int:
                 done += 1
     print(f"imported {done}, unchanged {unchanged}, skipped {len(skipped)} into {drive.id} (version {drive.version})")
     for line in skipped:
-        print(f"skipped: {line}", file=sys.stderr)
+        print(f"skipped: {shown(line)}", file=sys.stderr)
     return 0
 
 
@@ -397,7 +398,7 @@ async def cmd_export(store: Any, args: argparse.Namespace) -> int:
         raise LocalFileError(f"{err.filename or dest}: {err.strerror}", err.errno or 5) from None
     print(f"exported {done}, unchanged {unchanged}, skipped {len(skipped)} to {dest}")
     for line in skipped:
-        print(f"skipped: {line}", file=sys.stderr)
+        print(f"skipped: {shown(line)}", file=sys.stderr)
     return 0
 
 

@@ -41,6 +41,15 @@ def _normalized(path: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def shown(text: str) -> str:
+    """`text` for a message: the bytes of a local name that are not UTF-8 (which Python keeps
+    as surrogate escapes, printed as \\udcXX) as \\xXX, the bytes they were."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def holdable(name: str) -> bool:
     """Whether `name`, one component of a name in a drive's log (where a hostile or foreign
     writer may put '..', '.', NUL, or '//' that splits into an empty one), is one a path here
@@ -60,7 +69,7 @@ def _refusal(part: str, path: str) -> DriveError | None:
     try:
         size = len(part.encode("utf-8"))
     except UnicodeEncodeError:
-        return InvalidPathError(f"path {path!r} is not valid UTF-8")
+        return InvalidPathError(f"path '{shown(path)}' is not valid UTF-8")
     if size > NAME_MAX:
         return NameTooLongError(f"name {part[:40]!r}… is {size} bytes, over {NAME_MAX}")
     return None
