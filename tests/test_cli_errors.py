@@ -36,6 +36,13 @@ def test_every_subcommand_explains_itself(tmp_path: Path, command: str) -> None:
     assert not (tmp_path / "db").exists()  # asking for help opens no store
 
 
+def test_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    assert hyperfs(tmp_path, "--version").stdout == f"hyperfs {version('hyperfs')}\n"
+    assert not (tmp_path / "db").exists()
+
+
 def one_line_error(done: subprocess.CompletedProcess, message: str) -> None:
     assert done.returncode != 0, done.stdout
     assert "Traceback" not in done.stderr

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from hyperfs.cli.common import one_line_errors
@@ -28,6 +29,13 @@ def default_store() -> Path:
     return Path(base) / "hyperfs"
 
 
+def _version() -> str:
+    try:
+        return version("hyperfs")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = one_line_errors(
         argparse.ArgumentParser(prog="hyperfs", description="A peer-to-peer Hyperdrive as an ordinary folder.")
@@ -35,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store", type=Path, default=None, help="store folder (default: %s)" % default_store()
     )
+    parser.add_argument("--version", action="version", version=f"hyperfs {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in GROUPS:
