@@ -728,6 +728,15 @@ class Drive:
         )
         return FileWriter(self, names, st)
 
+    async def open_append(self, path: str, st: Stat, **attrs: int | None) -> FileWriter:
+        """A writer that goes on after the content of file `path` as Stat `st` has it: what it
+        takes is appended as the blocks after `st`'s, not with them again (a log appended to
+        and fsynced a line at a time stays one write per line). Its `close` puts the Node only
+        while `path` still has `st`'s content (else FileChangedError: write it whole)."""
+        writer = await self.open_write(path, **attrs)
+        writer.go_on_after(st)
+        return writer
+
     async def mkdir(
         self,
         path: str,
@@ -1124,6 +1133,7 @@ class FileWriter:
         self._blocks = 0
         self._next = 0  # where this file's next block must land to keep its run contiguous
         self._open = True
+        self._after: Stat | None = None  # the content this writer goes on after (`go_on_after`)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._open:
@@ -1176,6 +1186,14 @@ class FileWriter:
             if drive._pending_bytes >= FLUSH_BYTES:
                 await drive._append_pending()
 
+    def go_on_after(self, st: Stat) -> None:
+        """Take the blocks of `st`, a file's content in the drive, as this writer's first (see
+        `Drive.open_append`). Before anything is written."""
+        if st.blocks:
+            self._stat.offset, self._stat.byte_offset = st.offset, st.byte_offset
+            self._blocks, self._size, self._next = st.blocks, st.size, st.offset + st.blocks
+        self._after = st
+
     @property
     def size(self) -> int:
         """The bytes this writer has taken so far."""
@@ -1183,7 +1201,10 @@ class FileWriter:
 
     async def read(self, start: int, size: int) -> bytes:
         """Up to `size` bytes from `start` of what this writer has taken so far (a mount reads a
-        streamed file back from here while it is still being written)."""
+        streamed file back from here while it is still being written). Not of a writer that
+        goes on after a file's content: its blocks need not be BLOCK_SIZE."""
+        if self._after is not None:
+            raise InvalidArgumentError(f"{join(self._names)}: a writer going on after a file is not read back")
         stop = min(start + size, self._size)
         if start >= stop:
             return b""
@@ -1222,6 +1243,7 @@ class FileWriter:
         self._open = False
         drive = self._drive
         st = self._stat
+        replaces = replaces or self._after
         async with held(drive._lock):
             if path is not None:
                 self._names = normalize(path())

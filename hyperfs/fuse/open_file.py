@@ -46,6 +46,10 @@ class OpenFile:
     # it: its own size says where the file ends (see `DriveOperations._settle_size`).
     size_unsure: bool = False
     resized_at: int = -1  # the generation the last size change made
+    # The drive's Stat from the last commit while the buffer (whole, nothing dropped) still
+    # starts with its content: the next commit appends only what came after it. Any change
+    # below its size clears it (`DriveOperations._changed_below`).
+    intact: Any = None
 
     @property
     def dirty(self) -> bool:

@@ -24,6 +24,7 @@ from hyperfs.errors import (
     ContentLostError,
     DecodingError,
     DirectoryNotEmptyError,
+    FileChangedError,
     FileExistsInDrive,
     FileNotFoundInDrive,
     IsADirectoryInDrive,
@@ -493,6 +494,7 @@ class DriveOperations(pyfuse3.Operations):
                 raise open_file.lost
             if off > open_file.buffer.size:
                 self.drive.check_room(off - open_file.buffer.size)  # the zeros of the gap
+            self._changed_below(open_file, off, buf)
             open_file.buffer.write(off, buf)
             self._changed(open_file)
             if self._should_feed(open_file):
@@ -585,6 +587,7 @@ class DriveOperations(pyfuse3.Operations):
         and lock. Cut to nothing, it is new content from the start that may stream (again); a
         cut into what was streamed ends the stream."""
         if size == 0:
+            open_file.intact = None
             open_file.stop_stream()
             open_file.lost = None
             if open_file.buffer is not None:
@@ -597,6 +600,7 @@ class DriveOperations(pyfuse3.Operations):
         if open_file.lost is not None:
             raise open_file.lost
         buffer = await self._filled_buffer(open_file)
+        self._changed_below(open_file, size)  # once filled: a fill takes the drive's content as intact
         self.drive.check_room(size - buffer.size)
         buffer.truncate(size)
 
@@ -747,10 +751,29 @@ class DriveOperations(pyfuse3.Operations):
         async with held(open_file.lock):
             return await self._filled_buffer(open_file)
 
+    @staticmethod
+    def _changed_below(open_file: OpenFile, offset: int, data: bytes | None = None) -> None:
+        """Bytes from `offset` on change (to `data`, for a write): the last commit's content is
+        no longer the buffer's start if it reaches past `offset`, unless they are the bytes it
+        has there (the writeback cache sends a page whole when a write lands in it: an append
+        of a line resends the start of the last page)."""
+        intact = open_file.intact
+        if intact is None or offset >= intact.size:
+            return
+        if data is not None:
+            overlap = min(len(data), intact.size - offset)
+            if open_file.buffer.read(offset, overlap) == memoryview(data)[:overlap]:
+                return
+        open_file.intact = None
+
     async def _filled_buffer(self, open_file: OpenFile) -> WriteBuffer:
         """`_buffer` for a caller that holds the file's lock."""
         if open_file.buffer is None:
-            open_file.buffer = await self._filled(self.drive.open_read(self.inodes.path(open_file.ino)))
+            path = self.inodes.path(open_file.ino)
+            st = await self.drive.lstat(path)
+            open_file.buffer = await self._filled(self.drive.open_read(path))
+            # The drive's content, whole: a commit goes on after it (`echo line >> log`).
+            open_file.intact = st if st.is_file() and st.size == open_file.buffer.size else None
         return open_file.buffer
 
     async def _commit(self, open_file: OpenFile) -> None:
@@ -768,16 +791,19 @@ class DriveOperations(pyfuse3.Operations):
                 await self._take_back(open_file)  # renamed while streaming: written whole at its new name
             writer, start = open_file.stream, open_file.fed
             open_file.stream, open_file.streamable, open_file.fed = None, False, 0
-            if writer is None:
-                writer, start = await self.drive.open_write(path, **self._node_attrs(open_file)), 0
+            intact, open_file.intact = open_file.intact, None
             buffer = open_file.buffer
             try:
-                for chunk in buffer.chunks(start=start):
-                    await writer.write(chunk)
-                # Named as it is when the Node is put: its folder may be renamed meanwhile.
-                await writer.close(**self._node_attrs(open_file), path=lambda: self.inodes.path(open_file.ino))
+                if writer is None and intact is not None:
+                    # Only what came after the last commit goes in: a log appended to and
+                    # fsynced a line at a time, rewritten whole at each fsync, took O(n²).
+                    try:
+                        st = await self._write_from(open_file, path, intact, intact.size)
+                    except FileChangedError:  # changed in the drive meanwhile: written whole
+                        st = await self._write_from(open_file, path, None, 0)
+                else:
+                    st = await self._write_from(open_file, path, None, start, writer)
             except BaseException as err:
-                writer.abort()
                 if buffer.base:
                     open_file.lost = ContentLostError(f"{path}: writing it into the drive failed: {err!r}", err)
                 raise
@@ -785,9 +811,29 @@ class DriveOperations(pyfuse3.Operations):
                 # Its start is only in the drive: a later write reads it back from there.
                 buffer.close()
                 open_file.buffer = None
+            else:
+                open_file.intact = st
             open_file.committed = generation
             open_file.pending.clear()
             open_file.fresh = False
+
+    async def _write_from(
+        self, open_file: OpenFile, path: str, after: Any, start: int, writer: Any = None
+    ) -> Any:
+        """Write the buffer from `start` on through `writer` (else a new one: going on `after`
+        that Stat's content when given) and put the file's Node; returns its Stat. Hold the
+        file's `admit` and lock."""
+        attrs = self._node_attrs(open_file)
+        if writer is None:
+            writer = await (self.drive.open_append(path, after, **attrs) if after is not None else self.drive.open_write(path, **attrs))
+        try:
+            for chunk in open_file.buffer.chunks(start=start):
+                await writer.write(chunk)
+            # Named as it is when the Node is put: its folder may be renamed meanwhile.
+            return await writer.close(**attrs, path=lambda: self.inodes.path(open_file.ino))
+        except BaseException:
+            writer.abort()
+            raise
 
     # --- extended attributes and the file system ------------------------------------------------
 
