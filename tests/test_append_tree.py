@@ -301,7 +301,7 @@ def test_dropped_listings_leave_the_index_of_cached_ones_right() -> None:
             log.append(tree.put((f"a{a}", f"b{b}", "f"), b"x"))
     tree.nodes.stored(len(log))
     cached = set(tree._listings._items)
-    indexed = {names for below in tree._cached_below.values() for names in below}
+    indexed = {names for below in tree._cached_below._children.values() for names in below}
     # Each name indexed has a cached listing at it or under it, and each cached one is indexed.
     assert all(any(c[: len(n)] == n for c in cached) for n in indexed)
     assert {c for c in cached if c} <= indexed

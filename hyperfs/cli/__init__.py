@@ -12,7 +12,6 @@ import argparse
 import importlib
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from hyperfs.cli.common import one_line_errors
@@ -29,11 +28,22 @@ def default_store() -> Path:
     return Path(base) / "hyperfs"
 
 
-def _version() -> str:
-    try:
-        return version("hyperfs")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "(not installed)"
+class _Version(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs ~30 ms, which every
+    command's start would pay."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show hyperfs's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("hyperfs")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = "(not installed)"
+        print(f"hyperfs {found}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store", type=Path, default=None, help="store folder (default: %s)" % default_store()
     )
-    parser.add_argument("--version", action="version", version=f"hyperfs {_version()}")
+    parser.add_argument("--version", action=_Version)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in GROUPS:

@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import DecodeError
 
 from hyperfs.drive import schema_pb2
+from hyperfs.drive.folder_index import FolderIndex
 from hyperfs.errors import DecodingError, ReadOnlyDriveError
 
 Names = tuple[str, ...]
@@ -478,12 +479,12 @@ class AppendTree:
         self.offset = offset
         self.nodes = NodeCache() if nodes is None else nodes
         self.writable = writable
+        # The folders with a cached listing, by folder: a deletion finds the listings under it
+        # without a scan of every cached folder.
+        self._cached_below: FolderIndex[Names] = FolderIndex((), lambda names: names[:-1], self._is_cached)
         self._listings: WeightedCache[Names, Listing] = WeightedCache(
-            LISTING_CACHE_BYTES, listing_weight, self._unindex
+            LISTING_CACHE_BYTES, listing_weight, self._cached_below.prune
         )
-        # Folder -> its subfolders with a cached listing, or with one somewhere below them: a
-        # deletion finds the listings under it without a scan of every cached folder.
-        self._cached_below: dict[Names, set[Names]] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -558,30 +559,15 @@ class AppendTree:
     def _cache(self, names: Names, listing: Listing) -> None:
         """Keep the listing of folder `names`, indexed under its parent folders."""
         self._listings.put(names, listing)
-        while names:
-            below = self._cached_below.setdefault(names[:-1], set())
-            if names in below:
-                break
-            below.add(names)
-            names = names[:-1]
+        self._cached_below.add(names)
 
-    def _unindex(self, names: Names) -> None:
-        """The listing of `names` was dropped: unless one under it is still cached, the index
-        of its parent forgets it, and so on up."""
-        while names and not self._cached_below.get(names) and names not in self._listings:
-            self._cached_below.pop(names, None)
-            below = self._cached_below.get(names[:-1])
-            if below is not None:
-                below.discard(names)
-            names = names[:-1]
+    def _is_cached(self, names: Names) -> bool:
+        return names in self._listings
 
     def _drop_cached_below(self, names: Names) -> None:
         """Forget the cached listings of every folder under `names` (not of `names` itself)."""
-        stack = list(self._cached_below.pop(names, ()))
-        while stack:
-            folder = stack.pop()
+        for folder in self._cached_below.take(names):
             self._listings.pop(folder)
-            stack.extend(self._cached_below.pop(folder, ()))
 
     def get(self, names: Names) -> Node | None:
         """The live node named exactly `names` (None when absent or deleted)."""

@@ -65,6 +65,7 @@ SYMLINK_MODE = 0o777
 # content goes through them. Device nodes are not among them: a drive has no field for the
 # device number, and a FUSE mount does not let them be opened anyway.
 SPECIAL_TYPES = (stat_mod.S_IFIFO, stat_mod.S_IFSOCK)
+_CONTENTLESS = frozenset((*SPECIAL_TYPES, stat_mod.S_IFCHR, stat_mod.S_IFBLK))
 _KINDS = {
     stat_mod.S_IFDIR: "folder",
     stat_mod.S_IFLNK: "symlink",
@@ -148,7 +149,7 @@ class Stat:
     def is_special(self) -> bool:
         """A FIFO, socket or device node: an entry without content. (A mode with no type bits
         counts as a file's, as `kind` says.)"""
-        return stat_mod.S_IFMT(self.mode) in (*SPECIAL_TYPES, stat_mod.S_IFCHR, stat_mod.S_IFBLK)
+        return stat_mod.S_IFMT(self.mode) in _CONTENTLESS
 
     def kind(self) -> str:
         """What the entry is, in words ("file" for a mode without a type)."""

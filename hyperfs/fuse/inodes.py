@@ -9,6 +9,7 @@ costs what it moves, not what the mount has ever seen (rsync renames every file 
 
 from __future__ import annotations
 
+from hyperfs.drive.folder_index import FolderIndex
 from hyperfs.errors import FileNotFoundInDrive
 
 ROOT_INODE = 1
@@ -32,9 +33,7 @@ class InodeTable:
         self._ino: dict[str, int] = {"/": ROOT_INODE}
         self._path: dict[int, str | None] = {ROOT_INODE: "/"}
         self._next = ROOT_INODE + 1
-        # Folder -> its paths that are numbered or have numbered paths under them. Every folder
-        # in it but the root is in its parent's set.
-        self._children: dict[str, set[str]] = {}
+        self._folders: FolderIndex[str] = FolderIndex("/", lambda path: split(path)[0], self._ino.__contains__)
 
     def ino(self, path: str) -> int:
         """The inode of `path`, numbering it on first sight."""
@@ -43,7 +42,7 @@ class InodeTable:
             ino = self._ino[path] = self._next
             self._path[ino] = path
             self._next += 1
-            self._index(path)
+            self._folders.add(path)
         return ino
 
     def known(self, path: str) -> int | None:
@@ -62,7 +61,7 @@ class InodeTable:
         ino = self._ino.pop(path, None)
         if ino is not None:
             self._path[ino] = None
-            self._unindex(path)
+            self._folders.prune(path)
         return ino
 
     def rename(self, old: str, new: str) -> None:
@@ -82,44 +81,18 @@ class InodeTable:
     def _take(self, top: str) -> list[tuple[str, int]]:
         """Take the numbers of `top` and everything under it out: (path after `top`, inode)."""
         taken = []
-        stack = [top]
-        while stack:
-            path = stack.pop()
+        for path in (top, *self._folders.take(top)):
             ino = self._ino.pop(path, None)
             if ino is not None:
                 taken.append((path[len(top) :], ino))
-            stack.extend(self._children.pop(path, ()))
-        self._unindex(top)
+        self._folders.prune(top)
         return taken
 
     def _place(self, top: str, taken: list[tuple[str, int]]) -> None:
         for rest, ino in taken:
             self._ino[top + rest] = ino
             self._path[ino] = top + rest
-            self._index(top + rest)
-
-    def _index(self, path: str) -> None:
-        """Enter `path` in its folder's set, and that folder in its own, up to one already in."""
-        while path != "/":
-            parent = split(path)[0]
-            siblings = self._children.get(parent)
-            if siblings is not None:
-                siblings.add(path)
-                return
-            self._children[parent] = {path}
-            path = parent
-
-    def _unindex(self, path: str) -> None:
-        """Take `path` out of its folder's set unless it is numbered or has numbered paths
-        under it, and so on up."""
-        while path != "/" and path not in self._ino and not self._children.get(path):
-            self._children.pop(path, None)
-            parent = split(path)[0]
-            siblings = self._children.get(parent)
-            if siblings is None:
-                return
-            siblings.discard(path)
-            path = parent
+            self._folders.add(top + rest)
 
     def forget(self, ino: int) -> None:
         """Drop an unlinked inode the kernel no longer holds (a live path keeps its number)."""
